@@ -1,0 +1,204 @@
+//! End-to-end tests of the `recsys-trainer` binary on generated and real data.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the right failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use batch_trainer::generate::{generate, GenerateConfig};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recsys-trainer"))
+        .args(args)
+        .arg("--quiet")
+        // Tests must not depend on the developer's environment.
+        .env_remove("RECSYS_CONFIG")
+        .env("RECSYS__TRAINING__THREADS", "2")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run recsys-trainer")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn generated(dir: &Path, events: u64) -> PathBuf {
+    let data = dir.join("data");
+    generate(&GenerateConfig::new(events, 7), &data, None).unwrap();
+    data
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn evaluate_prints_three_models_and_writes_the_json_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 150_000);
+    let json = tmp.path().join("out/eval.json");
+    let o = trainer(&[
+        "evaluate",
+        "--data-dir",
+        s(&data),
+        "--json",
+        s(&json),
+        "--factors",
+        "32",
+        "--iterations",
+        "8",
+        "--repeats",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    for name in ["popular", "als ", "als_rerank"] {
+        assert!(out.contains(name), "table lacks {name}:\n{out}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for model in ["popular", "als", "als_rerank"] {
+        for key in ["recall@20", "precision@5", "ndcg@10", "hit_rate@5", "coverage@5", "novelty@5", "diversity@5"] {
+            assert!(v[model][key].is_number(), "{model}.{key} missing in {v}");
+        }
+    }
+    for key in ["load_s", "fit_s", "recommend_s", "total_s"] {
+        assert!(v["timings"][key].as_f64().unwrap() >= 0.0);
+    }
+    for key in ["users", "items", "train_nnz", "test_users"] {
+        assert!(v[key].as_u64().unwrap() > 0, "{key}");
+    }
+    assert_eq!(v["protocol"], "seed");
+    assert_eq!(v["spread_als"]["seeds"], serde_json::json!([42, 43]));
+    // Generated users have tastes: ALS must beat the popular baseline clearly.
+    let als = v["als"]["recall@20"].as_f64().unwrap();
+    let pop = v["popular"]["recall@20"].as_f64().unwrap();
+    assert!(als > 1.5 * pop, "ALS recall {als} vs popular {pop}");
+    assert!(v["rerank_applied"].as_bool().unwrap());
+}
+
+#[test]
+fn time_protocol_includes_cold_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 80_000);
+    let json = tmp.path().join("t.json");
+    let o = trainer(&[
+        "evaluate",
+        "--data-dir",
+        s(&data),
+        "--protocol",
+        "time",
+        "--json",
+        s(&json),
+        "--factors",
+        "16",
+        "--iterations",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["protocol"], "time");
+    assert!(v["cold_test_users"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn train_promotes_then_the_gate_rejects_a_worse_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 120_000);
+    let models = tmp.path().join("models");
+    let base = ["train", "--data-dir", s(&data), "--artifacts-dir", s(&models), "--factors", "32"];
+
+    let o = trainer(&[&base[..], &["--iterations", "8", "--version", "good"]].concat());
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("no model served yet"));
+    assert_eq!(std::fs::read_to_string(models.join("CURRENT")).unwrap().trim(), "good");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models.join("good/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["evaluation"]["protocol"], "seed");
+    assert!(manifest["files"]["factors.safetensors"]["sha256"].as_str().unwrap().len() == 64);
+
+    // Zero iterations leave the random initial factors: far worse, rejected.
+    let json = tmp.path().join("bad.json");
+    let o = trainer(&[&base[..], &["--iterations", "0", "--version", "bad", "--json", s(&json)]].concat());
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("REJECTED"), "{}", stdout(&o));
+    assert_eq!(std::fs::read_to_string(models.join("CURRENT")).unwrap().trim(), "good");
+    assert!(models.join("bad/manifest.json").is_file(), "a rejected model is kept for inspection");
+    let outcome: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(outcome["verdict"]["outcome"], "rejected");
+    assert_eq!(outcome["promoted"], false);
+
+    // Listing marks the served version; a manual promotion (rollback) works.
+    let o = trainer(&["models", "list", "--artifacts-dir", s(&models)]);
+    assert!(stdout(&o).contains("* good"), "{}", stdout(&o));
+    let o = trainer(&["models", "promote", "bad", "--artifacts-dir", s(&models)]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(models.join("CURRENT")).unwrap().trim(), "bad");
+
+    // A damaged version is refused and CURRENT stays.
+    let f = models.join("good/factors.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n - 100);
+    std::fs::write(&f, bytes).unwrap();
+    let o = trainer(&["models", "promote", "good", "--artifacts-dir", s(&models)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(models.join("CURRENT")).unwrap().trim(), "bad");
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = trainer(&["evaluate", "--data-dir", s(&tmp.path().join("nowhere"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("events.csv"), "{}", stderr(&o));
+
+    let dir = tmp.path().join("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("events.csv"), "timestamp,visitorid,event,itemid,transactionid\n1433221332117,257597,view,355908,\n1433221332118,abc,view,1,\n")
+        .unwrap();
+    let o = trainer(&["evaluate", "--data-dir", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("line 3") && err.contains("visitorid"), "{err}");
+
+    let o = trainer(&["evaluate", "--data-dir", s(&dir), "--factors", "0"]);
+    assert!(stderr(&o).contains("factors"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_real_sample_runs_end_to_end() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/retailrocket-sample");
+    if !sample.join("events.csv").is_file() {
+        eprintln!("skipping: {} not present", sample.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("e.json");
+    // The sample is mostly one-event visitors: a light filter leaves something to fit.
+    let o = Command::new(env!("CARGO_BIN_EXE_recsys-trainer"))
+        .args([
+            "evaluate",
+            "--quiet",
+            "--data-dir",
+            s(&sample),
+            "--json",
+            s(&json),
+            "--factors",
+            "8",
+            "--iterations",
+            "3",
+        ])
+        .env("RECSYS__TRAINING__FILTER__MIN_USER_ITEMS", "2")
+        .env("RECSYS__TRAINING__FILTER__MIN_ITEM_USERS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(v["train_nnz"].as_u64().unwrap() > 0);
+    assert_eq!(v["rerank_applied"], false, "the sample has no item properties");
+}
