@@ -14,6 +14,28 @@ use crate::pipeline::EvalReport;
 use crate::split::Protocol;
 use crate::{export, generate, load, pipeline, train};
 
+/// Writes to stdout; a closed pipe (`recsys-trainer … | head`) ends the process
+/// quietly instead of panicking, as command-line tools do.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! say {
+    ($($t:tt)*) => { emit(&format!($($t)*)) };
+}
+
+macro_rules! sayln {
+    ($($t:tt)*) => { emit(&format!("{}\n", format!($($t)*))) };
+}
+
 /// Exit code of a run whose model the gate rejected (it is kept, not served).
 pub const EXIT_REJECTED: i32 = 3;
 
@@ -186,10 +208,46 @@ fn settings(cli: &Cli, hyper: Option<&HyperArgs>) -> anyhow::Result<config::Sett
     Ok(s)
 }
 
-fn load_data(dir: &Path, cfg: &TrainingConfig) -> anyhow::Result<(crate::data::Dataset, f64)> {
+fn load_data(dir: &Path, cfg: &TrainingConfig, show: bool) -> anyhow::Result<(crate::data::Dataset, f64)> {
     let t = Instant::now();
-    let ds = load::load_dir(dir, &cfg.load_options()).with_context(|| format!("loading {}", dir.display()))?;
+    let spinner = pipeline::spinner("loading", show);
+    let ds = load::load_dir(dir, &cfg.load_options()).with_context(|| format!("loading {}", dir.display()));
+    spinner.finish_and_clear();
+    let ds = ds?;
+    say!("{}", render_load(&ds));
     Ok((ds, t.elapsed().as_secs_f64()))
+}
+
+/// What each file contributed and what was rejected, one line per file.
+pub fn render_load(ds: &crate::data::Dataset) -> String {
+    let mut reports = vec![&ds.events.report];
+    if let Some(p) = &ds.properties {
+        reports.extend(p.reports.iter());
+    }
+    let mut s = String::new();
+    for r in reports {
+        let _ = writeln!(
+            s,
+            "loaded {}: {} rows, {} kept; rejected {} empty field, {} unknown event, {} bad timestamp, {} duplicate",
+            r.file.display(),
+            r.rows,
+            r.kept,
+            r.null_field,
+            r.unknown_event,
+            r.bad_timestamp,
+            r.duplicate
+        );
+    }
+    match &ds.tree {
+        Some(t) => {
+            let _ = writeln!(s, "category tree: {} categories", t.parent.len());
+        }
+        None => s.push_str("category tree: none\n"),
+    }
+    if ds.properties.is_none() {
+        s.push_str("item properties: none (no categories: the re-rank is a no-op)\n");
+    }
+    s
 }
 
 /// The one-screen table of an evaluation.
@@ -201,14 +259,19 @@ pub fn render_report(r: &EvalReport) -> String {
         "protocol {}: {} users x {} items, {} train pairs; {} test users ({} with targets, {} cold), {} target pairs",
         r.protocol, r.users, r.items, r.train_nnz, r.test_users, r.target_users, r.cold_test_users, r.target_pairs
     );
-    let _ = write!(s, "{:<12}", "model");
+    let _ = write!(s, "{:<16}", "model");
     for k in keys {
         let _ = write!(s, "{k:>12}");
     }
     s.push('\n');
     let rerank_name = if r.rerank_applied { "als_rerank" } else { "als_rerank*" };
-    for (name, m) in [("popular", &r.popular), ("als", &r.als), (rerank_name, &r.als_rerank)] {
-        let _ = write!(s, "{name:<12}");
+    for (name, m) in [
+        ("popular", &r.popular),
+        ("popular_conv", &r.popular_conversions),
+        ("als", &r.als),
+        (rerank_name, &r.als_rerank),
+    ] {
+        let _ = write!(s, "{name:<16}");
         for k in keys {
             let _ = write!(s, "{:>12.4}", m.get(k));
         }
@@ -216,7 +279,7 @@ pub fn render_report(r: &EvalReport) -> String {
     }
     for (name, sp) in [("als", &r.spread_als), ("als_rerank", &r.spread_als_rerank)] {
         if let Some(sp) = sp {
-            let _ = write!(s, "{:<12}", format!("{name} ±sd"));
+            let _ = write!(s, "{:<16}", format!("{name} ±sd"));
             for k in keys {
                 let _ = write!(s, "{:>12.4}", sp.std.get(k).copied().unwrap_or(f64::NAN));
             }
@@ -248,13 +311,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Evaluate(a) => {
             let s = settings(&cli, Some(&a.hyper))?;
-            let (ds, load_s) = load_data(&a.data_dir, &s.training)?;
+            let (ds, load_s) = load_data(&a.data_dir, &s.training, show)?;
             if let Some(dir) = &a.export_split {
                 export::export_split(&ds, &s.training, dir)
                     .with_context(|| format!("exporting split to {}", dir.display()))?;
             }
             let report = pipeline::evaluate(&ds, &s.training, a.repeats, load_s, show);
-            print!("{}", render_report(&report));
+            say!("{}", render_report(&report));
             if let Some(p) = &a.json {
                 write_json(p, &report)?;
             }
@@ -263,7 +326,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Train(a) => {
             let s = settings(&cli, Some(&a.hyper))?;
             let root = a.artifacts_dir.clone().unwrap_or(s.artifacts.dir.clone());
-            let (ds, load_s) = load_data(&a.data_dir, &s.training)?;
+            let (ds, load_s) = load_data(&a.data_dir, &s.training, show)?;
             let opts = train::TrainOptions {
                 artifacts_dir: root.clone(),
                 version: a.version.clone(),
@@ -273,12 +336,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 show_progress: show,
             };
             let out = train::train(&ds, &s.training, &opts, load_s).context("training")?;
-            print!("{}", render_report(&out.report));
+            say!("{}", render_report(&out.report));
             match &out.verdict {
-                Verdict::NoServedModel => println!("gate: no model served yet"),
+                Verdict::NoServedModel => sayln!("gate: no model served yet"),
                 Verdict::Passed { comparisons } | Verdict::Rejected { comparisons } => {
                     for c in comparisons {
-                        println!(
+                        sayln!(
                             "gate: {:<12} served {:.4} candidate {:.4} ({:+.1} %) {}",
                             c.metric,
                             c.served,
@@ -288,17 +351,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         );
                     }
                 }
-                Verdict::Incomparable { reason } => println!("gate: cannot compare: {reason}"),
+                Verdict::Incomparable { reason } => sayln!("gate: cannot compare: {reason}"),
             }
-            println!("model {} written to {}", out.version, out.path.display());
+            sayln!("model {} written to {}", out.version, out.path.display());
             if let Some(p) = &a.json {
                 write_json(p, &out)?;
             }
             if out.promoted {
-                println!("promoted: {} now serves {}", root.join(model::artifact::CURRENT_FILE).display(), out.version);
+                sayln!("promoted: {} now serves {}", root.join(model::artifact::CURRENT_FILE).display(), out.version);
                 Ok(0)
             } else {
-                println!(
+                sayln!(
                     "REJECTED: {} keeps serving {}; the new version is kept for inspection (use --force or `models promote` to override)",
                     root.display(),
                     out.served_before.as_deref().unwrap_or("nothing")
@@ -312,7 +375,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let report =
                 generate::generate(&cfg, &a.out, Some(&pb)).with_context(|| format!("writing {}", a.out.display()))?;
             pb.finish_and_clear();
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            sayln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(0)
         }
         Command::Models(m) => {
@@ -337,12 +400,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                                             .join(" ")
                                     })
                                     .unwrap_or_default();
-                                println!(
+                                sayln!(
                                     "{mark} {v}  created {}  users {} items {} f {}  {metrics}",
-                                    m.created_at, m.counts.users, m.counts.items, m.counts.factors
+                                    m.created_at,
+                                    m.counts.users,
+                                    m.counts.items,
+                                    m.counts.factors
                                 );
                             }
-                            Err(e) => println!("{mark} {v}  unreadable: {e}"),
+                            Err(e) => sayln!("{mark} {v}  unreadable: {e}"),
                         }
                     }
                     Ok(0)
@@ -353,7 +419,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         bail!("no model version {version} under {}", root.display());
                     }
                     model::artifact::set_current(&root, version).with_context(|| format!("promoting {version}"))?;
-                    println!("{} now serves {version}", root.display());
+                    sayln!("{} now serves {version}", root.display());
                     Ok(0)
                 }
             }

@@ -66,6 +66,20 @@ pub fn progress_bar(len: u64, msg: &'static str, show: bool) -> ProgressBar {
     pb
 }
 
+/// A spinner for steps of unknown length (loading), hidden when `show` is false.
+pub fn spinner(msg: &'static str, show: bool) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(
+        None,
+        if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(msg);
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
 /// Fits ALS with a progress bar over iterations.
 pub fn fit_with_progress(matrix: &Csr, params: &AlsParams, show: bool) -> AlsModel {
     let pb = progress_bar(params.iterations as u64, "fit", show);
@@ -111,6 +125,23 @@ pub fn pair_popularity(ix: &Indexed) -> Vec<f64> {
     w
 }
 
+/// The original's offline "popular" baseline: add-to-cart events weigh 10 and
+/// purchases 8, views nothing, over the training side's events of training items.
+pub fn conversion_popularity(train_events: &[RawEvent], ix: &Indexed) -> Vec<f64> {
+    let mut w = vec![0.0f64; ix.item_ids.len()];
+    for e in train_events {
+        let weight = match e.kind {
+            schemas::EventKind::View => continue,
+            schemas::EventKind::AddToCart => 10.0,
+            schemas::EventKind::Transaction => 8.0,
+        };
+        if let Some(&i) = ix.item_index.get(&e.item) {
+            w[i as usize] += weight;
+        }
+    }
+    w
+}
+
 /// Wall-clock seconds of each step.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
@@ -137,6 +168,9 @@ pub struct Spread {
 pub struct EvalReport {
     pub protocol: &'static str,
     pub popular: Metrics,
+    /// The original's offline baseline: add-to-carts (weight 10) and purchases
+    /// (weight 8) only. Reported for comparison; `popular` is what is served.
+    pub popular_conversions: Metrics,
     pub als: Metrics,
     pub als_rerank: Metrics,
     /// False when no item has a category: `als_rerank` then equals `als`.
@@ -310,11 +344,22 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64,
         })
         .collect();
     let popular_m = score(&split, &ix, &ctx, &pop_lists);
+    let conversions = Popularity::from_scores(&conversion_popularity(&split.train_events, &ix), ix.item_ids.len());
+    let conv_lists: Vec<Vec<u64>> = split
+        .test_users
+        .iter()
+        .map(|u| {
+            let exclude = ix.user_index.get(u).map(|&r| ix.matrix.row(r as usize).0).unwrap_or(&[]);
+            conversions.recommend(exclude, cfg.k).iter().map(|s| ix.item_ids[s.item as usize]).collect()
+        })
+        .collect();
+    let popular_conversions = score(&split, &ix, &ctx, &conv_lists);
     timings.total_s = load_s + t0.elapsed().as_secs_f64();
     let cold = split.test_users.iter().filter(|u| !ix.user_index.contains_key(u)).count();
     EvalReport {
         protocol: split.protocol.as_str(),
         popular: popular_m,
+        popular_conversions,
         als,
         als_rerank,
         rerank_applied: !ctx.rerank.is_empty(),
