@@ -264,13 +264,24 @@ fn recommend_variants(
     Variants { als, als_rerank }
 }
 
-fn score(split: &Split, ix: &Indexed, ctx: &ItemContext, lists: &[Vec<u64>]) -> Metrics {
+/// Training pairs per item, the denominator data of Novelty (computed once per split).
+fn item_pair_counts(split: &Split) -> HashMap<u64, u64> {
     let mut item_pairs: HashMap<u64, u64> = HashMap::new();
     for p in &split.train {
         *item_pairs.entry(p.item).or_default() += 1;
     }
+    item_pairs
+}
+
+fn score(
+    split: &Split,
+    ix: &Indexed,
+    ctx: &ItemContext,
+    item_pairs: &HashMap<u64, u64>,
+    lists: &[Vec<u64>],
+) -> Metrics {
     let category = |i: u64| ctx.meta.get(&i).and_then(|m| m.category);
-    let train = TrainStats { item_pairs: &item_pairs, n_pairs: split.train.len() as u64, category: &category };
+    let train = TrainStats { item_pairs, n_pairs: split.train.len() as u64, category: &category };
     let empty: Vec<u64> = Vec::new();
     let users: Vec<UserResult<'_>> = split
         .test_users
@@ -304,6 +315,7 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64,
     let ix = index_pairs(&split.train);
     let ctx = item_context(ds, &split.train_events, &ix.item_ids, split.cutoff_ts);
     let popular = Popularity::from_scores(&pair_popularity(&ix), ix.item_ids.len());
+    let item_pairs = item_pair_counts(&split);
     let split_s = t0.elapsed().as_secs_f64();
 
     let mut timings = Timings { load_s, split_s, ..Timings::default() };
@@ -320,8 +332,8 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64,
         let v = recommend_variants(&split, &ix, &model, &ctx, &popular, cfg, show);
         let recommend_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let als = score(&split, &ix, &ctx, &v.als);
-        let als_rerank = score(&split, &ix, &ctx, &v.als_rerank);
+        let als = score(&split, &ix, &ctx, &item_pairs, &v.als);
+        let als_rerank = score(&split, &ix, &ctx, &item_pairs, &v.als_rerank);
         if first.is_none() {
             let warm = split.test_users.iter().filter(|u| ix.user_index.contains_key(u)).count();
             timings.fit_s = fit_s;
@@ -335,25 +347,21 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64,
     }
     let (als, als_rerank) = first.unwrap_or_default();
 
-    let pop_lists: Vec<Vec<u64>> = split
-        .test_users
-        .iter()
-        .map(|u| {
-            let exclude = ix.user_index.get(u).map(|&r| ix.matrix.row(r as usize).0).unwrap_or(&[]);
-            popular.recommend(exclude, cfg.k).iter().map(|s| ix.item_ids[s.item as usize]).collect()
-        })
-        .collect();
-    let popular_m = score(&split, &ix, &ctx, &pop_lists);
+    // A popularity list scored like a model: each user's own train items excluded.
+    let score_popularity = |pop: &Popularity| {
+        let lists: Vec<Vec<u64>> = split
+            .test_users
+            .iter()
+            .map(|u| {
+                let exclude = ix.user_index.get(u).map(|&r| ix.matrix.row(r as usize).0).unwrap_or(&[]);
+                pop.recommend(exclude, cfg.k).iter().map(|s| ix.item_ids[s.item as usize]).collect()
+            })
+            .collect();
+        score(&split, &ix, &ctx, &item_pairs, &lists)
+    };
+    let popular_m = score_popularity(&popular);
     let conversions = Popularity::from_scores(&conversion_popularity(&split.train_events, &ix), ix.item_ids.len());
-    let conv_lists: Vec<Vec<u64>> = split
-        .test_users
-        .iter()
-        .map(|u| {
-            let exclude = ix.user_index.get(u).map(|&r| ix.matrix.row(r as usize).0).unwrap_or(&[]);
-            conversions.recommend(exclude, cfg.k).iter().map(|s| ix.item_ids[s.item as usize]).collect()
-        })
-        .collect();
-    let popular_conversions = score(&split, &ix, &ctx, &conv_lists);
+    let popular_conversions = score_popularity(&conversions);
     timings.total_s = load_s + t0.elapsed().as_secs_f64();
     let cold = split.test_users.iter().filter(|u| !ix.user_index.contains_key(u)).count();
     EvalReport {
