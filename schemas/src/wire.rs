@@ -351,3 +351,66 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod json_schema_tests {
+    //! The published JSON Schema documents (`schemas/json/`) are written by hand;
+    //! these tests keep them in step with the Rust types.
+
+    use serde_json::Value;
+
+    fn schema(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("json").join(name);
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    fn properties(s: &Value) -> Vec<String> {
+        let mut v: Vec<String> = s["properties"].as_object().unwrap().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn serialized_fields(v: &impl serde::Serialize) -> Vec<String> {
+        let mut f: Vec<String> = serde_json::to_value(v).unwrap().as_object().unwrap().keys().cloned().collect();
+        f.sort();
+        f
+    }
+
+    #[test]
+    fn event_schema_lists_exactly_the_accepted_fields() {
+        let s = schema("event.schema.json");
+        let mut want: Vec<String> = super::FIELDS.iter().map(|f| f.to_string()).collect();
+        want.sort();
+        assert_eq!(properties(&s), want);
+        assert_eq!(s["additionalProperties"], false);
+        let kinds: Vec<&str> =
+            s["properties"]["event"]["enum"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(kinds, crate::EventKind::ALL.map(|k| k.as_str()).to_vec());
+        assert_eq!(s["properties"]["ts"]["minimum"], super::EventLimits::default().min_ts);
+    }
+
+    #[test]
+    fn record_schemas_match_what_the_types_serialise() {
+        let imp = super::Impression {
+            rec_id: crate::ItemId::parse("r").unwrap(),
+            ts: 1,
+            user_id: crate::UserId::parse("u").unwrap(),
+            items: vec![],
+            variant: super::Variant::Popular,
+            model_version: "v".into(),
+            source: super::Source::Popular,
+        };
+        assert_eq!(properties(&schema("impression.schema.json")), serialized_fields(&imp));
+        let ann = super::ModelAnnouncement {
+            version: "v".into(),
+            path: "p".into(),
+            manifest_sha256: "0".repeat(64),
+            created_at: "t".into(),
+        };
+        assert_eq!(properties(&schema("model_announcement.schema.json")), serialized_fields(&ann));
+        let mut dl = serialized_fields(&super::DeadLetter::new("r", "http", 1, b"x"));
+        dl.push("original_hex".into());
+        dl.sort();
+        assert_eq!(properties(&schema("dead_letter.schema.json")), dl);
+    }
+}
