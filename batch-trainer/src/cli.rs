@@ -135,7 +135,7 @@ pub struct TrainArgs {
     /// Directory with events.csv (and optionally item_properties_part*.csv, category_tree.csv).
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Root of the model versions (default: [artifacts] dir of the config).
+    /// Root of the model versions (default: `dir` of the `[artifacts]` config section).
     #[arg(long)]
     pub artifacts_dir: Option<PathBuf>,
     /// Name of the new version (default: UTC time).
