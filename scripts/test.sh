@@ -6,25 +6,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-ensure_redis() {
-    if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-        return
-    fi
-    if ! command -v redis-server >/dev/null 2>&1; then
-        log "installing redis-server"
-        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-    fi
-    log "starting redis on 127.0.0.1:6379"
-    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no
-    for _ in $(seq 50); do
-        redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "redis did not start" >&2
-    exit 1
-}
-
-ensure_redis
+# Redis and the Kafka-compatible broker (tansu, installed on first use): the
+# ingest tests talk to both over real connections.
+scripts/dev-up.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

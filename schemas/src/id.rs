@@ -1,13 +1,31 @@
-//! Validated user and item identifiers.
+//! Validated identifiers: users, items, transactions and recommendation responses.
+//!
+//! Every id that crosses a process boundary is a string of 1–64 characters from
+//! `[A-Za-z0-9._:-]`. The alphabet is deliberately small: ids end up inside Redis
+//! keys (`recs:{user}`), Kafka keys, metric-free log lines and file names, and none
+//! of those need escaping when the id cannot contain spaces, slashes, quotes or
+//! control characters. The length bound keeps a hostile producer from making a
+//! key or a history entry arbitrarily large.
+//!
+//! Storefronts (and the RetailRocket log) use numeric ids, so the user, item and
+//! transaction ids also accept a non-negative JSON integer and normalise it to its
+//! decimal string: `257597` and `"257597"` are the same user everywhere downstream.
+//! A [`RecId`] is minted by the API as a string and echoed back by the storefront,
+//! so it accepts strings only.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// Longest accepted id, in bytes (ids are ASCII, so also in characters).
 pub const MAX_ID_LEN: usize = 64;
 
-/// Why a string is not a valid id.
+/// The id alphabet and length as a JSON Schema / ECMA-262 pattern.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,64}$";
+
+/// Why a string (or JSON value) is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("id is empty")]
@@ -18,6 +36,8 @@ pub enum IdError {
     BadChar(char, usize),
     #[error("id must be a string or a non-negative integer")]
     WrongType,
+    #[error("id must be a string")]
+    NotAString,
 }
 
 fn check(s: &str) -> Result<(), IdError> {
@@ -28,15 +48,29 @@ fn check(s: &str) -> Result<(), IdError> {
         return Err(IdError::TooLong(s.chars().count()));
     }
     for (i, c) in s.char_indices() {
-        if !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')) {
+        if !is_id_char(c) {
             return Err(IdError::BadChar(c, i));
         }
     }
     Ok(())
 }
 
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+}
+
+/// The JSON Schema of a string id.
+fn string_id_schema() -> Schema {
+    json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ID_LEN,
+        "pattern": ID_PATTERN,
+    })
+}
+
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, integers: $integers:literal, schema: $schema_doc:literal) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
@@ -49,11 +83,6 @@ macro_rules! id_type {
                 Ok(Self(s.to_owned()))
             }
 
-            /// The id of a numeric source id (RetailRocket ids are integers).
-            pub fn from_u64(v: u64) -> Self {
-                Self(v.to_string())
-            }
-
             /// The id as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -62,6 +91,20 @@ macro_rules! id_type {
             /// Consumes the id, returning its string.
             pub fn into_string(self) -> String {
                 self.0
+            }
+
+            /// Parses an id from a JSON value: a string, or (when this id type
+            /// takes numeric ids) a non-negative integer normalised to decimal.
+            pub fn from_json(v: &serde_json::Value) -> Result<Self, IdError> {
+                match v {
+                    serde_json::Value::String(s) => Self::parse(s),
+                    serde_json::Value::Number(n) if $integers => match n.as_u64() {
+                        Some(u) => Ok(Self(u.to_string())),
+                        None => Err(IdError::WrongType),
+                    },
+                    _ if $integers => Err(IdError::WrongType),
+                    _ => Err(IdError::NotAString),
+                }
             }
         }
 
@@ -84,6 +127,20 @@ macro_rules! id_type {
             }
         }
 
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                check(&s)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -92,15 +149,59 @@ macro_rules! id_type {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                // Integers are accepted because storefronts (and RetailRocket) use
-                // numeric ids; they are normalised to their decimal form.
-                match serde_json::Value::deserialize(d)? {
-                    serde_json::Value::String(s) => Self::parse(&s).map_err(serde::de::Error::custom),
-                    serde_json::Value::Number(n) if n.is_u64() => {
-                        Ok(Self::from_u64(n.as_u64().unwrap_or_default()))
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(if $integers { "a string id or a non-negative integer" } else { "a string id" })
                     }
-                    _ => Err(serde::de::Error::custom(IdError::WrongType)),
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        $name::parse(s).map_err(E::custom)
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<$name, E> {
+                        if $integers {
+                            Ok($name(v.to_string()))
+                        } else {
+                            Err(E::custom(IdError::NotAString))
+                        }
+                    }
+                    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<$name, E> {
+                        match u64::try_from(v) {
+                            Ok(u) => self.visit_u64(u),
+                            Err(_) if $integers => Err(E::custom(IdError::WrongType)),
+                            Err(_) => Err(E::custom(IdError::NotAString)),
+                        }
+                    }
+                    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<$name, E> {
+                        Err(E::custom(if $integers { IdError::WrongType } else { IdError::NotAString }))
+                    }
                 }
+                d.deserialize_any(V)
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn schema_id() -> Cow<'static, str> {
+                concat!("schemas::", stringify!($name)).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                let mut s = if $integers {
+                    json_schema!({
+                        "oneOf": [
+                            string_id_schema(),
+                            { "type": "integer", "minimum": 0, "maximum": u64::MAX },
+                        ],
+                    })
+                } else {
+                    string_id_schema()
+                };
+                s.insert("description".into(), $schema_doc.into());
+                s
             }
         }
     };
@@ -108,22 +209,62 @@ macro_rules! id_type {
 
 id_type!(
     /// A storefront visitor id.
-    UserId
+    UserId,
+    integers: true,
+    schema: "A storefront visitor id: 1-64 characters [A-Za-z0-9._:-], or a non-negative integer (normalised to its decimal string)."
 );
 id_type!(
     /// A catalogue item id.
-    ItemId
+    ItemId,
+    integers: true,
+    schema: "A catalogue item id: 1-64 characters [A-Za-z0-9._:-], or a non-negative integer (normalised to its decimal string)."
 );
+id_type!(
+    /// The storefront's order id of a purchase (RetailRocket's `transactionid`).
+    TransactionId,
+    integers: true,
+    schema: "The storefront's order id of a purchase: 1-64 characters [A-Za-z0-9._:-], or a non-negative integer (normalised to its decimal string)."
+);
+id_type!(
+    /// The id of one recommendation response; the API mints it and the storefront
+    /// echoes it on the events that follow, which attributes them directly.
+    RecId,
+    integers: false,
+    schema: "The rec_id of a recommendation response (1-64 characters [A-Za-z0-9._:-])."
+);
+
+impl UserId {
+    /// The id of a numeric source id (RetailRocket ids are integers).
+    pub fn from_u64(v: u64) -> Self {
+        Self(v.to_string())
+    }
+}
+
+impl ItemId {
+    /// The id of a numeric source id (RetailRocket ids are integers).
+    pub fn from_u64(v: u64) -> Self {
+        Self(v.to_string())
+    }
+}
+
+impl TransactionId {
+    /// The id of a numeric source id (RetailRocket ids are integers).
+    pub fn from_u64(v: u64) -> Self {
+        Self(v.to_string())
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     #[test]
     fn accepts_valid_ids() {
         for s in ["0", "257597", "a.b_c:d-e", &"x".repeat(64)] {
             assert_eq!(UserId::parse(s).unwrap().as_str(), s);
+            assert_eq!(RecId::parse(s).unwrap().as_str(), s);
         }
     }
 
@@ -133,18 +274,33 @@ mod tests {
         assert_eq!(ItemId::parse(&"x".repeat(65)), Err(IdError::TooLong(65)));
         assert_eq!(ItemId::parse("a b"), Err(IdError::BadChar(' ', 1)));
         assert_eq!(ItemId::parse("a\u{0}"), Err(IdError::BadChar('\0', 1)));
+        assert_eq!(ItemId::parse("a/b"), Err(IdError::BadChar('/', 1)));
         assert!(matches!(ItemId::parse("é"), Err(IdError::BadChar('é', 0))));
+        assert_eq!(TransactionId::try_from("x y".to_owned()), Err(IdError::BadChar(' ', 1)));
     }
 
     #[test]
     fn json_integers_normalise_to_strings() {
         let id: UserId = serde_json::from_str("0").unwrap();
         assert_eq!(id.as_str(), "0");
+        let id: TransactionId = serde_json::from_str("18446744073709551615").unwrap();
+        assert_eq!(id.as_str(), "18446744073709551615");
         let id: UserId = serde_json::from_str("\"257597\"").unwrap();
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"257597\"");
-        assert!(serde_json::from_str::<UserId>("-1").is_err());
-        assert!(serde_json::from_str::<UserId>("1.5").is_err());
-        assert!(serde_json::from_str::<UserId>("null").is_err());
+        assert_eq!(UserId::from_json(&json!(257597)).unwrap(), UserId::from_u64(257597));
+        for bad in ["-1", "1.5", "1e3", "null", "true", "[]", "{}", "18446744073709551616"] {
+            assert!(serde_json::from_str::<UserId>(bad).is_err(), "{bad}");
+            let v: serde_json::Value = serde_json::from_str(bad).unwrap();
+            assert_eq!(UserId::from_json(&v), Err(IdError::WrongType), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rec_ids_are_strings_only() {
+        assert!(serde_json::from_str::<RecId>("5").unwrap_err().to_string().contains("must be a string"));
+        assert_eq!(RecId::from_json(&json!(5)), Err(IdError::NotAString));
+        assert_eq!(RecId::from_json(&json!("r-5")).unwrap().as_str(), "r-5");
+        assert!(serde_json::from_str::<RecId>("\"a b\"").unwrap_err().to_string().contains("' '"));
     }
 
     proptest! {
@@ -158,6 +314,14 @@ mod tests {
                 Err(_) => prop_assert!(s.is_empty() || s.len() > MAX_ID_LEN
                     || s.chars().any(|c| !(c.is_ascii_alphanumeric() || ".:_-".contains(c)))),
             }
+        }
+
+        #[test]
+        fn integers_and_their_strings_are_the_same_id(n in any::<u64>()) {
+            let from_int: ItemId = serde_json::from_str(&n.to_string()).unwrap();
+            let from_str: ItemId = serde_json::from_str(&format!("\"{n}\"")).unwrap();
+            prop_assert_eq!(&from_int, &from_str);
+            prop_assert_eq!(from_int, ItemId::from_u64(n));
         }
     }
 }

@@ -1,6 +1,22 @@
 //! Redis keys (DESIGN.md §5), built in one place so writers and readers agree.
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `recs:{user}` | JSON `{"model", "updated_ms", "items": [{"item_id","score"}]}`, with a TTL |
+//! | `hist:{user}` | the user's (item → weight) history used for fold-in, capped |
+//! | `offsets:{topic}:{partition}` | last event offset applied to Redis, written in the same MULTI/EXEC as the histories |
+//! | `popular`, `popular:cat:{cat}` | JSON top lists |
+//! | `model:current` | the served model version |
+//! | `stats:{variant}:{model_version}` | tracking counters of one A/B arm and model version |
+//!
+//! Every variable segment is a validated type ([`UserId`], [`Variant`],
+//! [`ModelVersion`]) or a number, so no producer input can smuggle glob
+//! characters, spaces or another key's shape into a key; a variable segment that
+//! may contain `:` (an id) is always the last one.
 
+use crate::announcement::ModelVersion;
 use crate::id::UserId;
+use crate::impression::Variant;
 
 /// Builds every Redis key under a configurable prefix (default `recsys:`), so
 /// several deployments or test runs can share one Redis.
@@ -58,8 +74,30 @@ impl RedisKeys {
 
     /// `stats:{variant}:{model_version}`: the tracking counters of one A/B arm
     /// and model version (a hash of impressions, clicks, carts, purchases, revenue).
-    pub fn stats(&self, variant: &str, model_version: &str) -> String {
-        format!("{}stats:{}:{}", self.prefix, variant, model_version)
+    pub fn stats(&self, variant: Variant, model_version: &ModelVersion) -> String {
+        format!("{}stats:{}:{}", self.prefix, variant.as_str(), model_version)
+    }
+
+    /// A `SCAN MATCH` pattern for every stats key under this prefix (glob
+    /// characters in the prefix are escaped), for `GET /v1/stats`.
+    pub fn stats_pattern(&self) -> String {
+        let mut p = String::with_capacity(self.prefix.len() + 8);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                p.push('\\');
+            }
+            p.push(c);
+        }
+        p.push_str("stats:*");
+        p
+    }
+
+    /// The arm and model version of a key built by [`RedisKeys::stats`], or
+    /// `None` for any other key.
+    pub fn parse_stats(&self, key: &str) -> Option<(Variant, ModelVersion)> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix("stats:")?;
+        let (variant, version) = rest.split_once(':')?;
+        Some((variant.parse().ok()?, ModelVersion::parse(version).ok()?))
     }
 }
 
@@ -77,7 +115,24 @@ mod tests {
         assert_eq!(k.popular(), "recsys:popular");
         assert_eq!(k.popular_category(12), "recsys:popular:cat:12");
         assert_eq!(k.model_current(), "recsys:model:current");
-        assert_eq!(k.stats("als", "v1"), "recsys:stats:als:v1");
+        let v1 = ModelVersion::parse("v1").unwrap();
+        assert_eq!(k.stats(Variant::Als, &v1), "recsys:stats:als:v1");
+        assert_eq!(k.stats(Variant::Popular, &v1), "recsys:stats:popular:v1");
         assert_eq!(RedisKeys::new("t42:").recs(&u), "t42:recs:257597");
+        assert_eq!(RedisKeys::new("t42:").prefix(), "t42:");
+    }
+
+    #[test]
+    fn stats_keys_parse_back() {
+        let k = RedisKeys::new("t*1:");
+        let v = ModelVersion::parse("2026.11-28_x").unwrap();
+        for variant in Variant::ALL {
+            assert_eq!(k.parse_stats(&k.stats(variant, &v)), Some((variant, v.clone())));
+        }
+        assert_eq!(k.stats_pattern(), "t\\*1:stats:*");
+        assert_eq!(RedisKeys::default().stats_pattern(), "recsys:stats:*");
+        for other in ["t*1:stats:als", "t*1:stats:ctr:v1", "t*1:stats:als:.x", "recsys:stats:als:v1", "t*1:popular"] {
+            assert_eq!(k.parse_stats(other), None, "{other}");
+        }
     }
 }

@@ -1,25 +1,67 @@
-//! Wire-level vocabulary shared by every recsys process.
+//! Wire-level vocabulary shared by every recsys process (DESIGN.md §2, §3, §5).
 //!
 //! Everything that crosses a process boundary is parsed here exactly once
 //! ("parse, don't validate"): once a value has one of these types it is known to
-//! be well formed, so the rest of the code never re-checks it.
+//! be well formed, so the rest of the code never re-checks it, and every
+//! producer and consumer agrees on the format because there is only one.
 //!
-//! Layout (everything is re-exported flat):
-//! - [`id`]: [`UserId`] / [`ItemId`], strings of 1–64 characters `[A-Za-z0-9._:-]`;
-//!   JSON integers are accepted and normalised to their decimal string.
-//! - [`event`]: [`EventKind`] (view / addtocart / transaction).
-//! - [`wire`]: the topic records — [`Event`] (validated from untrusted JSON with a
-//!   reason per rejection), [`Impression`], [`ModelAnnouncement`], [`DeadLetter`].
+//! Layout (everything is re-exported flat, so `schemas::Event` is the path to use):
+//! - [`id`]: [`UserId`], [`ItemId`], [`TransactionId`], [`RecId`] — strings of
+//!   1–64 characters `[A-Za-z0-9._:-]`; JSON integers are accepted for user,
+//!   item and transaction ids and normalised to their decimal string.
+//! - [`event`]: [`EventKind`] and the [`Event`] record of `recsys.events`,
+//!   parsed from untrusted JSON with an [`EventError`] naming the field for every
+//!   rejection, within an [`EventLimits`] time window; [`Revenue`].
+//! - [`impression`]: the [`Impression`] record of `recsys.impressions`, with the
+//!   A/B [`Variant`] and the list's [`Source`].
+//! - [`announcement`]: the [`ModelAnnouncement`] record of `recsys.models`,
+//!   [`ModelVersion`] and [`Sha256Hex`].
+//! - [`dead_letter`]: the [`DeadLetter`] record of `recsys.events.dlq`.
 //! - [`topics`]: Kafka topic names.
-//! - [`keys`]: Redis key builder ([`RedisKeys`]).
+//! - [`keys`]: the Redis key builder [`RedisKeys`] (DESIGN.md §5).
+//! - [`json_schema`]: the JSON Schema documents of the four records, published
+//!   in `schemas/json/` for producers in other languages.
+//!
+//! Records that derive their parsing (`Impression`, `ModelAnnouncement`,
+//! `DeadLetter`) reject unknown and duplicate fields and fail with a
+//! [`RecordError`]; `Event` has its own parser because its rules span fields
+//! (absent `ts`, purchase data only on transactions) and its reasons go back
+//! to the producer.
 
+pub mod announcement;
+pub mod dead_letter;
 pub mod event;
 pub mod id;
+pub mod impression;
+pub mod json_schema;
 pub mod keys;
 pub mod topics;
-pub mod wire;
 
-pub use event::{EventKind, ParseEventKindError};
-pub use id::{IdError, ItemId, UserId, MAX_ID_LEN};
+pub use announcement::{ModelAnnouncement, ModelVersion, ModelVersionError, Sha256Error, Sha256Hex, MAX_VERSION_LEN};
+pub use dead_letter::{DeadLetter, DeadLetterSource, ParseDeadLetterSourceError};
+pub use event::{
+    BatchItem, Event, EventError, EventKind, EventLimits, ParseEventKindError, Revenue, RevenueError, TimestampError,
+    DEFAULT_MIN_TS, EVENT_FIELDS, MAX_REVENUE,
+};
+pub use id::{IdError, ItemId, RecId, TransactionId, UserId, ID_PATTERN, MAX_ID_LEN};
+pub use impression::{Impression, ParseNameError, Source, Variant};
+pub use json_schema::{json_schemas, write_json_schemas, JSON_SCHEMA_DIR};
 pub use keys::RedisKeys;
-pub use wire::{DeadLetter, Event, EventError, EventLimits, Impression, ModelAnnouncement, Source, Variant};
+
+/// A record of `recsys.impressions`, `recsys.models` or `recsys.events.dlq`
+/// failed to parse. `Display` names the record and carries serde's message,
+/// which names the field and the position.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {record}: {source}")]
+pub struct RecordError {
+    /// Which record: `impression`, `model announcement` or `dead letter`.
+    pub record: &'static str,
+    #[source]
+    source: serde_json::Error,
+}
+
+impl RecordError {
+    fn new(record: &'static str, source: serde_json::Error) -> RecordError {
+        RecordError { record, source }
+    }
+}

@@ -1,13 +1,14 @@
-//! Kafka topic names, in one place.
+//! Kafka topic names, in one place, so a typo cannot create a second topic.
 
-/// Storefront events, key = user id.
+/// [`crate::Event`] records, key = user id (one user's events stay ordered in one partition).
 pub const EVENTS: &str = "recsys.events";
-/// Rejected input with its reason.
+/// [`crate::DeadLetter`] records: rejected input with its reason.
 pub const EVENTS_DLQ: &str = "recsys.events.dlq";
-/// Served lists, key = user id (same partition count as [`EVENTS`], so one
-/// consumer sees a user's impressions and events together).
+/// [`crate::Impression`] records, key = user id. With the same partition count
+/// as [`EVENTS`] and the default partitioner, a user's impressions land in the
+/// same partition number as their events.
 pub const IMPRESSIONS: &str = "recsys.impressions";
-/// Published models, key `model`.
+/// [`crate::ModelAnnouncement`] records, key [`crate::ModelAnnouncement::KEY`].
 pub const MODELS: &str = "recsys.models";
-/// Every topic the system uses.
+/// Every topic the system uses (what ingest creates when missing).
 pub const ALL: [&str; 4] = [EVENTS, EVENTS_DLQ, IMPRESSIONS, MODELS];

@@ -1,0 +1,242 @@
+//! Typed configuration: `configs/recsys.toml` (`[ingest]`, `[kafka]`), then
+//! `RECSYS__SECTION__KEY` environment variables, then command-line flags
+//! (applied by `main`). Sections of the other processes are ignored.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// The ingest process's view of the configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub ingest: IngestConfig,
+    pub kafka: KafkaConfig,
+}
+
+/// Producer compression. Snappy is deliberately absent: the local broker's
+/// sqlite engine cannot fetch snappy batches (`../shared/KAFKA.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Lz4,
+}
+
+impl Compression {
+    fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+/// `[ingest]`: the HTTP server, the producer's delivery bounds and the event limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngestConfig {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, bytes (larger → 413).
+    pub max_body_bytes: usize,
+    /// Most events in one JSON array (more → 413).
+    pub max_batch: usize,
+    /// Whole-request deadline, ms (exceeded → 503 `request_timeout`). Must exceed
+    /// `message_timeout_ms` so a broker timeout is reported as such.
+    pub request_timeout_ms: u64,
+    /// Requests processed at once; further requests are shed with 503 `overloaded`.
+    pub concurrency_limit: usize,
+    /// librdkafka `message.timeout.ms`: how long a message may wait for the
+    /// broker's acknowledgement before the request fails with 503.
+    pub message_timeout_ms: u64,
+    /// librdkafka `linger.ms`: batching delay before a send.
+    pub linger_ms: u64,
+    /// Producer compression: "none", "gzip" or "lz4".
+    pub compression: Compression,
+    /// On shutdown, how long to wait for the producer to flush, ms.
+    pub flush_timeout_ms: u64,
+    /// `replay`: most deliveries awaiting the broker's acknowledgement at once.
+    pub replay_max_in_flight: usize,
+    /// Earliest accepted event `ts`, epoch ms.
+    pub min_ts: i64,
+    /// How far past the receiver's clock an event `ts` may be, ms.
+    pub max_future_ms: i64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let limits = schemas::EventLimits::default();
+        IngestConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            max_body_bytes: 1 << 20,
+            max_batch: 10_000,
+            request_timeout_ms: 10_000,
+            concurrency_limit: 256,
+            message_timeout_ms: 5_000,
+            linger_ms: 5,
+            compression: Compression::Lz4,
+            flush_timeout_ms: 10_000,
+            replay_max_in_flight: 50_000,
+            min_ts: limits.min_ts,
+            max_future_ms: limits.max_future_ms,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The event checks applied to every input.
+    pub fn limits(&self) -> schemas::EventLimits {
+        schemas::EventLimits { min_ts: self.min_ts, max_future_ms: self.max_future_ms }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.flush_timeout_ms)
+    }
+}
+
+/// `[kafka]`: shared by every process that talks to the broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Partition count of topics created at start-up.
+    pub partitions: i32,
+    /// Replication factor of topics created at start-up.
+    pub replication_factor: i32,
+    /// Prepended to every topic name (isolates environments and test runs).
+    pub topic_prefix: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            partitions: 6,
+            replication_factor: 1,
+            topic_prefix: String::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// A topic's full name: the prefix and one of `schemas::topics`.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{}", self.topic_prefix, name)
+    }
+}
+
+impl Settings {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let i = &self.ingest;
+        let k = &self.kafka;
+        let checks: [(bool, &str); 11] = [
+            (i.max_body_bytes > 0, "ingest.max_body_bytes must be > 0"),
+            (i.max_batch > 0, "ingest.max_batch must be > 0"),
+            (i.concurrency_limit > 0, "ingest.concurrency_limit must be > 0"),
+            (i.message_timeout_ms > 0, "ingest.message_timeout_ms must be > 0"),
+            (i.linger_ms < i.message_timeout_ms, "ingest.linger_ms must be below ingest.message_timeout_ms"),
+            (
+                i.request_timeout_ms > i.message_timeout_ms,
+                "ingest.request_timeout_ms must exceed ingest.message_timeout_ms",
+            ),
+            (i.replay_max_in_flight > 0, "ingest.replay_max_in_flight must be > 0"),
+            (i.max_future_ms >= 0, "ingest.max_future_ms must be ≥ 0"),
+            (!k.brokers.trim().is_empty(), "kafka.brokers must not be empty"),
+            (k.partitions > 0, "kafka.partitions must be > 0"),
+            (k.replication_factor > 0, "kafka.replication_factor must be > 0"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err((*msg).to_owned()),
+            None => Ok(()),
+        }
+    }
+
+    /// The producer's librdkafka settings: acknowledged by all in-sync
+    /// replicas, idempotent (no duplicates or reordering from internal retries),
+    /// a bounded delivery time, and the Java client's key hash (`murmur2`) so a
+    /// storefront producing directly with any client puts a user in the same
+    /// partition as ingest does.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.kafka.brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", self.ingest.message_timeout_ms.to_string())
+            .set("linger.ms", self.ingest.linger_ms.to_string())
+            .set("compression.type", self.ingest.compression.as_str())
+            .set("partitioner", "murmur2_random")
+            .set("client.id", "recsys-ingest");
+        c
+    }
+}
+
+/// Loads settings from `file` (if given it must exist; otherwise
+/// `configs/recsys.toml` is used when present) and the environment.
+pub fn load_settings(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+    load_settings_with_env(file, None)
+}
+
+/// [`load_settings`] with the environment given explicitly (`None` = the
+/// process environment), so tests need not mutate the process's variables.
+pub fn load_settings_with_env(
+    file: Option<&Path>,
+    env: Option<config::Map<String, String>>,
+) -> Result<Settings, config::ConfigError> {
+    let mut b = config::Config::builder();
+    match file {
+        Some(f) => b = b.add_source(config::File::from(f).required(true)),
+        None => b = b.add_source(config::File::with_name("configs/recsys.toml").required(false)),
+    }
+    b = b.add_source(
+        config::Environment::with_prefix("RECSYS").prefix_separator("__").separator("__").try_parsing(true).source(env),
+    );
+    let s: Settings = b.build()?.try_deserialize()?;
+    s.validate().map_err(config::ConfigError::Message)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_config() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml")
+    }
+
+    #[test]
+    fn repository_config_parses_to_the_defaults() {
+        let s = load_settings_with_env(Some(&repo_config()), Some(config::Map::new())).unwrap();
+        assert_eq!(s, Settings::default(), "configs/recsys.toml and the defaults disagree");
+    }
+
+    #[test]
+    fn environment_overrides_and_validation_names_the_key() {
+        let env = config::Map::from([
+            ("RECSYS__KAFKA__BROKERS".to_owned(), "10.0.0.1:9092".to_owned()),
+            ("RECSYS__INGEST__LISTEN".to_owned(), "0.0.0.0:9999".to_owned()),
+            ("RECSYS__INGEST__COMPRESSION".to_owned(), "none".to_owned()),
+        ]);
+        let s = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap();
+        assert_eq!(s.kafka.brokers, "10.0.0.1:9092");
+        assert_eq!(s.ingest.listen.port(), 9999);
+        assert_eq!(s.ingest.compression, Compression::None);
+
+        let env = config::Map::from([("RECSYS__INGEST__REQUEST_TIMEOUT_MS".to_owned(), "1000".to_owned())]);
+        let err = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+        assert!(err.contains("ingest.request_timeout_ms"), "{err}");
+        let env = config::Map::from([("RECSYS__INGEST__COMPRESSION".to_owned(), "snappy".to_owned())]);
+        assert!(load_settings_with_env(Some(&repo_config()), Some(env)).is_err(), "snappy must be refused");
+    }
+}

@@ -1,0 +1,64 @@
+//! Request-level failures and their HTTP mapping: client faults are 4xx,
+//! server faults 5xx, every one with the body `{"error": code, "detail": text}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Why a request was not processed. Item-level rejections are not errors:
+/// they are reported in a 200 response and dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Content-Type must be application/json, got {0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("a batch holds at most {max} events, got {len}")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("could not read the body: {0}")]
+    BadBody(String),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method {0} not allowed here")]
+    MethodNotAllowed(String),
+    #[error("the event log did not acknowledge the events: {0}; nothing was accepted, retry later")]
+    KafkaUnavailable(String),
+    #[error("too many requests in progress; retry later")]
+    Overloaded,
+    #[error("the request took longer than {0} ms; nothing was accepted, retry later")]
+    Timeout(u64),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status code and the stable, machine-readable error code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::KafkaUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable"),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, code, "request failed");
+        }
+        (status, Json(json!({"error": code, "detail": self.to_string()}))).into_response()
+    }
+}

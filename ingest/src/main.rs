@@ -1,0 +1,116 @@
+//! recsys-ingest: parses the command line and configuration, then calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ingest::replay::{Pace, ReplayOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "recsys-ingest", version, about = "Storefront events -> Kafka (HTTP API and CSV replay)")]
+struct Cli {
+    /// Configuration file (default: configs/recsys.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve POST /v1/events, /health and /metrics (the default).
+    Serve {
+        /// Address to bind (overrides ingest.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Replay a RetailRocket events.csv into Kafka, keyed by user id.
+    Replay {
+        /// The events.csv file.
+        file: PathBuf,
+        /// Send at most this many lines per second.
+        #[arg(long, conflicts_with_all = ["max", "speedup"])]
+        rate: Option<f64>,
+        /// Send as fast as the broker acknowledges (the default).
+        #[arg(long, conflicts_with = "speedup")]
+        max: bool,
+        /// Replay in event time, X times faster than it happened.
+        #[arg(long)]
+        speedup: Option<f64>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut settings = ingest::config::load_settings(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+        Command::Serve { listen } => {
+            if let Some(l) = listen {
+                settings.ingest.listen = l;
+            }
+            for (topic, outcome) in ingest::kafka::ensure_topics(&settings.kafka, Duration::from_secs(10)).await? {
+                tracing::info!(%topic, ?outcome, "topic");
+            }
+            let producer = ingest::kafka::producer(&settings)?;
+            let listener = tokio::net::TcpListener::bind(settings.ingest.listen).await?;
+            ingest::run(settings, listener, producer, ingest::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { file, rate, max: _, speedup, quiet } => {
+            let pace = match (rate, speedup) {
+                (Some(r), _) if r > 0.0 && r.is_finite() => Pace::Rate(r),
+                (_, Some(x)) if x > 0.0 && x.is_finite() => Pace::Speedup(x),
+                (None, None) => Pace::Max,
+                _ => anyhow::bail!("--rate and --speedup must be positive"),
+            };
+            ingest::kafka::ensure_topics(&settings.kafka, Duration::from_secs(10)).await?;
+            let producer = ingest::kafka::producer(&settings)?;
+            let opts = ReplayOptions { file, pace, progress: !quiet };
+            let s = ingest::replay::replay(&settings, &producer, &opts).await?;
+            println!(
+                "lines {}, sent {}, rejected {} (to {}), failed {}, in {:.2} s ({:.0} messages/s)",
+                s.lines,
+                s.sent,
+                s.rejected,
+                settings.kafka.topic(schemas::topics::EVENTS_DLQ),
+                s.failed,
+                s.elapsed.as_secs_f64(),
+                s.events_per_second()
+            );
+            if let Some(e) = s.first_error {
+                eprintln!("error: {} messages not acknowledged (first: {e})", s.failed);
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Against the real broker at `RECSYS_TEST_KAFKA` (default 127.0.0.1:9092;
+//! `scripts/dev-up.sh` starts tansu there). Each test uses its own random topic
+//! prefix. A missing broker fails these tests, unless `RECSYS_SKIP_BROKER_TESTS=1`.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ingest::config::Settings;
+use ingest::kafka::TopicOutcome;
+use ingest::replay::{Pace, ReplayOptions};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+
+/// The broker's address, or `None` when broker tests are explicitly skipped.
+fn broker() -> Option<String> {
+    if std::env::var("RECSYS_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
+        eprintln!("RECSYS_SKIP_BROKER_TESTS=1: skipping a real-broker test");
+        return None;
+    }
+    let addr = std::env::var("RECSYS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    if let Err(e) = std::net::TcpStream::connect_timeout(
+        &addr.parse().unwrap_or_else(|e| panic!("RECSYS_TEST_KAFKA={addr:?}: {e}")),
+        Duration::from_secs(2),
+    ) {
+        panic!(
+            "no Kafka broker at {addr} ({e}). Start one with scripts/dev-up.sh, point RECSYS_TEST_KAFKA at one, \
+             or set RECSYS_SKIP_BROKER_TESTS=1"
+        );
+    }
+    Some(addr)
+}
+
+/// Settings on a fresh random topic prefix, with the topics created.
+async fn fresh(brokers: &str, partitions: i32) -> Settings {
+    let mut s = Settings::default();
+    s.kafka.brokers = brokers.to_owned();
+    s.kafka.partitions = partitions;
+    s.kafka.topic_prefix = format!("it-{:016x}.", rand::random::<u64>());
+    let created = ingest::kafka::ensure_topics(&s.kafka, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(created.len(), schemas::topics::ALL.len());
+    assert!(created.iter().all(|(_, o)| *o == TopicOutcome::Created), "{created:?}");
+    s
+}
+
+fn partitions_of(brokers: &str, topic: &str) -> usize {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    md.topics()[0].partitions().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_once_with_the_configured_partitions() {
+    let Some(b) = broker() else { return };
+    let s = fresh(&b, 4).await;
+    for t in schemas::topics::ALL {
+        assert_eq!(partitions_of(&b, &s.kafka.topic(t)), 4, "{t}");
+    }
+    let again = ingest::kafka::ensure_topics(&s.kafka, Duration::from_secs(10)).await.unwrap();
+    assert!(again.iter().all(|(_, o)| *o == TopicOutcome::AlreadyExists), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_events_arrive_exactly_once_keyed_by_user() {
+    let Some(b) = broker() else { return };
+    let s = fresh(&b, 3).await;
+    let producer = ingest::kafka::producer(&s).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ingest::run(s.clone(), listener, producer, async move {
+        let _ = stop_rx.await;
+    }));
+
+    // 3 requests, 10 users, 2 bad items.
+    let client = reqwest::Client::new();
+    let mut sent: Vec<Value> = Vec::new();
+    let mut accepted = 0;
+    for r in 0..3 {
+        let mut batch: Vec<Value> = (0..40)
+            .map(|i| {
+                serde_json::json!({"ts": 1_433_221_332_000i64 + r * 100 + i, "user_id": format!("user{}", i % 10),
+                    "item_id": (r * 100 + i).to_string(), "event": "view"})
+            })
+            .collect();
+        if r == 1 {
+            batch.insert(5, serde_json::json!({"user_id": "x", "item_id": "1", "event": "view", "ts": "soon"}));
+            batch.insert(9, serde_json::json!(17));
+        }
+        let resp = client.post(format!("http://{addr}/v1/events")).json(&batch).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        accepted += v["accepted"].as_u64().unwrap();
+        let rejected: Vec<u64> =
+            v["rejected"].as_array().unwrap().iter().map(|x| x["index"].as_u64().unwrap()).collect();
+        assert_eq!(rejected, if r == 1 { vec![5, 9] } else { vec![] });
+        sent.extend(batch.into_iter().filter(|e| e.get("ts").is_some_and(Value::is_i64)));
+    }
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert_eq!(accepted, 120);
+
+    let got = common::read_topic(&b, &s.kafka.topic(schemas::topics::EVENTS), Duration::from_secs(30));
+    assert_eq!(got.len(), 120, "every accepted event exactly once");
+    let mut partition_of: HashMap<Vec<u8>, i32> = HashMap::new();
+    let mut per_user: HashMap<String, Vec<String>> = HashMap::new();
+    for g in &got {
+        let v: Value = serde_json::from_slice(&g.payload).unwrap();
+        let user = v["user_id"].as_str().unwrap().to_owned();
+        assert_eq!(g.key.as_deref(), Some(user.as_bytes()), "keyed by user id");
+        assert_eq!(*partition_of.entry(g.key.clone().unwrap()).or_insert(g.partition), g.partition);
+        per_user.entry(user).or_default().push(v["item_id"].as_str().unwrap().to_owned());
+    }
+    for (user, items) in &per_user {
+        let want: Vec<String> = sent
+            .iter()
+            .filter(|e| e["user_id"] == user.as_str())
+            .map(|e| e["item_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(items, &want, "{user}: the order sent");
+    }
+    let dead = common::read_topic(&b, &s.kafka.topic(schemas::topics::EVENTS_DLQ), Duration::from_secs(30));
+    assert_eq!(dead.len(), 2);
+    let reasons: Vec<String> =
+        dead.iter().map(|g| schemas::DeadLetter::parse_json(&g.payload).unwrap().reason).collect();
+    assert!(reasons.iter().any(|r| r.contains("ts")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("object")), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_the_sample_keeps_every_users_order() {
+    let Some(b) = broker() else { return };
+    let s = fresh(&b, 3).await;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/retailrocket-sample/events.csv");
+    let file = if file.exists() { file } else { Path::new("/work/shared/data/retailrocket-sample/events.csv").into() };
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 9_385);
+
+    let producer = ingest::kafka::producer(&s).unwrap();
+    let opts = ReplayOptions { file: file.clone(), pace: Pace::Max, progress: false };
+    let summary = ingest::replay::replay(&s, &producer, &opts).await.unwrap();
+    assert_eq!(summary.lines, 9_385);
+    assert_eq!(summary.failed, 0, "{:?}", summary.first_error);
+    assert_eq!(summary.sent + summary.rejected, 9_385);
+
+    let got = common::read_topic(&b, &s.kafka.topic(schemas::topics::EVENTS), Duration::from_secs(60));
+    assert_eq!(got.len() as u64, summary.sent, "every line sent exactly once");
+    let dead = common::count(&b, &s.kafka.topic(schemas::topics::EVENTS_DLQ));
+    assert_eq!(dead as u64, summary.rejected);
+
+    // Per user: the (ts, item) sequence in the topic equals the file's.
+    let mut want: HashMap<&str, Vec<(i64, &str)>> = HashMap::new();
+    for l in &lines {
+        let f: Vec<&str> = l.split(',').collect();
+        want.entry(f[1]).or_default().push((f[0].parse().unwrap(), f[3]));
+    }
+    let mut have: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    let mut partition_of: HashMap<String, i32> = HashMap::new();
+    for g in &got {
+        let v: Value = serde_json::from_slice(&g.payload).unwrap();
+        let user = v["user_id"].as_str().unwrap().to_owned();
+        assert_eq!(g.key.as_deref(), Some(user.as_bytes()));
+        assert_eq!(*partition_of.entry(user.clone()).or_insert(g.partition), g.partition, "{user}: one partition");
+        have.entry(user).or_default().push((v["ts"].as_i64().unwrap(), v["item_id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(summary.rejected, 0, "every sample line is a valid event");
+    assert_eq!(have.len(), want.len());
+    for (user, seq) in &want {
+        let h: Vec<(i64, &str)> = have[*user].iter().map(|(t, i)| (*t, i.as_str())).collect();
+        assert_eq!(&h, seq, "user {user}");
+    }
+    assert!(partition_of.values().collect::<std::collections::HashSet<_>>().len() > 1, "users spread over partitions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_dead_letters_bad_lines_with_their_line_number() {
+    let Some(b) = broker() else { return };
+    let s = fresh(&b, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.csv");
+    std::fs::write(
+        &file,
+        "timestamp,visitorid,event,itemid,transactionid\n\
+         1433221332117,1,view,10,\n\
+         1433221332118,1,click,11,\n\
+         1433221332119,2,transaction,12,77\r\n\
+         1433221332120,,view,13,\n\
+         1433221332121,3,view\n",
+    )
+    .unwrap();
+    let producer = ingest::kafka::producer(&s).unwrap();
+    let opts = ReplayOptions { file, pace: Pace::Rate(1000.0), progress: false };
+    let summary = ingest::replay::replay(&s, &producer, &opts).await.unwrap();
+    assert_eq!((summary.lines, summary.sent, summary.rejected, summary.failed), (5, 2, 3, 0));
+    let dead = common::read_topic(&b, &s.kafka.topic(schemas::topics::EVENTS_DLQ), Duration::from_secs(30));
+    let mut letters: Vec<schemas::DeadLetter> =
+        dead.iter().map(|g| schemas::DeadLetter::parse_json(&g.payload).unwrap()).collect();
+    letters.sort_by(|a, b| a.reason.cmp(&b.reason));
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    assert!(reasons[0].starts_with("line 3: ") && reasons[0].contains("click"), "{reasons:?}");
+    assert!(reasons[1].starts_with("line 5: ") && reasons[1].contains("user_id"), "{reasons:?}");
+    assert!(reasons[2].starts_with("line 6: ") && reasons[2].contains("5 comma-separated"), "{reasons:?}");
+    assert_eq!(letters[0].original_text(), Some("1433221332118,1,click,11,"));
+    assert!(letters.iter().all(|l| l.source == schemas::DeadLetterSource::Replay));
+
+    let bad_header = dir.path().join("bad.csv");
+    std::fs::write(&bad_header, "ts,user\n1,2\n").unwrap();
+    let opts = ReplayOptions { file: bad_header, pace: Pace::Max, progress: false };
+    let err = ingest::replay::replay(&s, &producer, &opts).await.unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("header"), "{err}");
+}

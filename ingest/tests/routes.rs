@@ -1,0 +1,301 @@
+//! Every route and status code, through the real producer against librdkafka's
+//! in-process mock cluster (or a closed port for the broker-down cases).
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use ingest::config::Settings;
+use ingest::http::IngestResponse;
+use ingest::Metrics;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct Mock {
+    // Field order = drop order: the app (and its producer) before the cluster.
+    app: Router,
+    metrics: Metrics,
+    settings: Settings,
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+fn mock_with(f: impl FnOnce(&mut Settings)) -> Mock {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let mut settings = Settings::default();
+    settings.kafka.brokers = cluster.bootstrap_servers();
+    settings.ingest.message_timeout_ms = 3_000;
+    f(&mut settings);
+    for t in schemas::topics::ALL {
+        cluster.create_topic(&settings.kafka.topic(t), 3, 1).expect("create topic");
+    }
+    let producer = ingest::kafka::producer(&settings).expect("producer");
+    let metrics = Metrics::new().expect("metrics");
+    let app = ingest::http::router(&settings, producer, metrics.clone());
+    Mock { app, metrics, settings, cluster }
+}
+
+fn mock() -> Mock {
+    mock_with(|_| {})
+}
+
+/// An app whose producer points at a closed port.
+fn broker_down(f: impl FnOnce(&mut Settings)) -> (Router, Metrics) {
+    let mut settings = Settings::default();
+    settings.kafka.brokers = format!("127.0.0.1:{}", common::closed_port());
+    settings.ingest.message_timeout_ms = 1_000;
+    settings.ingest.request_timeout_ms = 5_000;
+    f(&mut settings);
+    let producer = ingest::kafka::producer(&settings).expect("producer");
+    let metrics = Metrics::new().expect("metrics");
+    (ingest::http::router(&settings, producer, metrics.clone()), metrics)
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/v1/events").header(header::CONTENT_TYPE, "application/json").body(body.into()).unwrap()
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
+}
+
+fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "{:?}", got.1);
+    assert_eq!(got.1["error"], code, "{:?}", got.1);
+    assert!(got.1["detail"].as_str().is_some_and(|d| !d.is_empty()), "{:?}", got.1);
+}
+
+impl Mock {
+    fn topic(&self, t: &str) -> String {
+        self.settings.kafka.topic(t)
+    }
+    fn read(&self, t: &str) -> Vec<common::Got> {
+        common::read_topic(&self.cluster.bootstrap_servers(), &self.topic(t), Duration::from_secs(20))
+    }
+    fn count(&self, t: &str) -> i64 {
+        common::count(&self.cluster.bootstrap_servers(), &self.topic(t))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_is_acknowledged_and_keyed_by_user() {
+    let m = mock();
+    let got = send(&m.app, post(r#"{"user_id": 257597, "item_id": "355908", "event": "view"}"#)).await;
+    assert_eq!(got.0, StatusCode::OK, "{:?}", got.1);
+    assert_eq!(got.1, json!({"accepted": 1, "rejected": []}));
+    let msgs = m.read(schemas::topics::EVENTS);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].key.as_deref(), Some(&b"257597"[..]));
+    let v: Value = serde_json::from_slice(&msgs[0].payload).unwrap();
+    assert_eq!(v["user_id"], "257597", "ids are normalised to strings");
+    assert!(v["ts"].as_i64().is_some(), "an absent ts is filled with the ingest time: {v}");
+    assert_eq!(m.count(schemas::topics::EVENTS_DLQ), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_accepts_the_good_and_dead_letters_the_bad() {
+    let m = mock();
+    let bad_1 = r#"{"user_id": "a", "item_id": "1", "event": "click"}"#;
+    let bad_3 = r#"{"user_id": "b", "item_id": "2", "event": "view",  "price": 3}"#;
+    let body = format!(
+        r#"[{{"ts": 1433221332117, "user_id": "a", "item_id": "10", "event": "view"}}, {bad_1},
+            {{"ts": 1433221332118, "user_id": "b", "item_id": "20", "event": "addtocart"}}, {bad_3},
+            {{"ts": 1433221332119, "user_id": "a", "item_id": "11", "event": "transaction", "transaction_id": "t1", "revenue": 12.5}}]"#
+    );
+    let (status, v) = send(&m.app, post(body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let r: IngestResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(r.accepted, 3);
+    assert_eq!(r.rejected.iter().map(|x| x.index).collect::<Vec<_>>(), vec![1, 3]);
+    assert!(r.rejected[0].reason.contains("click"), "{:?}", r.rejected);
+    assert!(r.rejected[1].reason.contains("price"), "{:?}", r.rejected);
+
+    let events = m.read(schemas::topics::EVENTS);
+    assert_eq!(events.len(), 3, "exactly the accepted events, once");
+    let of_a: Vec<&common::Got> = events.iter().filter(|g| g.key.as_deref() == Some(b"a")).collect();
+    assert_eq!(of_a.len(), 2);
+    assert_eq!(of_a[0].partition, of_a[1].partition, "one user, one partition");
+    let items: Vec<String> = of_a
+        .iter()
+        .map(|g| serde_json::from_slice::<Value>(&g.payload).unwrap()["item_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(items, ["10", "11"], "a user's events keep the request order");
+
+    let dead = m.read(schemas::topics::EVENTS_DLQ);
+    assert_eq!(dead.len(), 2);
+    let letters: Vec<schemas::DeadLetter> =
+        dead.iter().map(|g| schemas::DeadLetter::parse_json(&g.payload).unwrap()).collect();
+    for (want_raw, want_reason) in [(bad_1, &r.rejected[0].reason), (bad_3, &r.rejected[1].reason)] {
+        let l = letters.iter().find(|l| l.original_text() == Some(want_raw)).expect("original bytes kept");
+        assert_eq!(&l.reason, want_reason);
+        assert_eq!(l.source, schemas::DeadLetterSource::Http);
+    }
+
+    let text = m.metrics.render();
+    assert!(text.contains(r#"recsys_ingest_events_accepted_total{source="http"} 3"#), "{text}");
+    assert!(text.contains(r#"reason="invalid_event_kind",source="http"} 1"#), "{text}");
+    assert!(text.contains(r#"reason="unknown_field",source="http"} 1"#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_is_accepted_and_one_more_is_413() {
+    let m = mock();
+    let max = m.settings.ingest.max_batch;
+    let ev = |i: usize| format!(r#"{{"ts":1433221332117,"user_id":"u{}","item_id":"{i}","event":"view"}}"#, i % 97);
+    let body = format!("[{}]", (0..max).map(ev).collect::<Vec<_>>().join(","));
+    assert!(body.len() < m.settings.ingest.max_body_bytes);
+    let (status, v) = send(&m.app, post(body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], max);
+    assert_eq!(m.count(schemas::topics::EVENTS), max as i64);
+
+    let body = format!("[{}]", vec!["{}"; max + 1].join(","));
+    assert_error(&send(&m.app, post(body)).await, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large");
+    assert_eq!(m.count(schemas::topics::EVENTS_DLQ), 0, "a refused request dead-letters nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_faults_are_4xx_json_and_produce_nothing() {
+    let m = mock();
+    assert_error(&send(&m.app, post("{not json")).await, StatusCode::BAD_REQUEST, "invalid_json");
+    assert_error(&send(&m.app, post("")).await, StatusCode::BAD_REQUEST, "invalid_json");
+    assert_error(&send(&m.app, post(vec![0xffu8, 0xfe])).await, StatusCode::BAD_REQUEST, "invalid_json");
+
+    let too_big = format!(r#"{{"user_id":"a","item_id":"1","event":"view","x":"{}"}}"#, "x".repeat(1 << 20));
+    assert_error(&send(&m.app, post(too_big)).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    let plain = Request::post("/v1/events").header(header::CONTENT_TYPE, "text/plain").body(Body::from("{}")).unwrap();
+    assert_error(&send(&m.app, plain).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let none = Request::post("/v1/events").body(Body::from("{}")).unwrap();
+    assert_error(&send(&m.app, none).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let charset = Request::post("/v1/events")
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::from(r#"{"user_id":"a","item_id":"1","event":"view"}"#))
+        .unwrap();
+    assert_eq!(send(&m.app, charset).await.0, StatusCode::OK);
+
+    let unknown = Request::get("/v1/nope/123").body(Body::empty()).unwrap();
+    assert_error(&send(&m.app, unknown).await, StatusCode::NOT_FOUND, "not_found");
+    let wrong_method = Request::get("/v1/events").body(Body::empty()).unwrap();
+    assert_error(&send(&m.app, wrong_method).await, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+
+    assert_eq!(m.count(schemas::topics::EVENTS), 1, "only the one valid request produced");
+    assert_eq!(m.count(schemas::topics::EVENTS_DLQ), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics() {
+    let m = mock();
+    let (status, v) = send(&m.app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, v), (StatusCode::OK, json!({"status": "ok"})));
+    send(&m.app, post(r#"{"user_id":"a","item_id":"1","event":"view"}"#)).await;
+    send(&m.app, Request::get("/v1/users/12345").body(Body::empty()).unwrap()).await;
+    let resp = m.app.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    for want in [
+        r#"recsys_ingest_http_request_duration_seconds_count{method="POST",route="/v1/events",status="200"} 1"#,
+        r#"recsys_ingest_http_request_duration_seconds_count{method="GET",route="/health",status="200"} 1"#,
+        r#"recsys_ingest_http_request_duration_seconds_count{method="GET",route="unmatched",status="404"} 1"#,
+        r#"recsys_ingest_events_accepted_total{source="http"} 1"#,
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    assert!(!text.contains("12345"), "raw paths never become labels");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_is_503_with_nothing_accepted() {
+    let (app, metrics) = broker_down(|_| {});
+    let start = Instant::now();
+    let got = send(&app, post(r#"[{"user_id":"a","item_id":"1","event":"view"}, {"user_id":"a"}]"#)).await;
+    assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable");
+    assert!(got.1.get("accepted").is_none());
+    assert!(start.elapsed() < Duration::from_secs(4), "bounded by message_timeout_ms: {:?}", start.elapsed());
+    let text = metrics.render();
+    assert!(text.contains("recsys_ingest_produce_errors_total"), "{text}");
+    assert!(!text.contains("recsys_ingest_events_accepted_total{source=\"http\"} 1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_is_503() {
+    let (app, _) = broker_down(|s| {
+        s.ingest.message_timeout_ms = 10_000;
+        s.ingest.request_timeout_ms = 300;
+    });
+    let start = Instant::now();
+    let got = send(&app, post(r#"{"user_id":"a","item_id":"1","event":"view"}"#)).await;
+    assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "request_timeout");
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_concurrency_limit_are_shed() {
+    let (app, _) = broker_down(|s| {
+        s.ingest.concurrency_limit = 1;
+        s.ingest.message_timeout_ms = 1_500;
+    });
+    let slow = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, post(r#"{"user_id":"a","item_id":"1","event":"view"}"#)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = send(&app, post(r#"{"user_id":"b","item_id":"1","event":"view"}"#)).await;
+    assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    // /health is outside the limit.
+    assert_eq!(send(&app, Request::get("/health").body(Body::empty()).unwrap()).await.0, StatusCode::OK);
+    assert_error(&slow.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_request_in_flight_and_flushes() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let mut settings = Settings::default();
+    settings.kafka.brokers = cluster.bootstrap_servers();
+    for t in schemas::topics::ALL {
+        cluster.create_topic(t, 1, 1).unwrap();
+    }
+    let producer = ingest::kafka::producer(&settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ingest::run(settings, listener, producer, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let client = reqwest::Client::new();
+    let ok = client.get(format!("http://{addr}/health")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    // Slow the broker down so the next request is still in flight at shutdown.
+    cluster.broker_round_trip_time(1, Duration::from_millis(800)).unwrap();
+    let inflight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("http://{addr}/v1/events"))
+                .header("content-type", "application/json")
+                .body(r#"{"user_id":"a","item_id":"1","event":"view"}"#)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_tx.send(()).unwrap();
+    let resp = inflight.await.unwrap().expect("the request in flight is answered");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["accepted"], 1);
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("run returns").unwrap().unwrap();
+    assert!(reqwest::get(format!("http://{addr}/health")).await.is_err(), "no longer accepting");
+    assert_eq!(common::count(&cluster.bootstrap_servers(), schemas::topics::EVENTS), 1);
+}
