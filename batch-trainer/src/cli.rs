@@ -135,7 +135,7 @@ pub struct TrainArgs {
     /// Directory with events.csv (and optionally item_properties_part*.csv, category_tree.csv).
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Root of the model versions (default: `dir` of the `[artifacts]` config section).
+    /// Root of the model versions (default: `artifacts_dir` of the `[model]` config section).
     #[arg(long)]
     pub artifacts_dir: Option<PathBuf>,
     /// Name of the new version (default: UTC time).
@@ -325,7 +325,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Train(a) => {
             let s = settings(&cli, Some(&a.hyper))?;
-            let root = a.artifacts_dir.clone().unwrap_or(s.artifacts.dir.clone());
+            let root = a.artifacts_dir.clone().unwrap_or(s.model.artifacts_dir.clone());
             let (ds, load_s) = load_data(&a.data_dir, &s.training, show)?;
             let opts = train::TrainOptions {
                 artifacts_dir: root.clone(),
@@ -382,7 +382,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let s = settings(&cli, None)?;
             match m {
                 ModelsCommand::List { artifacts_dir } => {
-                    let root = artifacts_dir.clone().unwrap_or(s.artifacts.dir.clone());
+                    let root = artifacts_dir.clone().unwrap_or(s.model.artifacts_dir.clone());
                     let current = model::artifact::current_version(&root)?;
                     for v in model::artifact::list_versions(&root)? {
                         let m = model::artifact::read_manifest(&root.join(&v));
@@ -414,7 +414,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     Ok(0)
                 }
                 ModelsCommand::Promote { version, artifacts_dir } => {
-                    let root = artifacts_dir.clone().unwrap_or(s.artifacts.dir.clone());
+                    let root = artifacts_dir.clone().unwrap_or(s.model.artifacts_dir.clone());
                     if !root.join(version).is_dir() {
                         bail!("no model version {version} under {}", root.display());
                     }

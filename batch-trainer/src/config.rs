@@ -4,9 +4,9 @@
 //! Only the sections the trainer reads are typed here; unknown sections (the
 //! other processes' settings in the same file) are ignored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use model::{AlsParams, RerankParams, Solver};
+use model::{AlsParams, Solver};
 use serde::{Deserialize, Serialize};
 
 use crate::gate::GateConfig;
@@ -19,21 +19,8 @@ use crate::split::{Protocol, SplitConfig};
 #[serde(default)]
 pub struct Settings {
     pub training: TrainingConfig,
-    pub artifacts: ArtifactsConfig,
-}
-
-/// Where model versions live.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ArtifactsConfig {
-    /// Root of the version directories and `CURRENT`.
-    pub dir: PathBuf,
-}
-
-impl Default for ArtifactsConfig {
-    fn default() -> Self {
-        ArtifactsConfig { dir: PathBuf::from("artifacts/models") }
-    }
+    /// `[model]`: where versions are written (`artifacts_dir`).
+    pub model: common::ModelConfig,
 }
 
 /// Which row solver ALS uses.
@@ -46,23 +33,7 @@ pub enum SolverKind {
     Cholesky,
 }
 
-/// The category re-rank.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RerankConfig {
-    /// Serve (and gate on) ALS + re-rank instead of plain ALS.
-    pub enabled: bool,
-    /// ALS candidates re-ranked per user before keeping `k`.
-    pub candidates: usize,
-    #[serde(flatten)]
-    pub params: RerankParams,
-}
-
-impl Default for RerankConfig {
-    fn default() -> Self {
-        RerankConfig { enabled: true, candidates: 20, params: RerankParams::default() }
-    }
-}
+pub use model::rerank::RerankConfig;
 
 /// `[training]`: every number of the offline pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,10 +128,7 @@ impl TrainingConfig {
             (self.score_block > 0, "training.score_block must be > 0"),
             (self.gate.max_relative_drop >= 0.0, "training.gate.max_relative_drop must be ≥ 0"),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, msg)) => Err((*msg).to_owned()),
-            None => Ok(()),
-        }
+        common::config::first_failure(&checks)
     }
 }
 
@@ -176,15 +144,7 @@ pub fn load_settings_with_env(
     file: Option<&Path>,
     env: Option<config::Map<String, String>>,
 ) -> Result<Settings, config::ConfigError> {
-    let mut b = config::Config::builder();
-    match file {
-        Some(f) => b = b.add_source(config::File::from(f).required(true)),
-        None => b = b.add_source(config::File::with_name("configs/recsys.toml").required(false)),
-    }
-    b = b.add_source(
-        config::Environment::with_prefix("RECSYS").prefix_separator("__").separator("__").try_parsing(true).source(env),
-    );
-    b.build()?.try_deserialize()
+    common::load_layered(file, env)
 }
 
 #[cfg(test)]

@@ -13,37 +13,13 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 
 use rayon::prelude::*;
-use schemas::EventKind;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ItemPropertyLog, PropertyValue, RawEvent};
 
-/// Implicit-feedback weight of each event kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Weights {
-    pub view: f32,
-    pub addtocart: f32,
-    pub transaction: f32,
-}
-
-impl Default for Weights {
-    /// view 1, addtocart 4, transaction 8 (the original system's weights).
-    fn default() -> Self {
-        Self { view: 1.0, addtocart: 4.0, transaction: 8.0 }
-    }
-}
-
-impl Weights {
-    /// The weight of one event of kind `kind`.
-    pub fn of(&self, kind: EventKind) -> f32 {
-        match kind {
-            EventKind::View => self.view,
-            EventKind::AddToCart => self.addtocart,
-            EventKind::Transaction => self.transaction,
-        }
-    }
-}
+/// Implicit-feedback weight of each event kind (recorded in every manifest,
+/// so the updater folds users in with the weights the model was trained with).
+pub use model::EventWeights as Weights;
 
 /// Minimum activity filter on the (user, item) pairs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,6 +449,7 @@ pub fn item_popularity(events: &[RawEvent], w: &Weights) -> HashMap<u64, ItemPop
 mod tests {
     use super::*;
     use crate::data::ItemProperty;
+    use schemas::EventKind;
 
     const V: EventKind = EventKind::View;
     const C: EventKind = EventKind::AddToCart;

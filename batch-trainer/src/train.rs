@@ -124,6 +124,7 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
             created_at: now.format(&Rfc3339).unwrap_or_default(),
             parent_version: served_before.clone(),
             params: params.clone(),
+            weights: cfg.weights,
             data: DataRange {
                 source: opts.source.clone(),
                 first_ts: full.first_ts,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use common::KafkaConfig;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -104,44 +105,11 @@ impl IngestConfig {
     }
 }
 
-/// `[kafka]`: shared by every process that talks to the broker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct KafkaConfig {
-    /// `bootstrap.servers`.
-    pub brokers: String,
-    /// Partition count of topics created at start-up.
-    pub partitions: i32,
-    /// Replication factor of topics created at start-up.
-    pub replication_factor: i32,
-    /// Prepended to every topic name (isolates environments and test runs).
-    pub topic_prefix: String,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            brokers: "127.0.0.1:9092".into(),
-            partitions: 6,
-            replication_factor: 1,
-            topic_prefix: String::new(),
-        }
-    }
-}
-
-impl KafkaConfig {
-    /// A topic's full name: the prefix and one of `schemas::topics`.
-    pub fn topic(&self, name: &str) -> String {
-        format!("{}{}", self.topic_prefix, name)
-    }
-}
-
 impl Settings {
     /// Rejects values that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         let i = &self.ingest;
-        let k = &self.kafka;
-        let checks: [(bool, &str); 11] = [
+        let checks: [(bool, &str); 8] = [
             (i.max_body_bytes > 0, "ingest.max_body_bytes must be > 0"),
             (i.max_batch > 0, "ingest.max_batch must be > 0"),
             (i.concurrency_limit > 0, "ingest.concurrency_limit must be > 0"),
@@ -153,14 +121,9 @@ impl Settings {
             ),
             (i.replay_max_in_flight > 0, "ingest.replay_max_in_flight must be > 0"),
             (i.max_future_ms >= 0, "ingest.max_future_ms must be ≥ 0"),
-            (!k.brokers.trim().is_empty(), "kafka.brokers must not be empty"),
-            (k.partitions > 0, "kafka.partitions must be > 0"),
-            (k.replication_factor > 0, "kafka.replication_factor must be > 0"),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, msg)) => Err((*msg).to_owned()),
-            None => Ok(()),
-        }
+        common::config::first_failure(&checks)?;
+        self.kafka.validate()
     }
 
     /// The producer's librdkafka settings: acknowledged by all in-sync
@@ -194,15 +157,7 @@ pub fn load_settings_with_env(
     file: Option<&Path>,
     env: Option<config::Map<String, String>>,
 ) -> Result<Settings, config::ConfigError> {
-    let mut b = config::Config::builder();
-    match file {
-        Some(f) => b = b.add_source(config::File::from(f).required(true)),
-        None => b = b.add_source(config::File::with_name("configs/recsys.toml").required(false)),
-    }
-    b = b.add_source(
-        config::Environment::with_prefix("RECSYS").prefix_separator("__").separator("__").try_parsing(true).source(env),
-    );
-    let s: Settings = b.build()?.try_deserialize()?;
+    let s: Settings = common::load_layered(file, env)?;
     s.validate().map_err(config::ConfigError::Message)?;
     Ok(s)
 }

@@ -29,6 +29,7 @@ use crate::als::AlsParams;
 use crate::dense::Factors;
 use crate::popularity::Popularity;
 use crate::topn::Scored;
+use crate::weights::EventWeights;
 
 /// Version of the on-disk layout; bumped on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -125,6 +126,9 @@ pub struct Manifest {
     pub created_at: String,
     pub parent_version: Option<String>,
     pub params: AlsParams,
+    /// Event weights summed into `r` (absent in older manifests: the defaults).
+    #[serde(default)]
+    pub weights: EventWeights,
     pub data: DataRange,
     pub counts: Counts,
     #[serde(default)]
@@ -523,6 +527,7 @@ mod tests {
                 created_at: "2026-11-28T00:00:00Z".into(),
                 parent_version: None,
                 params,
+                weights: EventWeights::default(),
                 data: DataRange { source: "test".into(), first_ts: 1, last_ts: 2, events: 10 },
                 counts: Counts { users: 2, items: 3, train_nnz: 4, factors: 3 },
                 kafka_offsets: vec![TopicOffset { topic: "recsys.events".into(), partition: 0, offset: 7 }],

@@ -10,6 +10,8 @@
 //! - [`rerank`]: the original system's category re-rank.
 //! - [`popularity`]: the popular-items fallback.
 //! - [`artifact`]: versioned model directories, checksums, `CURRENT`.
+//! - [`synthetic`]: small trained model versions for tests and benchmarks.
+//! - [`weights`]: the implicit-feedback weight of each event kind.
 
 pub mod als;
 pub mod artifact;
@@ -17,7 +19,9 @@ pub mod csr;
 pub mod dense;
 pub mod popularity;
 pub mod rerank;
+pub mod synthetic;
 pub mod topn;
+pub mod weights;
 
 pub use als::{fit, fold_in, AlsModel, AlsParams, IterationStats, Solver};
 pub use artifact::{Artifact, ArtifactError, Manifest};
@@ -26,3 +30,4 @@ pub use dense::Factors;
 pub use popularity::Popularity;
 pub use rerank::{CategoryIndex, RerankParams};
 pub use topn::{recommend_all, top_k, Scored};
+pub use weights::EventWeights;

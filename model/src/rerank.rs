@@ -48,6 +48,24 @@ impl Default for RerankParams {
     }
 }
 
+/// `[training.rerank]`: whether the served lists are re-ranked, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RerankConfig {
+    /// Serve (and gate on) ALS + re-rank instead of plain ALS.
+    pub enabled: bool,
+    /// ALS candidates re-ranked per user before keeping `k`.
+    pub candidates: usize,
+    #[serde(flatten)]
+    pub params: RerankParams,
+}
+
+impl Default for RerankConfig {
+    fn default() -> Self {
+        RerankConfig { enabled: true, candidates: 20, params: RerankParams::default() }
+    }
+}
+
 /// What the re-rank needs to know about items and categories.
 #[derive(Debug, Clone, Default)]
 pub struct CategoryIndex {

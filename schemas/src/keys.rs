@@ -5,6 +5,8 @@
 //! | `recs:{user}` | JSON `{"model", "updated_ms", "items": [{"item_id","score"}]}`, with a TTL |
 //! | `hist:{user}` | the user's (item → weight) history used for fold-in, capped |
 //! | `offsets:{topic}:{partition}` | last event offset applied to Redis, written in the same MULTI/EXEC as the histories |
+//! | `item_users:{item}` | users with events on an item the served model does not know |
+//! | `new_items:{model_version}` | factors of items folded in against that version |
 //! | `popular`, `popular:cat:{cat}` | JSON top lists |
 //! | `model:current` | the served model version |
 //! | `stats:{variant}:{model_version}` | tracking counters of one A/B arm and model version |
@@ -15,7 +17,7 @@
 //! may contain `:` (an id) is always the last one.
 
 use crate::announcement::ModelVersion;
-use crate::id::UserId;
+use crate::id::{ItemId, UserId};
 use crate::impression::Variant;
 
 /// Builds every Redis key under a configurable prefix (default `recsys:`), so
@@ -55,6 +57,18 @@ impl RedisKeys {
     /// `offsets:{topic}:{partition}`: last event offset applied to Redis.
     pub fn offsets(&self, topic: &str, partition: i32) -> String {
         format!("{}offsets:{}:{}", self.prefix, topic, partition)
+    }
+
+    /// `item_users:{item}`: users with events on an item the served model does
+    /// not know (the evidence for folding the item in).
+    pub fn item_users(&self, item: &ItemId) -> String {
+        format!("{}item_users:{}", self.prefix, item)
+    }
+
+    /// `new_items:{model_version}`: factors of items folded in against that
+    /// model version (hash: item → user count and factors).
+    pub fn new_items(&self, model_version: &ModelVersion) -> String {
+        format!("{}new_items:{}", self.prefix, model_version)
     }
 
     /// `popular`: the global popular list (JSON).
@@ -115,6 +129,8 @@ mod tests {
         assert_eq!(k.popular(), "recsys:popular");
         assert_eq!(k.popular_category(12), "recsys:popular:cat:12");
         assert_eq!(k.model_current(), "recsys:model:current");
+        assert_eq!(k.item_users(&ItemId::parse("9").unwrap()), "recsys:item_users:9");
+        assert_eq!(k.new_items(&ModelVersion::parse("v2").unwrap()), "recsys:new_items:v2");
         let v1 = ModelVersion::parse("v1").unwrap();
         assert_eq!(k.stats(Variant::Als, &v1), "recsys:stats:als:v1");
         assert_eq!(k.stats(Variant::Popular, &v1), "recsys:stats:popular:v1");

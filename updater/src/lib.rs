@@ -1,0 +1,143 @@
+//! recsys-updater: Kafka events → user histories in Redis → ALS fold-in →
+//! top-N lists in Redis (DESIGN.md §2, §4, §5).
+//!
+//! Layout:
+//! - [`config`]: `[updater]` and the shared sections, consumer settings.
+//! - [`pipeline`]: the consume → apply → fold → write → commit loop.
+//! - [`store`]: Redis — the atomic apply script (history + offset), lists,
+//!   folded-in items.
+//! - [`compute`]: fold-in, batched scoring, re-rank, item fold-in (pure CPU).
+//! - [`served`]: a verified model version and the atomic [`ModelHandle`].
+//! - [`watch`]: model announcements and `CURRENT` → hot swap.
+//! - [`kafka`]: the consumer's context (lag metrics, rebalance logs).
+//! - [`metrics`], [`http`]: `recsys_updater_*` on `/metrics`, and `/health`.
+//!
+//! Exactly-once application: each partition's offset lives in Redis next to
+//! the histories and moves in the same atomic step, so Kafka's own committed
+//! offsets only decide where re-reading starts after a crash or rebalance;
+//! nothing is applied twice or lost whichever instance reads it.
+//!
+//! [`run`] takes already-made dependencies ([`Deps`]) so tests drive it with
+//! their own topics, consumer groups, Redis prefixes and a port-0 listener.
+
+pub mod compute;
+pub mod config;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
+pub mod served;
+pub mod store;
+pub mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+use tokio::net::TcpListener;
+
+pub use config::Settings;
+pub use metrics::Metrics;
+pub use served::{ModelHandle, ServedModel};
+pub use store::{RecItem, RecsList};
+
+use crate::kafka::UpdaterContext;
+use crate::store::Store;
+
+/// What [`run`] needs, made by the caller.
+pub struct Deps {
+    /// Bound listener of `/metrics` and `/health`.
+    pub listener: TcpListener,
+    /// The event consumer, subscribed (see [`kafka::event_consumer`]).
+    pub consumer: StreamConsumer<UpdaterContext>,
+    /// The `recsys.models` consumer (see [`watch::announcement_consumer`]).
+    pub announcements: StreamConsumer,
+    /// The dead-letter producer.
+    pub producer: FutureProducer,
+    /// Redis.
+    pub redis: redis::aio::ConnectionManager,
+    /// The registry the consumer's context reports into.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps").field("listener", &self.listener).finish_non_exhaustive()
+    }
+}
+
+impl Deps {
+    /// Connects everything `settings` names; `listener` is already bound.
+    pub async fn connect(settings: &Settings, listener: TcpListener) -> anyhow::Result<Deps> {
+        let metrics = Metrics::new()?;
+        let consumer = kafka::event_consumer(settings, &metrics).context("creating the event consumer")?;
+        let instance = format!("{}-{}", std::process::id(), rand_suffix());
+        let announcements =
+            watch::announcement_consumer(settings, &instance).context("creating the announcement consumer")?;
+        let producer = settings.producer_config().create().context("creating the dead-letter producer")?;
+        let redis = common::redis_conn::connect(&settings.redis)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", settings.redis.url))?;
+        Ok(Deps { listener, consumer, announcements, producer, redis, metrics })
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
+
+/// Consumes until `shutdown` resolves; then finishes the batch in hand,
+/// commits its offsets and returns. The served model at start is `CURRENT`'s
+/// (none is fine: histories are kept and lists follow once a model arrives).
+pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let Deps { listener, consumer, announcements, producer, redis, metrics } = deps;
+    let store =
+        Store::new(redis, settings.redis.keys(), settings.updater.history_max_items, settings.updater.recs_ttl_s);
+    let handle = ModelHandle::default();
+    match watch::load_current(&settings.model.artifacts_dir).await {
+        Ok(Some(m)) => watch::serve(&handle, &store, &metrics, m).await,
+        Ok(None) => tracing::warn!(
+            dir = %settings.model.artifacts_dir.display(),
+            "no model yet: histories are kept, lists follow the first model"
+        ),
+        Err(e) => {
+            metrics.model_loads.with_label_values(&["refused"]).inc();
+            tracing::error!(error = %e, "the CURRENT model cannot be served; waiting for another");
+        }
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watch::watch_models(
+        settings.clone(),
+        announcements,
+        handle.clone(),
+        store.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+    let mut http_stop = stop_rx.clone();
+    let app = http::router(metrics.clone(), handle.clone());
+    tracing::info!(addr = %listener.local_addr()?, "recsys-updater metrics listening");
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await
+    });
+
+    let pipeline = pipeline::Pipeline::new(settings, Arc::new(consumer), producer, store, handle, metrics);
+    let result = pipeline.run(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = watcher.await;
+    if let Ok(Err(e)) = server.await {
+        tracing::warn!(error = %e, "metrics server");
+    }
+    result
+}

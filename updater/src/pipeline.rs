@@ -1,0 +1,430 @@
+//! The consume → apply → fold → write → commit loop.
+//!
+//! One batch at a time: collect up to `batch_max_events` messages or for
+//! `batch_max_wait_ms`, whichever comes first; apply each partition's slice to
+//! Redis atomically (`store::APPLY_SCRIPT`); fold in and score the touched
+//! users on the rayon pool; write their lists; dead-letter what could not be
+//! parsed; only then store and commit the Kafka offsets. Any Redis or Kafka
+//! failure retries the whole batch (with backoff) — safe, because the stored
+//! offsets make applying a batch idempotent — so nothing is skipped and no
+//! offset moves past an event whose effects are not in Redis.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use schemas::{DeadLetter, DeadLetterSource, Event, EventLimits, ItemId, UserId};
+
+use crate::compute::{self, ComputeParams, NewItems};
+use crate::config::Settings;
+use crate::kafka::UpdaterContext;
+use crate::metrics::Metrics;
+use crate::served::{ModelHandle, ServedModel};
+use crate::store::{ApplyEvent, Store, StoreError, UserHistory};
+
+/// Why a batch attempt failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("redis ({stage}): {source}")]
+    Store {
+        stage: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("dead-letter topic: {0}")]
+    DeadLetter(rdkafka::error::KafkaError),
+    #[error("compute task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl BatchError {
+    fn stage(&self) -> &'static str {
+        match self {
+            BatchError::Store { stage, .. } => stage,
+            BatchError::DeadLetter(_) => "dead_letter",
+            BatchError::Join(_) => "compute",
+        }
+    }
+}
+
+/// Items folded in against the served version, and when they were last
+/// refreshed from Redis (other instances fold items in too).
+#[derive(Debug, Default)]
+struct NewItemState {
+    version: Option<schemas::ModelVersion>,
+    items: Arc<NewItems>,
+    refreshed: Option<Instant>,
+}
+
+/// Everything the loop needs; built by [`crate::run`].
+pub struct Pipeline {
+    pub settings: Arc<Settings>,
+    pub consumer: Arc<StreamConsumer<UpdaterContext>>,
+    pub producer: FutureProducer,
+    pub store: Store,
+    pub model: ModelHandle,
+    pub metrics: Metrics,
+    events_topic: String,
+    dlq_topic: String,
+    params: ComputeParams,
+    new_items: NewItemState,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("events_topic", &self.events_topic).finish_non_exhaustive()
+    }
+}
+
+/// One valid event with its Kafka coordinates.
+#[derive(Debug)]
+struct Valid {
+    partition: i32,
+    offset: i64,
+    kafka_ts_ms: Option<i64>,
+    event: Event,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Pipeline {
+    pub fn new(
+        settings: Arc<Settings>,
+        consumer: Arc<StreamConsumer<UpdaterContext>>,
+        producer: FutureProducer,
+        store: Store,
+        model: ModelHandle,
+        metrics: Metrics,
+    ) -> Pipeline {
+        let events_topic = settings.kafka.topic(schemas::topics::EVENTS);
+        let dlq_topic = settings.kafka.topic(schemas::topics::EVENTS_DLQ);
+        let params = ComputeParams {
+            solver: settings.updater.solver,
+            k: settings.updater.recs_size,
+            rerank: settings.training.rerank.clone(),
+        };
+        Pipeline {
+            settings,
+            consumer,
+            producer,
+            store,
+            model,
+            metrics,
+            events_topic,
+            dlq_topic,
+            params,
+            new_items: NewItemState::default(),
+        }
+    }
+
+    /// Runs until `shutdown` resolves: then finishes the batch in hand,
+    /// commits, and returns.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let max = self.settings.updater.batch_max_events;
+        let wait = self.settings.updater.batch_max_wait();
+        let mut stopping = false;
+        while !stopping {
+            let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max);
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                m = self.consumer.recv() => match m {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            }
+            let deadline = tokio::time::Instant::now() + wait;
+            while batch.len() < max {
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => { stopping = true; break; }
+                    () = tokio::time::sleep_until(deadline) => break,
+                    m = self.consumer.recv() => match m {
+                        Ok(m) => batch.push(m.detach()),
+                        Err(e) => tracing::warn!(error = %e, "consumer error"),
+                    },
+                }
+            }
+            // Retry until the batch is in Redis. On shutdown in the middle of
+            // an outage, give up without committing: the events are read again.
+            let mut backoff = Duration::from_millis(self.settings.updater.retry_backoff_ms);
+            loop {
+                match self.process(&batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.metrics.retries.with_label_values(&[e.stage()]).inc();
+                        tracing::warn!(error = %e, retry_in = ?backoff, "batch failed; retrying");
+                        tokio::select! {
+                            () = &mut shutdown => {
+                                tracing::warn!("shutting down with a batch not applied; it will be read again");
+                                return Ok(());
+                            }
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        tracing::info!("consumer stopped; committing offsets");
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "final commit failed"),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Applies one batch end to end. Idempotent: may be called again with the
+    /// same messages after a failure.
+    pub async fn process(&mut self, batch: &[OwnedMessage]) -> Result<(), BatchError> {
+        let started = Instant::now();
+        let model = self.model.current();
+        self.sync_new_items(model.as_deref()).await;
+        let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
+        let received = now_ms();
+
+        let mut valid: Vec<Valid> = Vec::with_capacity(batch.len());
+        let mut dead: Vec<(DeadLetter, &'static str)> = Vec::new();
+        for m in batch {
+            let payload = m.payload().unwrap_or_default();
+            let parsed = Event::parse_json_with(payload, received, &limits);
+            match parsed {
+                Ok(ev) if m.key().is_some_and(|k| k != ev.user_id().as_str().as_bytes()) => dead.push((
+                    DeadLetter::new(
+                        format!(
+                            "message key {:?} is not the event's user_id {:?}: the user's events would lose their order",
+                            String::from_utf8_lossy(m.key().unwrap_or_default()),
+                            ev.user_id().as_str()
+                        ),
+                        DeadLetterSource::Updater,
+                        received,
+                        payload,
+                    ),
+                    "key_mismatch",
+                )),
+                Ok(event) => valid.push(Valid {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    kafka_ts_ms: m.timestamp().to_millis(),
+                    event,
+                }),
+                Err(e) => dead.push((
+                    DeadLetter::new(e.to_string(), DeadLetterSource::Updater, received, payload),
+                    "invalid_event",
+                )),
+            }
+        }
+
+        // 1. Histories and offsets, one atomic script per partition.
+        let t = Instant::now();
+        let mut by_partition: BTreeMap<i32, Vec<ApplyEvent>> = BTreeMap::new();
+        for v in &valid {
+            by_partition.entry(v.partition).or_default().push(ApplyEvent {
+                offset: v.offset,
+                user: v.event.user_id().clone(),
+                item: v.event.item_id().clone(),
+                kind: v.event.kind(),
+                ts: v.event.ts(),
+                unknown_item: model.as_ref().is_some_and(|m| !m.item_index.contains_key(v.event.item_id())),
+            });
+        }
+        let topic = self.events_topic.as_str();
+        let store = &self.store;
+        let results = futures::future::join_all(
+            by_partition.iter().map(|(p, evs)| async move { store.apply(topic, *p, evs).await }),
+        )
+        .await;
+        let mut histories: Vec<UserHistory> = Vec::new();
+        let mut unknown_items: Vec<(ItemId, usize)> = Vec::new();
+        let (mut applied, mut duplicates) = (0usize, 0usize);
+        for r in results {
+            let a = r.map_err(|source| BatchError::Store { stage: "apply", source })?;
+            applied += a.applied;
+            duplicates += a.duplicates;
+            histories.extend(a.histories);
+            unknown_items.extend(a.unknown_items);
+        }
+        self.metrics.stage_seconds.with_label_values(&["apply"]).observe(t.elapsed().as_secs_f64());
+
+        // 2. Fold in and score every touched user, off the async runtime.
+        let mut refreshed = 0usize;
+        if let Some(m) = &model {
+            let t = Instant::now();
+            let (m2, items, params) = (m.clone(), self.new_items.items.clone(), self.params.clone());
+            let lists =
+                tokio::task::spawn_blocking(move || compute::refresh(&m2, &items, &params, &histories, now_ms()))
+                    .await?;
+            self.metrics.stage_seconds.with_label_values(&["fold"]).observe(t.elapsed().as_secs_f64());
+            // 3. The lists.
+            let t = Instant::now();
+            crate::store::write_recs(&mut self.store.conn.clone(), &self.store.keys, &lists, self.store.ttl_s)
+                .await
+                .map_err(|source| BatchError::Store { stage: "write", source })?;
+            self.metrics.stage_seconds.with_label_values(&["write"]).observe(t.elapsed().as_secs_f64());
+            refreshed = lists.len();
+        }
+
+        // 4. Dead letters, acknowledged before their offsets are committed.
+        if !dead.is_empty() {
+            let sends = dead.iter().map(|(d, _)| {
+                let payload = d.to_json();
+                let producer = &self.producer;
+                let topic = self.dlq_topic.as_str();
+                async move {
+                    producer
+                        .send(
+                            FutureRecord::<[u8], [u8]>::to(topic).payload(&payload),
+                            Timeout::After(Duration::from_secs(10)),
+                        )
+                        .await
+                        .map_err(|(e, _)| e)
+                }
+            });
+            for r in futures::future::join_all(sends).await {
+                r.map_err(BatchError::DeadLetter)?;
+            }
+            for (d, class) in &dead {
+                self.metrics.rejected.with_label_values(&[class]).inc();
+                tracing::warn!(reason = %d.reason, "event dead-lettered");
+            }
+        }
+
+        // 5. Metrics, then the offsets (only now is everything in Redis).
+        let done = now_ms();
+        for v in &valid {
+            if let Some(ts) = v.kafka_ts_ms {
+                self.metrics.freshness_seconds.observe(((done - ts).max(0)) as f64 / 1000.0);
+            }
+        }
+        self.metrics.events.with_label_values(&["applied"]).inc_by(applied as u64);
+        self.metrics.events.with_label_values(&["duplicate"]).inc_by(duplicates as u64);
+        self.metrics.events.with_label_values(&["rejected"]).inc_by(dead.len() as u64);
+        self.metrics.users_refreshed.inc_by(refreshed as u64);
+        self.metrics.batches.inc();
+        self.metrics.batch_events.observe(batch.len() as f64);
+        self.commit(batch);
+        self.metrics.stage_seconds.with_label_values(&["total"]).observe(started.elapsed().as_secs_f64());
+
+        // 6. Items the model does not know, off the critical path of the batch.
+        if let Some(m) = &model {
+            self.fold_new_items(m, unknown_items).await;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, batch: &[OwnedMessage]) {
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in batch {
+            let e = last.entry(m.partition()).or_insert(m.offset());
+            *e = (*e).max(m.offset());
+        }
+        for (p, off) in last {
+            // Fails for a partition revoked meanwhile: its new owner re-reads
+            // from the last commit and the stored Redis offset skips what was applied.
+            if let Err(e) = self.consumer.store_offset(&self.events_topic, p, off) {
+                tracing::debug!(partition = p, error = %e, "offset not stored (partition no longer assigned?)");
+            }
+        }
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+            if !matches!(e, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+                self.metrics.commit_errors.inc();
+                tracing::warn!(error = %e, "offset commit failed; the next commit covers it");
+            }
+        }
+    }
+
+    /// Resets the folded-in items when the model changed, and reloads the ones
+    /// other instances folded in, at most every `new_item_refresh_ms`.
+    async fn sync_new_items(&mut self, model: Option<&ServedModel>) {
+        let Some(m) = model else { return };
+        if self.new_items.version.as_ref() != Some(&m.version) {
+            self.new_items = NewItemState { version: Some(m.version.clone()), ..NewItemState::default() };
+        }
+        let every = Duration::from_millis(self.settings.updater.new_item_refresh_ms);
+        if self.settings.updater.new_item_min_users == 0
+            || self.new_items.refreshed.is_some_and(|t| t.elapsed() < every)
+        {
+            return;
+        }
+        match crate::store::new_items(&mut self.store.conn.clone(), &self.store.keys, &m.version, m.factors()).await {
+            Ok(list) => {
+                let mut items = NewItems::default();
+                for (id, users, f) in list {
+                    if !m.item_index.contains_key(&id) {
+                        items.upsert(id, users, f);
+                    }
+                }
+                self.metrics.new_items.set(items.len() as i64);
+                self.new_items.items = Arc::new(items);
+                self.new_items.refreshed = Some(Instant::now());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot refresh folded-in items"),
+        }
+    }
+
+    /// Folds in every unknown item that now has enough users (again when its
+    /// user count has doubled since the last fold). Failures are logged only:
+    /// this is derived state and the item's next event retries it.
+    async fn fold_new_items(&mut self, m: &Arc<ServedModel>, unknown: Vec<(ItemId, usize)>) {
+        let min = self.settings.updater.new_item_min_users;
+        if min == 0 {
+            return;
+        }
+        for (item, count) in unknown {
+            let done = self.new_items.items.index.get(&item).map(|&j| self.new_items.items.users[j]);
+            if count < min || done.is_some_and(|u| count < 2 * u) {
+                continue;
+            }
+            let mut conn = self.store.conn.clone();
+            let keys = &self.store.keys;
+            let users = match crate::store::item_users(&mut conn, keys, &item, self.settings.updater.new_item_max_users)
+                .await
+            {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(item = %item, error = %e, "cannot read the item's users");
+                    continue;
+                }
+            };
+            let hists = match crate::store::read_histories(&mut conn, keys, &users).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(item = %item, error = %e, "cannot read the item's users' histories");
+                    continue;
+                }
+            };
+            let (m2, params, it) = (m.clone(), self.params.clone(), item.clone());
+            let solved = tokio::task::spawn_blocking(move || compute::fold_item(&m2, &params, &it, &hists, min)).await;
+            let Ok(Some((n, factors))) = solved else { continue };
+            if let Err(e) = crate::store::put_new_item(&mut conn, keys, &m.version, &item, n, &factors).await {
+                tracing::warn!(item = %item, error = %e, "cannot store the folded-in item");
+                continue;
+            }
+            tracing::info!(item = %item, users = n, model = %m.version, "item folded in");
+            self.metrics.items_folded.inc();
+            let mut items = (*self.new_items.items).clone();
+            items.upsert(item, n, factors);
+            self.metrics.new_items.set(items.len() as i64);
+            self.new_items.items = Arc::new(items);
+        }
+    }
+}
+
+/// The user ids of a set of histories (for tests and logs).
+pub fn users_of(h: &[UserHistory]) -> Vec<UserId> {
+    h.iter().map(|h| h.user.clone()).collect()
+}

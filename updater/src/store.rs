@@ -1,0 +1,449 @@
+//! Everything the updater keeps in Redis (DESIGN.md §5).
+//!
+//! The heart is [`APPLY_SCRIPT`]: for one partition's slice of a batch it
+//! compares each event's offset with `offsets:{topic}:{partition}`, folds the
+//! newer ones into `hist:{user}` (and, for items the model does not know, the
+//! item's user set), caps the histories, advances the offset, and returns the
+//! touched users' full histories — all in one atomic script. A restart, a
+//! rebalance or two owners of one partition for a moment (old owner finishing a
+//! batch while the new one starts) can therefore never apply an event twice or
+//! skip one: the stored offset is a compare-and-set guard, not a hint.
+//!
+//! A Lua script rather than MULTI/EXEC: the same all-or-nothing execution, plus
+//! the read of the stored offset inside the atomic step (MULTI/EXEC would need
+//! WATCH and a dedicated connection per partition to get that).
+
+use redis::aio::ConnectionManager;
+use redis::Value;
+use schemas::{ItemId, ModelVersion, RedisKeys, UserId};
+use serde::Serialize;
+
+/// One history entry, as stored: `views,carts,purchases,last_ts`. Counts
+/// rather than a weight, so a model trained with other event weights folds the
+/// same history in correctly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistEntry {
+    /// Events of each kind, in `schemas::EventKind::ALL` order.
+    pub counts: [u32; 3],
+    /// Latest event time, epoch ms.
+    pub last_ts: i64,
+}
+
+impl HistEntry {
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<HistEntry> {
+        let mut it = s.split(',');
+        let mut counts = [0u32; 3];
+        for c in &mut counts {
+            *c = it.next()?.parse().ok()?;
+        }
+        let last_ts: i64 = it.next()?.parse().ok()?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some(HistEntry { counts, last_ts })
+    }
+
+    /// `r` of the pair under `w`: Σ count × weight.
+    pub fn weight(&self, w: &model::EventWeights) -> f32 {
+        schemas::EventKind::ALL.iter().map(|&k| self.counts[k.index()] as f32 * w.of(k)).sum()
+    }
+
+    /// The user bought this item.
+    pub fn purchased(&self) -> bool {
+        self.counts[schemas::EventKind::Transaction.index()] > 0
+    }
+}
+
+/// A user's whole history, as Redis holds it after the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserHistory {
+    pub user: UserId,
+    pub items: Vec<(ItemId, HistEntry)>,
+}
+
+/// One event of a partition slice, ready for the script.
+#[derive(Debug, Clone)]
+pub struct ApplyEvent {
+    pub offset: i64,
+    pub user: UserId,
+    pub item: ItemId,
+    pub kind: schemas::EventKind,
+    pub ts: i64,
+    /// The served model does not know the item: record the user in the item's user set.
+    pub unknown_item: bool,
+}
+
+/// What one script run did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Events newer than the stored offset, now in the histories.
+    pub applied: usize,
+    /// Events at or below the stored offset (already applied before).
+    pub duplicates: usize,
+    /// Histories of every user of the slice (also of users whose events were
+    /// all duplicates, so their lists are refreshed after a crash).
+    pub histories: Vec<UserHistory>,
+    /// For each unknown item of the slice: how many users it now has.
+    pub unknown_items: Vec<(ItemId, usize)>,
+}
+
+/// See the module documentation. KEYS: the offset key, then `h` history keys,
+/// then `m` item user-set keys. ARGV: cap, ttl, n, h, m, then 7 per event
+/// (offset, history key number, item, kind index 0–2, ts, user-set key
+/// number or 0, user id).
+pub const APPLY_SCRIPT: &str = r#"
+local stored = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local cap = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local h = tonumber(ARGV[4])
+local m = tonumber(ARGV[5])
+local applied = 0
+local last = stored
+local touched = {}
+for e = 0, n - 1 do
+  local b = 6 + e * 7
+  local off = tonumber(ARGV[b])
+  if off > stored then
+    local ki = tonumber(ARGV[b + 1])
+    local key = KEYS[1 + ki]
+    local item = ARGV[b + 2]
+    local kind = tonumber(ARGV[b + 3])
+    local ts = tonumber(ARGV[b + 4])
+    local c = {0, 0, 0}
+    local cur = redis.call('HGET', key, item)
+    if cur then
+      local v, a, t, cts = string.match(cur, '^(%d+),(%d+),(%d+),(-?%d+)$')
+      if v then
+        c = {tonumber(v), tonumber(a), tonumber(t)}
+        if tonumber(cts) > ts then ts = tonumber(cts) end
+      end
+    end
+    c[kind + 1] = c[kind + 1] + 1
+    redis.call('HSET', key, item, string.format('%d,%d,%d,%.0f', c[1], c[2], c[3], ts))
+    touched[ki] = true
+    local ni = tonumber(ARGV[b + 5])
+    if ni > 0 then
+      redis.call('SADD', KEYS[1 + h + ni], ARGV[b + 6])
+      if ttl > 0 then redis.call('EXPIRE', KEYS[1 + h + ni], ttl) end
+    end
+    applied = applied + 1
+    if off > last then last = off end
+  end
+end
+for ki, _ in pairs(touched) do
+  local key = KEYS[1 + ki]
+  local len = redis.call('HLEN', key)
+  if len > cap then
+    -- Least recently touched entries go first (ties: lower item id first).
+    local all = redis.call('HGETALL', key)
+    local entries = {}
+    for i = 1, #all, 2 do
+      local ts = string.match(all[i + 1], ',(-?%d+)$')
+      table.insert(entries, {all[i], tonumber(ts) or 0})
+    end
+    table.sort(entries, function(a, b)
+      if a[2] ~= b[2] then return a[2] < b[2] end
+      return a[1] < b[1]
+    end)
+    for i = 1, len - cap do redis.call('HDEL', key, entries[i][1]) end
+  end
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+if last > stored then redis.call('SET', KEYS[1], string.format('%.0f', last)) end
+local out = {applied, {}, {}}
+for ki = 1, h do out[2][ki] = redis.call('HGETALL', KEYS[1 + ki]) end
+for ni = 1, m do out[3][ni] = redis.call('SCARD', KEYS[1 + h + ni]) end
+return out
+"#;
+
+/// Redis failed, or answered something this code did not write.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(String),
+}
+
+/// The updater's Redis: a reconnecting connection, the key builder and the
+/// history bounds. Cheap to clone (one multiplexed connection underneath).
+#[derive(Clone)]
+pub struct Store {
+    pub conn: ConnectionManager,
+    pub keys: RedisKeys,
+    script: redis::Script,
+    /// Most distinct items per history.
+    pub history_cap: usize,
+    /// TTL of histories, lists and item user sets, s (0 = none).
+    pub ttl_s: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("keys", &self.keys).field("history_cap", &self.history_cap).finish()
+    }
+}
+
+impl Store {
+    pub fn new(conn: ConnectionManager, keys: RedisKeys, history_cap: usize, ttl_s: u64) -> Store {
+        Store { conn, keys, script: redis::Script::new(APPLY_SCRIPT), history_cap, ttl_s }
+    }
+
+    /// Runs [`APPLY_SCRIPT`] for one partition's events (in offset order).
+    pub async fn apply(&self, topic: &str, partition: i32, events: &[ApplyEvent]) -> Result<Applied, StoreError> {
+        apply(&mut self.conn.clone(), &self.script, &self.keys, topic, partition, events, self.history_cap, self.ttl_s)
+            .await
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the script's inputs, spelled out once
+async fn apply(
+    conn: &mut ConnectionManager,
+    script: &redis::Script,
+    keys: &RedisKeys,
+    topic: &str,
+    partition: i32,
+    events: &[ApplyEvent],
+    history_cap: usize,
+    ttl_s: u64,
+) -> Result<Applied, StoreError> {
+    let mut users: Vec<&UserId> = Vec::new();
+    let mut user_no: rustc_hash::FxHashMap<&UserId, usize> = Default::default();
+    let mut items: Vec<&ItemId> = Vec::new();
+    let mut item_no: rustc_hash::FxHashMap<&ItemId, usize> = Default::default();
+    for e in events {
+        user_no.entry(&e.user).or_insert_with(|| {
+            users.push(&e.user);
+            users.len()
+        });
+        if e.unknown_item {
+            item_no.entry(&e.item).or_insert_with(|| {
+                items.push(&e.item);
+                items.len()
+            });
+        }
+    }
+    let mut inv = script.prepare_invoke();
+    inv.key(keys.offsets(topic, partition));
+    for u in &users {
+        inv.key(keys.hist(u));
+    }
+    for i in &items {
+        inv.key(keys.item_users(i));
+    }
+    inv.arg(history_cap).arg(ttl_s).arg(events.len()).arg(users.len()).arg(items.len());
+    for e in events {
+        inv.arg(e.offset)
+            .arg(user_no[&e.user])
+            .arg(e.item.as_str())
+            .arg(e.kind.index())
+            .arg(e.ts)
+            .arg(if e.unknown_item { item_no[&e.item] } else { 0 })
+            .arg(e.user.as_str());
+    }
+    let reply: Value = inv.invoke_async(conn).await?;
+    let bad = |what: &str| StoreError::Reply(format!("apply script: {what}"));
+    let Value::Array(parts) = reply else { return Err(bad("not an array")) };
+    let [applied, hists, counts]: [Value; 3] = parts.try_into().map_err(|_| bad("not 3 parts"))?;
+    let applied = as_int(&applied).ok_or_else(|| bad("applied count"))? as usize;
+    let Value::Array(hists) = hists else { return Err(bad("histories")) };
+    let Value::Array(counts) = counts else { return Err(bad("item counts")) };
+    if hists.len() != users.len() || counts.len() != items.len() {
+        return Err(bad("wrong number of histories"));
+    }
+    let histories = users
+        .iter()
+        .zip(hists)
+        .map(|(u, v)| Ok(UserHistory { user: (*u).clone(), items: parse_hash(&v).ok_or_else(|| bad("history"))? }))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let unknown_items = items
+        .iter()
+        .zip(&counts)
+        .map(|(i, c)| Ok(((*i).clone(), as_int(c).ok_or_else(|| bad("count"))? as usize)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Applied { applied, duplicates: events.len() - applied, histories, unknown_items })
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+fn as_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Parses an HGETALL reply of a history hash. Entries this code could not have
+/// written are skipped with a warning rather than failing the whole batch.
+fn parse_hash(v: &Value) -> Option<Vec<(ItemId, HistEntry)>> {
+    let pairs: Vec<(&str, &str)> = match v {
+        Value::Array(a) => {
+            a.chunks_exact(2).map(|c| Some((as_str(&c[0])?, as_str(&c[1])?))).collect::<Option<Vec<_>>>()?
+        }
+        Value::Map(m) => m.iter().map(|(k, v)| Some((as_str(k)?, as_str(v)?))).collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(pairs.len());
+    for (k, val) in pairs {
+        match (ItemId::parse(k), HistEntry::parse(val)) {
+            (Ok(item), Some(e)) => out.push((item, e)),
+            _ => tracing::warn!(field = k, value = val, "skipping a malformed history entry"),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(out)
+}
+
+/// Reads the histories of `users` (one pipelined round trip).
+pub async fn read_histories(
+    conn: &mut ConnectionManager,
+    keys: &RedisKeys,
+    users: &[UserId],
+) -> Result<Vec<UserHistory>, StoreError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut p = redis::pipe();
+    for u in users {
+        p.cmd("HGETALL").arg(keys.hist(u));
+    }
+    let replies: Vec<Value> = p.query_async(conn).await?;
+    users
+        .iter()
+        .zip(replies)
+        .map(|(u, v)| {
+            Ok(UserHistory {
+                user: u.clone(),
+                items: parse_hash(&v).ok_or_else(|| StoreError::Reply("history is not a hash".into()))?,
+            })
+        })
+        .collect()
+}
+
+/// One entry of a cached list.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RecItem {
+    pub item_id: ItemId,
+    pub score: f32,
+}
+
+/// The JSON of `recs:{user}`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RecsList {
+    pub model: ModelVersion,
+    pub updated_ms: i64,
+    pub items: Vec<RecItem>,
+}
+
+/// Writes every list (one pipelined round trip), with the TTL when non-zero.
+pub async fn write_recs(
+    conn: &mut ConnectionManager,
+    keys: &RedisKeys,
+    lists: &[(UserId, RecsList)],
+    ttl_s: u64,
+) -> Result<(), StoreError> {
+    if lists.is_empty() {
+        return Ok(());
+    }
+    let mut p = redis::pipe();
+    for (u, l) in lists {
+        let json = serde_json::to_vec(l).map_err(|e| StoreError::Reply(e.to_string()))?;
+        if ttl_s > 0 {
+            p.cmd("SET").arg(keys.recs(u)).arg(json).arg("EX").arg(ttl_s).ignore();
+        } else {
+            p.cmd("SET").arg(keys.recs(u)).arg(json).ignore();
+        }
+    }
+    p.query_async::<()>(conn).await?;
+    Ok(())
+}
+
+/// Users recorded for an item the model does not know (at most `max`).
+pub async fn item_users(
+    conn: &mut ConnectionManager,
+    keys: &RedisKeys,
+    item: &ItemId,
+    max: usize,
+) -> Result<Vec<UserId>, StoreError> {
+    let ids: Vec<String> = redis::cmd("SRANDMEMBER").arg(keys.item_users(item)).arg(max).query_async(conn).await?;
+    let mut v: Vec<UserId> = ids.iter().filter_map(|s| UserId::parse(s).ok()).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Stores a folded-in item's factors for every instance: field = item id,
+/// value = user count (u32 LE) then the factors (f32 LE).
+pub async fn put_new_item(
+    conn: &mut ConnectionManager,
+    keys: &RedisKeys,
+    version: &ModelVersion,
+    item: &ItemId,
+    users: usize,
+    factors: &[f32],
+) -> Result<(), StoreError> {
+    let mut bytes = Vec::with_capacity(4 + factors.len() * 4);
+    bytes.extend_from_slice(&(users as u32).to_le_bytes());
+    for v in factors {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    redis::cmd("HSET").arg(keys.new_items(version)).arg(item.as_str()).arg(bytes).query_async::<()>(conn).await?;
+    Ok(())
+}
+
+/// Every folded-in item of a model version: (item, users it was folded from, factors).
+pub async fn new_items(
+    conn: &mut ConnectionManager,
+    keys: &RedisKeys,
+    version: &ModelVersion,
+    f: usize,
+) -> Result<Vec<(ItemId, usize, Vec<f32>)>, StoreError> {
+    let raw: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(keys.new_items(version)).query_async(conn).await?;
+    let mut out = Vec::with_capacity(raw.len());
+    for (k, b) in raw {
+        let Ok(item) = ItemId::parse(&k) else { continue };
+        if b.len() != 4 + 4 * f {
+            // Written for another factor count: ignore (a new model has new keys anyway).
+            continue;
+        }
+        let users = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let v: Vec<f32> = b[4..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if v.iter().all(|x| x.is_finite()) {
+            out.push((item, users, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Publishes the served version under `model:current`.
+pub async fn set_model_current(
+    conn: &mut ConnectionManager,
+    keys: &RedisKeys,
+    version: &ModelVersion,
+) -> Result<(), StoreError> {
+    redis::cmd("SET").arg(keys.model_current()).arg(version.as_str()).query_async::<()>(conn).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_entries_parse_the_script_format() {
+        let e = HistEntry::parse("3,1,1,1433221332117").unwrap();
+        assert_eq!(e, HistEntry { counts: [3, 1, 1], last_ts: 1433221332117 });
+        assert!(e.purchased());
+        assert_eq!(e.weight(&model::EventWeights::default()), 3.0 + 4.0 + 8.0);
+        for bad in ["", "1,2,3", "1,2,3,4,5", "x,1,1,1", "1,1,1,x", "-1,1,1,1", "1.5,1,1,1"] {
+            assert_eq!(HistEntry::parse(bad), None, "{bad}");
+        }
+    }
+}
