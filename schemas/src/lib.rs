@@ -19,6 +19,7 @@
 //! - [`dead_letter`]: the [`DeadLetter`] record of `recsys.events.dlq`.
 //! - [`topics`]: Kafka topic names.
 //! - [`keys`]: the Redis key builder [`RedisKeys`] (DESIGN.md §5).
+//! - [`recs`]: the cached list [`RecsList`] stored under `recs:{user}`.
 //! - [`json_schema`]: the JSON Schema documents of the four records, published
 //!   in `schemas/json/` for producers in other languages.
 //!
@@ -35,6 +36,7 @@ pub mod id;
 pub mod impression;
 pub mod json_schema;
 pub mod keys;
+pub mod recs;
 pub mod topics;
 
 pub use announcement::{ModelAnnouncement, ModelVersion, ModelVersionError, Sha256Error, Sha256Hex, MAX_VERSION_LEN};
@@ -47,6 +49,7 @@ pub use id::{IdError, ItemId, RecId, TransactionId, UserId, ID_PATTERN, MAX_ID_L
 pub use impression::{Impression, ParseNameError, Source, Variant};
 pub use json_schema::{json_schemas, write_json_schemas, JSON_SCHEMA_DIR};
 pub use keys::RedisKeys;
+pub use recs::{RecItem, RecsList};
 
 /// A record of `recsys.impressions`, `recsys.models` or `recsys.events.dlq`
 /// failed to parse. `Display` names the record and carries serde's message,

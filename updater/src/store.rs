@@ -16,7 +16,7 @@
 use redis::aio::ConnectionManager;
 use redis::Value;
 use schemas::{ItemId, ModelVersion, RedisKeys, UserId};
-use serde::Serialize;
+pub use schemas::{RecItem, RecsList};
 
 /// One history entry, as stored: `views,carts,purchases,last_ts`. Counts
 /// rather than a weight, so a model trained with other event weights folds the
@@ -328,21 +328,6 @@ pub async fn read_histories(
         .collect()
 }
 
-/// One entry of a cached list.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct RecItem {
-    pub item_id: ItemId,
-    pub score: f32,
-}
-
-/// The JSON of `recs:{user}`.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct RecsList {
-    pub model: ModelVersion,
-    pub updated_ms: i64,
-    pub items: Vec<RecItem>,
-}
-
 /// Writes every list (one pipelined round trip), with the TTL when non-zero.
 pub async fn write_recs(
     conn: &mut ConnectionManager,
@@ -355,7 +340,7 @@ pub async fn write_recs(
     }
     let mut p = redis::pipe();
     for (u, l) in lists {
-        let json = serde_json::to_vec(l).map_err(|e| StoreError::Reply(e.to_string()))?;
+        let json = l.to_json();
         if ttl_s > 0 {
             p.cmd("SET").arg(keys.recs(u)).arg(json).arg("EX").arg(ttl_s).ignore();
         } else {
