@@ -244,3 +244,92 @@ pub fn fold_item(
     model::fold_in(&xs, &m.xtx, &hist, m.alpha, solver, &mut y);
     y.iter().all(|v| v.is_finite()).then_some((rows.len(), y))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::HistEntry;
+    use model::synthetic::{item_id, synthetic_artifact, SyntheticSpec};
+
+    fn served() -> ServedModel {
+        let mut art = synthetic_artifact(&SyntheticSpec::default());
+        art.items[5].available = Some(false);
+        ServedModel::from_artifact(art, "0".repeat(64)).unwrap()
+    }
+
+    fn hist(user: &str, items: &[(&str, [u32; 3])]) -> UserHistory {
+        UserHistory {
+            user: UserId::parse(user).unwrap(),
+            items: items
+                .iter()
+                .map(|(i, c)| (ItemId::parse(i).unwrap(), HistEntry { counts: *c, last_ts: 1 }))
+                .collect(),
+        }
+    }
+
+    fn params(rerank: bool) -> ComputeParams {
+        ComputeParams {
+            solver: FoldInSolver::Cholesky,
+            k: 30,
+            rerank: RerankConfig { enabled: rerank, ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn lists_exclude_history_and_unavailable_items_and_keep_als_scores() {
+        let m = served();
+        let h = vec![
+            hist("a", &[(&item_id(1), [2, 0, 0]), (&item_id(2), [0, 1, 0]), ("unknown-9", [1, 0, 0])]),
+            hist("cold", &[("unknown-9", [1, 0, 0])]),
+        ];
+        for rerank in [false, true] {
+            let out = refresh(&m, &NewItems::default(), &params(rerank), &h, 42);
+            assert_eq!(out.len(), 1, "a user without known items gets no list");
+            let (u, list) = &out[0];
+            assert_eq!(u.as_str(), "a");
+            assert_eq!((list.model.as_str(), list.updated_ms, list.items.len()), ("v1", 42, 30));
+            let s = split_history(&m, &h[0]);
+            let x = fold_user(&m, &s.known, Solver::Cholesky).unwrap();
+            for e in &list.items {
+                assert!(![item_id(1), item_id(2), item_id(5)].contains(&e.item_id.to_string()), "{e:?}");
+                let r = m.item_index[&e.item_id] as usize;
+                assert!((e.score - model::dense::dot(&x, m.y.row(r))).abs() < 1e-5);
+            }
+            // Same set either way: the re-rank only reorders the head.
+            let mut items: Vec<String> = list.items.iter().map(|e| e.item_id.to_string()).collect();
+            items.sort();
+            let plain = refresh(&m, &NewItems::default(), &params(false), &h, 42);
+            let mut want: Vec<String> = plain[0].1.items.iter().map(|e| e.item_id.to_string()).collect();
+            want.sort();
+            assert_eq!(items, want);
+        }
+    }
+
+    #[test]
+    fn folded_in_items_compete_with_the_model_items() {
+        let m = served();
+        let h = vec![hist("a", &[(&item_id(1), [2, 0, 0])])];
+        let x = fold_user(&m, &split_history(&m, &h[0]).known, Solver::Cholesky).unwrap();
+        // A new item pointing along the user's factors outscores everything.
+        let mut items = NewItems::default();
+        items.upsert(ItemId::parse("launch").unwrap(), 5, x.iter().map(|v| v * 100.0).collect());
+        let out = refresh(&m, &items, &params(false), &h, 1);
+        assert_eq!(out[0].1.items[0].item_id.as_str(), "launch");
+        // ... unless the user already has it.
+        let h2 = vec![hist("a", &[(&item_id(1), [2, 0, 0]), ("launch", [1, 0, 0])])];
+        let out = refresh(&m, &items, &params(false), &h2, 1);
+        assert!(out[0].1.items.iter().all(|e| e.item_id.as_str() != "launch"));
+    }
+
+    #[test]
+    fn an_item_needs_enough_users_with_factors() {
+        let m = served();
+        let item = ItemId::parse("launch").unwrap();
+        let users: Vec<UserHistory> =
+            (0..4).map(|u| hist(&format!("u{u}"), &[(&item_id(u), [1, 0, 0]), ("launch", [1, 0, 0])])).collect();
+        assert!(fold_item(&m, &params(false), &item, &users, 5).is_none());
+        let (n, y) = fold_item(&m, &params(false), &item, &users, 4).unwrap();
+        assert_eq!((n, y.len()), (4, m.factors()));
+        assert!(y.iter().any(|v| *v != 0.0));
+    }
+}

@@ -18,7 +18,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use schemas::{DeadLetter, DeadLetterSource, Event, EventLimits, ItemId, UserId};
+use schemas::{DeadLetter, DeadLetterSource, Event, EventLimits, ItemId};
 
 use crate::compute::{self, ComputeParams, NewItems};
 use crate::config::Settings;
@@ -422,9 +422,4 @@ impl Pipeline {
             self.new_items.items = Arc::new(items);
         }
     }
-}
-
-/// The user ids of a set of histories (for tests and logs).
-pub fn users_of(h: &[UserHistory]) -> Vec<UserId> {
-    h.iter().map(|h| h.user.clone()).collect()
 }
