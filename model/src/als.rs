@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
-use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use faer::{Accum, MatMut, MatRef, Par, Side};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -345,21 +345,29 @@ fn cg_row(y: &Factors, yty: &[f32], cols: &[u32], conf: &[f32], steps: usize, x:
 /// definite (λ = 0 with too few pairs) the row keeps its value.
 fn cholesky_row(y: &Factors, yty: &[f32], cols: &[u32], conf: &[f32], x: &mut [f32]) {
     let f = x.len();
-    let mut a = Mat::<f64>::from_fn(f, f, |i, j| yty[i * f + j] as f64);
-    let mut b = Mat::<f64>::zeros(f, 1);
+    // Row-major f64 buffers and slice loops (which vectorise) rather than
+    // indexed matrix access: building the system is most of the cost at small f.
+    let mut a: Vec<f64> = yty.iter().map(|&v| v as f64).collect();
+    let mut b = vec![0.0f64; f];
+    let mut yi64 = vec![0.0f64; f];
     for (&i, &c) in cols.iter().zip(conf) {
-        let yi = y.row(i as usize);
+        for (d, s) in yi64.iter_mut().zip(y.row(i as usize)) {
+            *d = *s as f64;
+        }
         let w = (c - 1.0) as f64;
-        for r in 0..f {
-            let wr = w * yi[r] as f64;
-            for k in 0..f {
-                a[(r, k)] += wr * yi[k] as f64;
+        for (r, row) in a.chunks_exact_mut(f).enumerate() {
+            let wr = w * yi64[r];
+            for (ak, yk) in row.iter_mut().zip(&yi64) {
+                *ak += wr * yk;
             }
-            b[(r, 0)] += c as f64 * yi[r] as f64;
+        }
+        for (br, yr) in b.iter_mut().zip(&yi64) {
+            *br += c as f64 * yr;
         }
     }
-    if let Ok(llt) = a.llt(Side::Lower) {
-        let sol = llt.solve(&b);
+    let am = MatRef::from_row_major_slice(&a, f, f);
+    if let Ok(llt) = am.llt(Side::Lower) {
+        let sol = llt.solve(MatRef::from_column_major_slice(&b, f, 1));
         for (k, v) in x.iter_mut().enumerate() {
             *v = sol[(k, 0)] as f32;
         }

@@ -5,7 +5,7 @@
 //! async runtime.
 
 use model::rerank::RerankConfig;
-use model::topn::{score_block, Scored, DEFAULT_BLOCK};
+use model::topn::{score_block, Scored};
 use model::{Factors, Solver};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -59,6 +59,8 @@ pub struct ComputeParams {
     /// List length.
     pub k: usize,
     pub rerank: RerankConfig,
+    /// Users scored per matrix product.
+    pub score_block: usize,
 }
 
 impl ComputeParams {
@@ -129,7 +131,7 @@ pub fn refresh(
     // Unavailable items and history items are never recommended; asking the
     // heap for a few more than `want` is not needed since they are excluded there.
     folded
-        .par_chunks(DEFAULT_BLOCK)
+        .par_chunks(p.score_block.max(1))
         .flat_map_iter(|block| {
             let mut q = Vec::with_capacity(block.len() * f);
             let mut excl: Vec<Vec<u32>> = Vec::with_capacity(block.len());

@@ -69,6 +69,8 @@ pub struct UpdaterConfig {
     pub recs_ttl_s: u64,
     /// Fold-in solver.
     pub solver: FoldInSolver,
+    /// Users scored per matrix product (the score buffer is this × items floats).
+    pub score_block: usize,
     /// An item the model does not know is folded in once this many users with
     /// factors have events on it (0 disables item fold-in).
     pub new_item_min_users: usize,
@@ -95,6 +97,7 @@ impl Default for UpdaterConfig {
             recs_size: 100,
             recs_ttl_s: 30 * 86_400,
             solver: FoldInSolver::Cholesky,
+            score_block: 128,
             new_item_min_users: 5,
             new_item_max_users: 1_000,
             new_item_refresh_ms: 1_000,
@@ -119,6 +122,7 @@ impl Settings {
             (u.batch_max_events > 0, "updater.batch_max_events must be > 0"),
             (u.batch_max_wait_ms > 0, "updater.batch_max_wait_ms must be > 0"),
             (u.session_timeout_ms >= 1_000, "updater.session_timeout_ms must be ≥ 1000"),
+            (u.score_block > 0, "updater.score_block must be > 0"),
             (u.history_max_items > 0, "updater.history_max_items must be > 0"),
             (u.recs_size > 0 && u.recs_size <= 1_000, "updater.recs_size must be in 1..=1000"),
             (u.new_item_max_users >= u.new_item_min_users, "updater.new_item_max_users must be ≥ new_item_min_users"),

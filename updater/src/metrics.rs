@@ -75,7 +75,10 @@ impl Metrics {
                     "recsys_updater_freshness_seconds",
                     "Event produced to Kafka -> its user's list written to Redis",
                 )
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                .buckets(vec![
+                    0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.15,
+                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
             )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new("recsys_updater_consumer_lag", "Messages behind the high watermark per partition"),

@@ -109,6 +109,7 @@ impl Pipeline {
             solver: settings.updater.solver,
             k: settings.updater.recs_size,
             rerank: settings.training.rerank.clone(),
+            score_block: settings.updater.score_block,
         };
         Pipeline {
             settings,

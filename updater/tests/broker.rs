@@ -663,6 +663,7 @@ async fn an_item_the_model_does_not_know_is_folded_in_once_enough_users_have_it(
         solver: updater::config::FoldInSolver::Cholesky,
         k: 10,
         rerank: model::rerank::RerankConfig::default(),
+        score_block: 32,
     };
     let item = ItemId::parse("launch-1").unwrap();
     let (n, y) = updater::compute::fold_item(&m, &params, &item, &hists, 5).unwrap();
