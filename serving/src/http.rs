@@ -326,9 +326,40 @@ fn parse_hist(v: &str) -> Option<[u64; 3]> {
     Some(out)
 }
 
-/// The first `k` items of `list` not in `skip` (and not yet taken).
-fn take_filtered(list: &[RecItem], k: usize, skip: &dyn Fn(&str) -> bool) -> Vec<ScoredItem> {
-    list.iter().filter(|r| !skip(r.item_id.as_str())).take(k).map(|r| ScoredItem::from(r.clone())).collect()
+/// `recs:{user}` read without allocating a string per item: the ids are
+/// borrowed from the reply and only the `k` served are copied (and checked).
+/// A list whose ids need JSON unescaping (no valid id does) goes through
+/// [`RecsList`] instead.
+struct CachedList<'a> {
+    model: ModelVersion,
+    items: Vec<BorrowedItem<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BorrowedItem<'a> {
+    #[serde(borrow)]
+    item_id: &'a str,
+    score: f32,
+}
+
+#[derive(serde::Deserialize)]
+struct BorrowedList<'a> {
+    #[serde(borrow)]
+    model: &'a str,
+    #[allow(dead_code)]
+    updated_ms: i64,
+    #[serde(borrow)]
+    items: Vec<BorrowedItem<'a>>,
+}
+
+impl<'a> CachedList<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<CachedList<'a>, String> {
+        match serde_json::from_slice::<BorrowedList<'a>>(bytes) {
+            Ok(l) => Ok(CachedList { model: ModelVersion::parse(l.model).map_err(|e| e.to_string())?, items: l.items }),
+            // Escaped strings cannot be borrowed: the strict parser decides.
+            Err(_) => RecsList::parse_json(bytes).map_err(|e| e.to_string()).and(Err("ids need unescaping".into())),
+        }
+    }
 }
 
 /// Where a recommendation came from, and its list.
@@ -428,12 +459,18 @@ async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) ->
     let purchased: FxHashSet<&str> = entries.iter().filter(|(_, c)| c[2] > 0).map(|(i, _)| *i).collect();
 
     if let Some(bytes) = recs {
-        match RecsList::parse_json(&bytes) {
+        match CachedList::parse(&bytes) {
             Ok(list) => {
                 let unavailable =
                     |id: &str| cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false);
-                let items = take_filtered(&list.items, k, &|id| purchased.contains(id) || unavailable(id));
                 m.cache_lookups.with_label_values(&["hit"]).inc();
+                let items: Vec<ScoredItem> = list
+                    .items
+                    .iter()
+                    .filter(|r| !purchased.contains(r.item_id) && !unavailable(r.item_id))
+                    .filter_map(|r| Some(ScoredItem { item_id: ItemId::parse(r.item_id).ok()?, score: r.score }))
+                    .take(k)
+                    .collect();
                 if !items.is_empty() {
                     m.users.with_label_values(&["warm"]).inc();
                     return Ok(Answer { source: Source::Personal, model: list.model, items, degraded: false });

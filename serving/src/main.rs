@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "recsys-serving", version, about = "The recommendation API over Redis")]
 struct Cli {
@@ -40,6 +43,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     let mut settings = serving::config::load_settings(cli.config.as_deref())?;
     if let Some(l) = cli.listen {
         settings.serving.listen = l;
+    }
+    // Topics are normally created by ingest; creating the missing ones here too
+    // means impressions are not lost when serving starts first. A broker that
+    // is down is not fatal: the API serves without it.
+    match common::kafka::ensure_topics(&settings.kafka, std::time::Duration::from_secs(5)).await {
+        Ok(done) => tracing::debug!(?done, "topics"),
+        Err(e) => tracing::warn!(error = %e, "cannot create topics; impressions wait for the broker"),
     }
     let listener = tokio::net::TcpListener::bind(settings.serving.listen).await?;
     let deps = serving::Deps::connect(&settings, listener)?;

@@ -48,6 +48,10 @@ enum Command {
         /// Model version written into the lists.
         #[arg(long, default_value = "loadtest")]
         model: String,
+        /// Also write a small synthetic model version (named `--model`) under
+        /// this artifacts root and point CURRENT at it, for serving's fallbacks.
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
     },
 }
 
@@ -127,8 +131,12 @@ fn main() -> ExitCode {
     };
     let r = match cli.command {
         Command::Run(a) => rt.block_on(run(a)),
-        Command::Preload { redis_url, prefix, users, user_prefix, items, model } => {
-            rt.block_on(preload(&redis_url, &prefix, users, &user_prefix, items, &model))
+        Command::Preload { redis_url, prefix, users, user_prefix, items, model, model_dir } => {
+            let written = match model_dir {
+                Some(root) => write_model(&root, &model),
+                None => Ok(()),
+            };
+            written.and_then(|()| rt.block_on(preload(&redis_url, &prefix, users, &user_prefix, items, &model)))
         }
     };
     match r {
@@ -138,6 +146,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn write_model(root: &std::path::Path, version: &str) -> anyhow::Result<()> {
+    let spec = model::synthetic::SyntheticSpec {
+        version: version.to_owned(),
+        users: 2_000,
+        items: 1_000,
+        factors: 32,
+        categories: 20,
+        ..model::synthetic::SyntheticSpec::default()
+    };
+    std::fs::create_dir_all(root)?;
+    model::synthetic::synthetic_artifact(&spec).write(root)?;
+    model::artifact::set_current(root, version)?;
+    println!("wrote synthetic model {version} under {}", root.display());
+    Ok(())
 }
 
 async fn preload(
@@ -176,7 +200,8 @@ async fn preload(
                 let purchases = u64::from(h == 0);
                 pipe.cmd("HSET")
                     .arg(&hist)
-                    .arg((20_000 + start as u64 + h).to_string())
+                    // The first is bought: serving filters it out of the list.
+                    .arg(if h == 0 { start as u64 } else { 20_000 + start as u64 + h }.to_string())
                     .arg(format!("2,0,{purchases},{now}"))
                     .ignore();
             }
