@@ -326,10 +326,10 @@ fn parse_hist(v: &str) -> Option<[u64; 3]> {
     Some(out)
 }
 
-/// `recs:{user}` read without allocating a string per item: the ids are
-/// borrowed from the reply and only the `k` served are copied (and checked).
-/// A list whose ids need JSON unescaping (no valid id does) goes through
-/// [`RecsList`] instead.
+/// `recs:{user}` read lazily: ids are borrowed from the reply (no string per
+/// item), and once `k` items passed the filter the rest of the list is only
+/// skipped over, not decoded. A list whose ids need JSON unescaping (no valid
+/// id does) goes through the strict [`RecsList`] parser and is refused.
 struct CachedList<'a> {
     model: ModelVersion,
     items: Vec<BorrowedItem<'a>>,
@@ -342,20 +342,76 @@ struct BorrowedItem<'a> {
     score: f32,
 }
 
-#[derive(serde::Deserialize)]
-struct BorrowedList<'a> {
-    #[serde(borrow)]
-    model: &'a str,
-    #[allow(dead_code)]
-    updated_ms: i64,
-    #[serde(borrow)]
-    items: Vec<BorrowedItem<'a>>,
+/// The first `k` items of the list that `keep` accepts.
+struct ItemsSeed<'f> {
+    k: usize,
+    keep: &'f dyn Fn(&str) -> bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_> {
+    type Value = Vec<BorrowedItem<'de>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_> {
+    type Value = Vec<BorrowedItem<'de>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of {item_id, score}")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(self.k);
+        while out.len() < self.k {
+            match seq.next_element::<BorrowedItem<'de>>()? {
+                Some(it) if (self.keep)(it.item_id) => out.push(it),
+                Some(_) => {}
+                None => return Ok(out),
+            }
+        }
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(out)
+    }
+}
+
+/// The top-level object `{"model", "updated_ms", "items"}`.
+struct ListVisitor<'f>(ItemsSeed<'f>);
+
+impl<'de, 'f> serde::de::Visitor<'de> for ListVisitor<'f> {
+    type Value = (Option<&'de str>, Option<Vec<BorrowedItem<'de>>>);
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a cached list")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut model, mut items) = (None, None);
+        let mut seed = Some(self.0);
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match (key, seed.take()) {
+                ("model", s) => {
+                    model = Some(map.next_value::<&'de str>()?);
+                    seed = s;
+                }
+                ("items", Some(s)) => items = Some(map.next_value_seed(s)?),
+                (_, s) => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    seed = s;
+                }
+            }
+        }
+        Ok((model, items))
+    }
 }
 
 impl<'a> CachedList<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<CachedList<'a>, String> {
-        match serde_json::from_slice::<BorrowedList<'a>>(bytes) {
-            Ok(l) => Ok(CachedList { model: ModelVersion::parse(l.model).map_err(|e| e.to_string())?, items: l.items }),
+    fn parse(bytes: &'a [u8], k: usize, keep: &dyn Fn(&str) -> bool) -> Result<CachedList<'a>, String> {
+        use serde::Deserializer;
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed = de.deserialize_map(ListVisitor(ItemsSeed { k, keep })).and_then(|v| de.end().map(|()| v));
+        match parsed {
+            Ok((Some(model), Some(items))) => {
+                Ok(CachedList { model: ModelVersion::parse(model).map_err(|e| e.to_string())?, items })
+            }
+            Ok(_) => Err("a cached list needs model and items".into()),
             // Escaped strings cannot be borrowed: the strict parser decides.
             Err(_) => RecsList::parse_json(bytes).map_err(|e| e.to_string()).and(Err("ids need unescaping".into())),
         }
@@ -459,17 +515,15 @@ async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) ->
     let purchased: FxHashSet<&str> = entries.iter().filter(|(_, c)| c[2] > 0).map(|(i, _)| *i).collect();
 
     if let Some(bytes) = recs {
-        match CachedList::parse(&bytes) {
+        let unavailable = |id: &str| cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false);
+        let keep = |id: &str| !purchased.contains(id) && !unavailable(id);
+        match CachedList::parse(&bytes, k, &keep) {
             Ok(list) => {
-                let unavailable =
-                    |id: &str| cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false);
                 m.cache_lookups.with_label_values(&["hit"]).inc();
                 let items: Vec<ScoredItem> = list
                     .items
                     .iter()
-                    .filter(|r| !purchased.contains(r.item_id) && !unavailable(r.item_id))
                     .filter_map(|r| Some(ScoredItem { item_id: ItemId::parse(r.item_id).ok()?, score: r.score }))
-                    .take(k)
                     .collect();
                 if !items.is_empty() {
                     m.users.with_label_values(&["warm"]).inc();
@@ -778,4 +832,47 @@ async fn not_found(uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(l: &CachedList<'_>) -> Vec<String> {
+        l.items.iter().map(|i| i.item_id.to_owned()).collect()
+    }
+
+    #[test]
+    fn cached_lists_are_read_lazily_and_filtered() {
+        let json = br#"{"model":"v3","updated_ms":5,"items":[{"item_id":"a","score":3},{"item_id":"b","score":2},{"item_id":"c","score":1},{"item_id":"d","score":0.5}]}"#;
+        let all = |_: &str| true;
+        let l = CachedList::parse(json, 2, &all).unwrap();
+        assert_eq!((l.model.as_str(), ids(&l)), ("v3", vec!["a".to_owned(), "b".to_owned()]));
+        let no_b = |id: &str| id != "b";
+        assert_eq!(ids(&CachedList::parse(json, 3, &no_b).unwrap()), ["a", "c", "d"]);
+        assert_eq!(ids(&CachedList::parse(json, 10, &all).unwrap()).len(), 4, "short lists end early");
+        // Field order does not matter; a broken tail or trailing bytes are refused.
+        let reordered = br#"{"items":[{"score":1,"item_id":"x"}],"updated_ms":1,"model":"v1"}"#;
+        assert_eq!(ids(&CachedList::parse(reordered, 5, &all).unwrap()), ["x"]);
+        assert!(CachedList::parse(br#"{"model":"v1","updated_ms":1,"items":[{"item_id":"a","score":1},{"#, 1, &all)
+            .is_err());
+        assert!(CachedList::parse(br#"{"model":"v1","updated_ms":1,"items":[]} x"#, 1, &all).is_err());
+        assert!(CachedList::parse(br#"{"model":"v1","updated_ms":1}"#, 1, &all).is_err());
+        assert!(CachedList::parse(br#"{"model":"../x","updated_ms":1,"items":[]}"#, 1, &all).is_err());
+        assert!(CachedList::parse(
+            br#"{"model":"v1","updated_ms":1,"items":[{"item_id":"\u0061","score":1}]}"#,
+            1,
+            &all
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn arms_are_sticky_and_split_by_the_percentage() {
+        let als = (0..10_000).filter(|n| variant_of("s", &format!("u{n}"), 30) == Variant::Als).count();
+        assert!((2_700..3_300).contains(&als), "{als}");
+        assert_eq!(variant_of("s", "u1", 30), variant_of("s", "u1", 30));
+        assert!((0..100).all(|n| variant_of("s", &format!("u{n}"), 0) == Variant::Popular));
+        assert!((0..100).all(|n| variant_of("s", &format!("u{n}"), 100) == Variant::Als));
+    }
 }
