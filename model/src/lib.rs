@@ -19,6 +19,7 @@ pub mod csr;
 pub mod dense;
 pub mod popularity;
 pub mod rerank;
+pub mod similar;
 pub mod synthetic;
 pub mod topn;
 pub mod weights;

@@ -1,0 +1,230 @@
+//! Typed configuration: `[serving]`, `[kafka]`, `[redis]`, `[model]` from
+//! `configs/recsys.toml`, then `RECSYS__SECTION__KEY` environment variables,
+//! then command-line flags (applied by `main`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::config::first_failure;
+use common::{KafkaConfig, ModelConfig, RedisConfig};
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// The serving process's view of the configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub serving: ServingConfig,
+    pub kafka: KafkaConfig,
+    pub redis: RedisConfig,
+    pub model: ModelConfig,
+}
+
+/// `[serving]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServingConfig {
+    /// Address the HTTP API binds.
+    pub listen: SocketAddr,
+    /// Budget of the Redis read of one request, ms. Past it (or on any Redis
+    /// error) the request is answered from memory with `"degraded": true`.
+    pub redis_timeout_ms: u64,
+    /// Budget of `GET /v1/stats` (a SCAN over the stats keys), ms.
+    pub stats_timeout_ms: u64,
+    /// Whole-request deadline of the `/v1/*` routes, ms (→ 503 `request_timeout`).
+    pub request_timeout_ms: u64,
+    /// `/v1/*` requests processed at once; excess ones are shed with 503 `overloaded`.
+    pub concurrency_limit: usize,
+    /// `Retry-After` of a shed request, seconds.
+    pub retry_after_s: u64,
+    /// `k` when the query does not give one.
+    pub default_k: usize,
+    /// A/B: share of users (0–100) in the treatment arm `als`; the others get
+    /// the control arm `popular`.
+    pub treatment_percent: u8,
+    /// A/B: salt of the sticky user hash (change it to reshuffle the arms).
+    pub ab_salt: String,
+    /// Categories of a user's history used for `category_popular` (most-weighted first).
+    pub history_categories: usize,
+    /// Neighbours kept per item for `/v1/items/{item}/similar` (computed per model version).
+    pub similar_size: usize,
+    /// How often the Redis `popular` and `popular:cat:{c}` lists are re-read, ms.
+    pub popular_refresh_ms: u64,
+    /// How often `CURRENT` is checked for a version an announcement missed, s.
+    pub model_poll_interval_s: u64,
+    /// Impressions waiting for the producer; more are dropped (and counted).
+    pub impression_queue: usize,
+    /// Producer: librdkafka `linger.ms` of impressions.
+    pub impression_linger_ms: u64,
+    /// Producer: librdkafka `message.timeout.ms`; an impression not acknowledged
+    /// by then is dropped (and counted).
+    pub impression_timeout_ms: u64,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        ServingConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_timeout_ms: 50,
+            stats_timeout_ms: 1_000,
+            request_timeout_ms: 2_000,
+            concurrency_limit: 1_024,
+            retry_after_s: 1,
+            default_k: 10,
+            treatment_percent: 50,
+            ab_salt: "recsys-ab-1".into(),
+            history_categories: 3,
+            similar_size: 50,
+            popular_refresh_ms: 5_000,
+            model_poll_interval_s: 30,
+            impression_queue: 10_000,
+            impression_linger_ms: 5,
+            impression_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Largest `k` of any endpoint.
+pub const MAX_K: usize = 100;
+
+impl ServingConfig {
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn stats_timeout(&self) -> Duration {
+        Duration::from_millis(self.stats_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl Settings {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.serving;
+        first_failure(&[
+            (s.redis_timeout_ms > 0, "serving.redis_timeout_ms must be > 0"),
+            (s.stats_timeout_ms > 0, "serving.stats_timeout_ms must be > 0"),
+            (
+                s.request_timeout_ms > s.redis_timeout_ms,
+                "serving.request_timeout_ms must exceed serving.redis_timeout_ms",
+            ),
+            (s.concurrency_limit > 0, "serving.concurrency_limit must be > 0"),
+            ((1..=MAX_K).contains(&s.default_k), "serving.default_k must be in 1..=100"),
+            (s.treatment_percent <= 100, "serving.treatment_percent must be in 0..=100"),
+            (s.history_categories > 0, "serving.history_categories must be > 0"),
+            ((1..=1_000).contains(&s.similar_size), "serving.similar_size must be in 1..=1000"),
+            (s.popular_refresh_ms > 0, "serving.popular_refresh_ms must be > 0"),
+            (s.model_poll_interval_s > 0, "serving.model_poll_interval_s must be > 0"),
+            (s.impression_queue > 0, "serving.impression_queue must be > 0"),
+            (
+                s.impression_timeout_ms > s.impression_linger_ms,
+                "serving.impression_timeout_ms must exceed impression_linger_ms",
+            ),
+        ])?;
+        self.kafka.validate()?;
+        self.redis.validate()
+    }
+
+    /// The impression producer: fire-and-forget from the request's point of
+    /// view; bounded by librdkafka's own queue and `impression_timeout_ms`.
+    /// Not idempotent: an impression duplicated by a retry counts once more in
+    /// CTR's denominator, which is cheaper than blocking the API on the broker.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.kafka.brokers)
+            .set("acks", "1")
+            .set("linger.ms", self.serving.impression_linger_ms.to_string())
+            .set("message.timeout.ms", self.serving.impression_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", "100000")
+            .set("compression.type", "lz4")
+            .set("partitioner", "murmur2_random")
+            .set("client.id", "recsys-serving");
+        c
+    }
+
+    /// The consumer of `recsys.models`: every instance sees every
+    /// announcement (own throw-away group, starting at the end; the version at
+    /// start comes from `CURRENT`).
+    pub fn announcement_consumer_config(&self, instance: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.kafka.brokers)
+            .set("group.id", format!("recsys-serving-models-{instance}"))
+            .set("client.id", "recsys-serving-models")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "latest")
+            .set("fetch.wait.max.ms", "100")
+            .set("session.timeout.ms", "10000");
+        c
+    }
+}
+
+/// Loads settings from `file` (if given it must exist; otherwise
+/// `configs/recsys.toml` is used when present) and the environment.
+pub fn load_settings(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+    load_settings_with_env(file, None)
+}
+
+/// [`load_settings`] with the environment given explicitly (`None` = the process's).
+pub fn load_settings_with_env(
+    file: Option<&Path>,
+    env: Option<config::Map<String, String>>,
+) -> Result<Settings, config::ConfigError> {
+    let s: Settings = common::load_layered(file, env)?;
+    s.validate().map_err(config::ConfigError::Message)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_config() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml")
+    }
+
+    #[test]
+    fn the_shipped_file_parses_and_the_defaults_are_valid() {
+        let s = load_settings_with_env(Some(&repo_config()), Some(config::Map::new())).unwrap();
+        // `[serving]` may not be in the file yet: whatever it holds must be the defaults.
+        assert_eq!(s.serving, ServingConfig::default());
+        assert_eq!(s.redis, RedisConfig::default());
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_documented_block_is_the_defaults() {
+        let notes = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("NOTES.md")).unwrap();
+        let start = notes.find("```toml\n[serving]").expect("NOTES.md has the [serving] block");
+        let block = &notes[start + 8..];
+        let block = &block[..block.find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("recsys.toml");
+        std::fs::write(&f, block).unwrap();
+        let s = load_settings_with_env(Some(&f), Some(config::Map::new())).unwrap();
+        assert_eq!(s.serving, ServingConfig::default(), "serving/NOTES.md and the defaults disagree");
+    }
+
+    #[test]
+    fn environment_overrides_and_validation_names_the_key() {
+        let env = config::Map::from([
+            ("RECSYS__SERVING__LISTEN".to_owned(), "0.0.0.0:9999".to_owned()),
+            ("RECSYS__SERVING__TREATMENT_PERCENT".to_owned(), "10".to_owned()),
+            ("RECSYS__REDIS__PREFIX".to_owned(), "t1:".to_owned()),
+        ]);
+        let s = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap();
+        assert_eq!(s.serving.listen.port(), 9999);
+        assert_eq!(s.serving.treatment_percent, 10);
+        assert_eq!(s.redis.prefix, "t1:");
+        let env = config::Map::from([("RECSYS__SERVING__TREATMENT_PERCENT".to_owned(), "101".to_owned())]);
+        let err = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+        assert!(err.contains("serving.treatment_percent"), "{err}");
+        let env = config::Map::from([("RECSYS__SERVING__REDIS_TIMEOUT_MS".to_owned(), "0".to_owned())]);
+        let err = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+        assert!(err.contains("serving.redis_timeout_ms"), "{err}");
+    }
+}

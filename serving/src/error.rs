@@ -1,0 +1,85 @@
+//! Request failures and their HTTP mapping: every one answers
+//! `{"error": code, "detail": text}`; a bad parameter's detail names it.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `invalid_parameter`.
+    pub error: String,
+    /// Human-readable explanation naming the offending parameter.
+    pub detail: String,
+}
+
+/// Why a request was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A path or query parameter is invalid: (parameter, reason).
+    #[error("{0}: {1}")]
+    InvalidParameter(&'static str, String),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("unknown item {0}")]
+    ItemNotFound(String),
+    #[error("no popular list for category {0}")]
+    CategoryNotFound(u64),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("no model version is loaded yet")]
+    ModelUnavailable,
+    #[error("the neighbours of model {0} are still being computed")]
+    SimilarNotReady(String),
+    #[error("redis: {0}")]
+    RedisUnavailable(String),
+    #[error("too many requests in flight")]
+    Overloaded { retry_after_s: u64 },
+    #[error("request took longer than {0} ms")]
+    Timeout(u64),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Status code and stable error code.
+    pub fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidParameter(..) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::ItemNotFound(_) => (StatusCode::NOT_FOUND, "item_not_found"),
+            ApiError::CategoryNotFound(_) => (StatusCode::NOT_FOUND, "category_not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::ModelUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
+            ApiError::SimilarNotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "similar_not_ready"),
+            ApiError::RedisUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
+            ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        if status.is_server_error() && !matches!(self, ApiError::Overloaded { .. }) {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let retry = match &self {
+            ApiError::Overloaded { retry_after_s } => Some(*retry_after_s),
+            ApiError::ModelUnavailable | ApiError::SimilarNotReady(_) | ApiError::Timeout(_) => Some(1),
+            _ => None,
+        };
+        let mut resp = (status, Json(ErrorBody { error: code.to_owned(), detail: self.to_string() })).into_response();
+        if let Some(s) = retry {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,878 @@
+//! The HTTP API (DESIGN.md §8): recommendations with their fallbacks and A/B
+//! arms, similar items, popular items, stats, health, readiness, metrics and
+//! the OpenAPI document.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use redis::aio::ConnectionManager;
+use rustc_hash::{FxHashMap, FxHashSet};
+use schemas::{Impression, ItemId, ModelVersion, RecId, RecItem, RecsList, RedisKeys, Source, UserId, Variant};
+use serde::Serialize;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{BoxError, ServiceBuilder};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::catalog::{Catalog, CatalogHandle, IdList};
+use crate::config::{ServingConfig, MAX_K};
+use crate::error::{ApiError, ErrorBody};
+use crate::impressions::Publisher;
+use crate::metrics::Metrics;
+
+/// A popular list and the model version it belongs to.
+#[derive(Debug, Clone)]
+pub struct PopList {
+    pub model: ModelVersion,
+    pub items: Arc<IdList>,
+}
+
+/// Popular lists found in Redis (`popular`, `popular:cat:{c}`), re-read in the
+/// background; they take precedence over the model's own lists.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub global: Option<PopList>,
+    pub by_category: FxHashMap<u64, PopList>,
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<Inner>,
+}
+
+/// See [`AppState`].
+pub struct Inner {
+    pub cfg: ServingConfig,
+    pub keys: RedisKeys,
+    pub redis: ConnectionManager,
+    pub catalog: CatalogHandle,
+    pub overrides: ArcSwap<Overrides>,
+    pub publisher: Publisher,
+    pub metrics: Metrics,
+    rec_prefix: String,
+    rec_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("keys", &self.keys).field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("keys", &self.inner.keys).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(
+        cfg: ServingConfig,
+        keys: RedisKeys,
+        redis: ConnectionManager,
+        catalog: CatalogHandle,
+        publisher: Publisher,
+        metrics: Metrics,
+    ) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                cfg,
+                keys,
+                redis,
+                catalog,
+                overrides: ArcSwap::from_pointee(Overrides::default()),
+                publisher,
+                metrics,
+                rec_prefix: format!("r{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+                rec_counter: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// A fresh response id: this process's random prefix and a counter.
+    fn rec_id(&self) -> RecId {
+        let n = self.rec_counter.fetch_add(1, Ordering::Relaxed);
+        let text = format!("{}-{n:x}", self.rec_prefix);
+        RecId::parse(&text).unwrap_or_else(|_| unreachable_rec_id())
+    }
+
+    /// The global popular list: Redis's when present, else the model's.
+    fn popular(&self, cat: Option<&Catalog>) -> Option<PopList> {
+        if let Some(p) = &self.overrides.load().global {
+            return Some(p.clone());
+        }
+        cat.map(|c| PopList { model: c.version.clone(), items: c.popular.clone() })
+    }
+
+    fn popular_of(&self, cat: Option<&Catalog>, category: u64) -> Option<PopList> {
+        if let Some(p) = self.overrides.load().by_category.get(&category) {
+            return Some(p.clone());
+        }
+        let c = cat?;
+        c.popular_by_category.get(&category).map(|l| PopList { model: c.version.clone(), items: l.clone() })
+    }
+}
+
+#[cold]
+fn unreachable_rec_id() -> RecId {
+    // The prefix is hex and the counter hex: always a valid id. Kept total anyway.
+    RecId::parse("r").unwrap_or_else(|_| unreachable!("\"r\" is a valid id"))
+}
+
+/// A/B arm: `fnv1a64(salt ‖ 0xff ‖ user_id) % 100 < treatment_percent` → `als`.
+/// Sticky per user and the same in every instance (no process-random seed).
+pub fn variant_of(salt: &str, user: &str, treatment_percent: u8) -> Variant {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.bytes().chain(std::iter::once(0xff)).chain(user.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if h % 100 < u64::from(treatment_percent) {
+        Variant::Als
+    } else {
+        Variant::Popular
+    }
+}
+
+/// One recommended item.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ScoredItem {
+    #[schema(value_type = String)]
+    pub item_id: ItemId,
+    pub score: f32,
+}
+
+impl From<RecItem> for ScoredItem {
+    fn from(r: RecItem) -> Self {
+        ScoredItem { item_id: r.item_id, score: r.score }
+    }
+}
+
+/// `GET /v1/recommendations/{user_id}`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct RecommendationsResponse {
+    pub user_id: String,
+    /// Echo it on the events that follow (attribution).
+    pub rec_id: String,
+    /// A/B arm: `als` (treatment) or `popular` (control).
+    pub variant: String,
+    pub model_version: String,
+    /// `personal`, `category_popular` or `popular`.
+    pub source: String,
+    /// True when Redis failed and the list came from memory.
+    pub degraded: bool,
+    pub items: Vec<ScoredItem>,
+}
+
+/// `GET /v1/items/{item_id}/similar`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct SimilarResponse {
+    pub item_id: String,
+    pub rec_id: String,
+    pub model_version: String,
+    /// Cosine similarity of item factors.
+    pub items: Vec<ScoredItem>,
+}
+
+/// `GET /v1/popular`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct PopularResponse {
+    pub rec_id: String,
+    pub model_version: String,
+    pub category: Option<u64>,
+    pub items: Vec<ScoredItem>,
+}
+
+/// One A/B arm and model version in `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ArmStats {
+    pub variant: String,
+    pub model_version: String,
+    pub impressions: u64,
+    pub clicks: u64,
+    pub carts: u64,
+    pub purchases: u64,
+    pub revenue: f64,
+    /// clicks / impressions (null without impressions).
+    pub ctr: Option<f64>,
+    /// carts / impressions.
+    pub add_to_cart_rate: Option<f64>,
+    /// purchases / impressions.
+    pub conversion_rate: Option<f64>,
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct StatsResponse {
+    pub arms: Vec<ArmStats>,
+}
+
+/// `GET /ready`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct ReadyResponse {
+    pub ready: bool,
+    pub redis: bool,
+    pub model: Option<String>,
+}
+
+/// The route-level `source` label of a response (for the request counter).
+#[derive(Debug, Clone, Copy)]
+struct SourceLabel(&'static str);
+
+/// The whole application. The `/v1/*` routes get the request timeout and the
+/// concurrency limit (excess requests are shed at once with 503 and
+/// `Retry-After`); health, readiness and metrics stay responsive.
+pub fn router(state: AppState) -> Router {
+    let cfg = &state.inner.cfg;
+    let (timeout_ms, retry_after_s) = (cfg.request_timeout_ms, cfg.retry_after_s);
+    let guarded = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |e: BoxError| async move { middleware_error(e, timeout_ms, retry_after_s) }))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(cfg.concurrency_limit))
+        .timeout(cfg.request_timeout());
+    let metrics = state.inner.metrics.clone();
+    let v1 = Router::new()
+        .route("/v1/recommendations/{user_id}", get(recommendations))
+        .route("/v1/items/{item_id}/similar", get(similar))
+        .route("/v1/popular", get(popular))
+        .route("/v1/stats", get(stats))
+        .route_layer(guarded);
+    Router::new()
+        .merge(v1)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(metrics, track))
+        .with_state(state)
+}
+
+fn middleware_error(e: BoxError, timeout_ms: u64, retry_after_s: u64) -> ApiError {
+    if e.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Timeout(timeout_ms)
+    } else if e.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded { retry_after_s }
+    } else {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// Records every response under its route template (never a raw path).
+async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route: Cow<'static, str> = match req.extensions().get::<MatchedPath>() {
+        Some(m) => Cow::Owned(m.as_str().to_owned()),
+        None => Cow::Borrowed("unmatched"),
+    };
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let source = resp.extensions().get::<SourceLabel>().map_or("none", |s| s.0);
+    metrics.request_duration.with_label_values(&[&route, status.as_str()]).observe(start.elapsed().as_secs_f64());
+    metrics.requests.with_label_values(&[&route, status.as_str(), source]).inc();
+    resp
+}
+
+fn query_param<'a>(q: &'a Option<String>, name: &str) -> Option<Cow<'a, str>> {
+    form_urlencoded::parse(q.as_deref()?.as_bytes()).find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// `k` in 1..=100, the configured default when absent.
+fn parse_k(q: &Option<String>, default: usize) -> Result<usize, ApiError> {
+    match query_param(q, "k") {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
+            _ => Err(ApiError::InvalidParameter("k", format!("must be an integer in 1..=100, got {:?}", shorten(&v)))),
+        },
+    }
+}
+
+fn path_id(p: Result<Path<String>, PathRejection>, name: &'static str) -> Result<String, ApiError> {
+    p.map(|Path(s)| s).map_err(|e| ApiError::InvalidParameter(name, e.body_text()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One history entry `views,carts,purchases,last_ts` (what the updater writes).
+fn parse_hist(v: &str) -> Option<[u64; 3]> {
+    let mut it = v.split(',');
+    let mut out = [0u64; 3];
+    for o in &mut out {
+        *o = it.next()?.parse().ok()?;
+    }
+    Some(out)
+}
+
+/// `recs:{user}` read lazily: ids are borrowed from the reply (no string per
+/// item), and once `k` items passed the filter the rest of the list is only
+/// skipped over, not decoded. A list whose ids need JSON unescaping (no valid
+/// id does) goes through the strict [`RecsList`] parser and is refused.
+struct CachedList<'a> {
+    model: ModelVersion,
+    items: Vec<BorrowedItem<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BorrowedItem<'a> {
+    #[serde(borrow)]
+    item_id: &'a str,
+    score: f32,
+}
+
+/// The first `k` items of the list that `keep` accepts.
+struct ItemsSeed<'f> {
+    k: usize,
+    keep: &'f dyn Fn(&str) -> bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_> {
+    type Value = Vec<BorrowedItem<'de>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_> {
+    type Value = Vec<BorrowedItem<'de>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of {item_id, score}")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(self.k);
+        while out.len() < self.k {
+            match seq.next_element::<BorrowedItem<'de>>()? {
+                Some(it) if (self.keep)(it.item_id) => out.push(it),
+                Some(_) => {}
+                None => return Ok(out),
+            }
+        }
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(out)
+    }
+}
+
+/// The top-level object `{"model", "updated_ms", "items"}`.
+struct ListVisitor<'f>(ItemsSeed<'f>);
+
+impl<'de, 'f> serde::de::Visitor<'de> for ListVisitor<'f> {
+    type Value = (Option<&'de str>, Option<Vec<BorrowedItem<'de>>>);
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a cached list")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut model, mut items) = (None, None);
+        let mut seed = Some(self.0);
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match (key, seed.take()) {
+                ("model", s) => {
+                    model = Some(map.next_value::<&'de str>()?);
+                    seed = s;
+                }
+                ("items", Some(s)) => items = Some(map.next_value_seed(s)?),
+                (_, s) => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    seed = s;
+                }
+            }
+        }
+        Ok((model, items))
+    }
+}
+
+impl<'a> CachedList<'a> {
+    fn parse(bytes: &'a [u8], k: usize, keep: &dyn Fn(&str) -> bool) -> Result<CachedList<'a>, String> {
+        use serde::Deserializer;
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed = de.deserialize_map(ListVisitor(ItemsSeed { k, keep })).and_then(|v| de.end().map(|()| v));
+        match parsed {
+            Ok((Some(model), Some(items))) => {
+                Ok(CachedList { model: ModelVersion::parse(model).map_err(|e| e.to_string())?, items })
+            }
+            Ok(_) => Err("a cached list needs model and items".into()),
+            // Escaped strings cannot be borrowed: the strict parser decides.
+            Err(_) => RecsList::parse_json(bytes).map_err(|e| e.to_string()).and(Err("ids need unescaping".into())),
+        }
+    }
+}
+
+/// Where a recommendation came from, and its list.
+struct Answer {
+    source: Source,
+    model: ModelVersion,
+    items: Vec<ScoredItem>,
+    degraded: bool,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/recommendations/{user_id}",
+    params(
+        ("user_id" = String, Path, description = "1–64 characters [A-Za-z0-9._:-]"),
+        ("k" = Option<u32>, Query, description = "How many items, 1..=100 (default serving.default_k)"),
+    ),
+    responses(
+        (status = 200, description = "The user's list (personal, category_popular or popular; degraded when Redis failed)", body = RecommendationsResponse),
+        (status = 400, description = "Invalid user_id or k", body = ErrorBody),
+        (status = 503, description = "No model loaded, overloaded (Retry-After) or timed out", body = ErrorBody),
+    )
+)]
+/// A user's recommendations.
+pub async fn recommendations(
+    State(s): State<AppState>,
+    user: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let s = &s.inner;
+    let user = path_id(user, "user_id")?;
+    let user = UserId::parse(&user).map_err(|e| ApiError::InvalidParameter("user_id", e.to_string()))?;
+    let k = parse_k(&q, s.cfg.default_k)?;
+    let variant = variant_of(&s.cfg.ab_salt, user.as_str(), s.cfg.treatment_percent);
+    let cat = s.catalog.current();
+    let answer = match variant {
+        Variant::Popular => popular_answer(s, cat.as_deref(), k, false)?,
+        Variant::Als => treatment(s, cat.as_deref(), &user, k).await?,
+    };
+    let m = &s.metrics;
+    m.recommendations.with_label_values(&[variant.as_str(), answer.source.as_str()]).inc();
+    let rec_id = s.rec_id();
+    s.publisher.publish(Impression {
+        rec_id: rec_id.clone(),
+        ts: now_ms(),
+        user_id: user.clone(),
+        items: answer.items.iter().map(|i| i.item_id.clone()).collect(),
+        variant,
+        model_version: answer.model.clone(),
+        source: answer.source,
+    });
+    let body = RecommendationsResponse {
+        user_id: user.into_string(),
+        rec_id: rec_id.into_string(),
+        variant: variant.as_str().to_owned(),
+        model_version: answer.model.to_string(),
+        source: answer.source.as_str().to_owned(),
+        degraded: answer.degraded,
+        items: answer.items,
+    };
+    let mut resp = Json(body).into_response();
+    resp.extensions_mut().insert(SourceLabel(answer.source.as_str()));
+    Ok(resp)
+}
+
+fn popular_answer(s: &Inner, cat: Option<&Catalog>, k: usize, degraded: bool) -> Result<Answer, ApiError> {
+    let p = s.popular(cat).ok_or(ApiError::ModelUnavailable)?;
+    let items = p.items.iter().take(k).map(|r| ScoredItem::from(r.clone())).collect();
+    Ok(Answer { source: Source::Popular, model: p.model, items, degraded })
+}
+
+type Reply = (Option<Vec<u8>>, Vec<(String, String)>);
+
+/// The treatment arm: cached list → category popular → global popular;
+/// from memory when Redis fails.
+async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) -> Result<Answer, ApiError> {
+    let mut conn = s.redis.clone();
+    let mut pipe = redis::pipe();
+    pipe.cmd("GET").arg(s.keys.recs(user)).cmd("HGETALL").arg(s.keys.hist(user));
+    let reply: Reply = match tokio::time::timeout(s.cfg.redis_timeout(), pipe.query_async::<Reply>(&mut conn)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            s.metrics.redis_errors.with_label_values(&["recommendations"]).inc();
+            s.metrics.degraded.with_label_values(&["error"]).inc();
+            tracing::debug!(error = %e, "redis read failed; serving popular from memory");
+            return popular_answer(s, cat, k, true);
+        }
+        Err(_) => {
+            s.metrics.degraded.with_label_values(&["timeout"]).inc();
+            return popular_answer(s, cat, k, true);
+        }
+    };
+    let (recs, hist) = reply;
+    let m = &s.metrics;
+    let entries: Vec<(&str, [u64; 3])> =
+        hist.iter().filter_map(|(item, v)| parse_hist(v).map(|c| (item.as_str(), c))).collect();
+    let purchased: FxHashSet<&str> = entries.iter().filter(|(_, c)| c[2] > 0).map(|(i, _)| *i).collect();
+
+    if let Some(bytes) = recs {
+        let unavailable = |id: &str| cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false);
+        let keep = |id: &str| !purchased.contains(id) && !unavailable(id);
+        match CachedList::parse(&bytes, k, &keep) {
+            Ok(list) => {
+                m.cache_lookups.with_label_values(&["hit"]).inc();
+                let items: Vec<ScoredItem> = list
+                    .items
+                    .iter()
+                    .filter_map(|r| Some(ScoredItem { item_id: ItemId::parse(r.item_id).ok()?, score: r.score }))
+                    .collect();
+                if !items.is_empty() {
+                    m.users.with_label_values(&["warm"]).inc();
+                    return Ok(Answer { source: Source::Personal, model: list.model, items, degraded: false });
+                }
+            }
+            Err(e) => {
+                m.redis_errors.with_label_values(&["bad_list"]).inc();
+                tracing::warn!(user = %user, error = %e, "unreadable cached list; falling back");
+            }
+        }
+    } else {
+        m.cache_lookups.with_label_values(&["miss"]).inc();
+    }
+    if entries.is_empty() {
+        m.users.with_label_values(&["cold"]).inc();
+        return popular_answer(s, cat, k, false);
+    }
+    m.users.with_label_values(&["history"]).inc();
+    match category_popular(s, cat, &entries, &purchased, k) {
+        Some(a) => Ok(a),
+        None => popular_answer(s, cat, k, false),
+    }
+}
+
+/// The popular items of the user's most-weighted categories, interleaved, then
+/// global popular items to fill `k`; `None` when no category is known.
+fn category_popular(
+    s: &Inner,
+    cat: Option<&Catalog>,
+    entries: &[(&str, [u64; 3])],
+    purchased: &FxHashSet<&str>,
+    k: usize,
+) -> Option<Answer> {
+    let c = cat?;
+    let w = c.weights;
+    let mut by_cat: FxHashMap<u64, f32> = FxHashMap::default();
+    for (item, n) in entries {
+        if let Some(category) = c.row(item).and_then(|r| c.category[r as usize]) {
+            *by_cat.entry(category).or_default() +=
+                n[0] as f32 * w.view + n[1] as f32 * w.addtocart + n[2] as f32 * w.transaction;
+        }
+    }
+    let mut cats: Vec<(u64, f32)> = by_cat.into_iter().collect();
+    cats.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    cats.truncate(s.cfg.history_categories);
+    let lists: Vec<PopList> = cats.iter().filter_map(|(id, _)| s.popular_of(Some(c), *id)).collect();
+    let first = lists.first()?;
+    let model = first.model.clone();
+    let mut taken: FxHashSet<ItemId> = FxHashSet::default();
+    let mut items = Vec::with_capacity(k);
+    let mut cursors = vec![0usize; lists.len()];
+    let mut push = |r: &RecItem, items: &mut Vec<ScoredItem>| {
+        if !purchased.contains(r.item_id.as_str()) && taken.insert(r.item_id.clone()) {
+            items.push(ScoredItem::from(r.clone()));
+        }
+    };
+    // Round robin over the categories, best category first.
+    while items.len() < k && lists.iter().zip(&cursors).any(|(l, &c)| c < l.items.len()) {
+        for (l, cur) in lists.iter().zip(cursors.iter_mut()) {
+            if items.len() >= k {
+                break;
+            }
+            if let Some(r) = l.items.get(*cur) {
+                *cur += 1;
+                push(r, &mut items);
+            }
+        }
+    }
+    if items.len() < k {
+        if let Some(p) = s.popular(Some(c)) {
+            for r in p.items.iter() {
+                if items.len() >= k {
+                    break;
+                }
+                push(r, &mut items);
+            }
+        }
+    }
+    Some(Answer { source: Source::CategoryPopular, model, items, degraded: false })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/items/{item_id}/similar",
+    params(
+        ("item_id" = String, Path, description = "1–64 characters [A-Za-z0-9._:-]"),
+        ("k" = Option<u32>, Query, description = "How many items, 1..=100"),
+    ),
+    responses(
+        (status = 200, description = "Nearest items by cosine of item factors", body = SimilarResponse),
+        (status = 400, description = "Invalid item_id or k", body = ErrorBody),
+        (status = 404, description = "Item unknown to the served model", body = ErrorBody),
+        (status = 503, description = "No model, or its neighbours are still being computed", body = ErrorBody),
+    )
+)]
+/// The items nearest to an item.
+pub async fn similar(
+    State(s): State<AppState>,
+    item: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<SimilarResponse>, ApiError> {
+    let s = &s.inner;
+    let item = path_id(item, "item_id")?;
+    let item = ItemId::parse(&item).map_err(|e| ApiError::InvalidParameter("item_id", e.to_string()))?;
+    let k = parse_k(&q, s.cfg.default_k)?;
+    let cat = s.catalog.current().ok_or(ApiError::ModelUnavailable)?;
+    let row = cat.row(item.as_str()).ok_or_else(|| ApiError::ItemNotFound(item.to_string()))?;
+    let lists = cat.similar.get().ok_or_else(|| ApiError::SimilarNotReady(cat.version.to_string()))?;
+    let items = lists[row as usize]
+        .iter()
+        .take(k)
+        .map(|sc| ScoredItem { item_id: cat.items[sc.item as usize].clone(), score: sc.score })
+        .collect();
+    Ok(Json(SimilarResponse {
+        item_id: item.into_string(),
+        rec_id: s.rec_id().into_string(),
+        model_version: cat.version.to_string(),
+        items,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/popular",
+    params(
+        ("k" = Option<u32>, Query, description = "How many items, 1..=100"),
+        ("category" = Option<u64>, Query, description = "A category id; absent = all items"),
+    ),
+    responses(
+        (status = 200, description = "Popular items (Redis's list when present, else the served model's)", body = PopularResponse),
+        (status = 400, description = "Invalid k or category", body = ErrorBody),
+        (status = 404, description = "No list for this category", body = ErrorBody),
+        (status = 503, description = "No model loaded", body = ErrorBody),
+    )
+)]
+/// Popular items, overall or in one category.
+pub async fn popular(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<PopularResponse>, ApiError> {
+    let s = &s.inner;
+    let k = parse_k(&q, s.cfg.default_k)?;
+    let category = match query_param(&q, "category") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::InvalidParameter("category", format!("must be a non-negative integer, got {:?}", shorten(&v)))
+        })?),
+    };
+    let cat = s.catalog.current();
+    let list = match category {
+        None => s.popular(cat.as_deref()).ok_or(ApiError::ModelUnavailable)?,
+        Some(c) => match s.popular_of(cat.as_deref(), c) {
+            Some(l) => l,
+            None if cat.is_none() && s.overrides.load().global.is_none() => return Err(ApiError::ModelUnavailable),
+            None => return Err(ApiError::CategoryNotFound(c)),
+        },
+    };
+    Ok(Json(PopularResponse {
+        rec_id: s.rec_id().into_string(),
+        model_version: list.model.to_string(),
+        category,
+        items: list.items.iter().take(k).map(|r| ScoredItem::from(r.clone())).collect(),
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    responses(
+        (status = 200, description = "Tracking counters per A/B arm and model version (empty until tracking writes them)", body = StatsResponse),
+        (status = 503, description = "Redis unavailable", body = ErrorBody),
+    )
+)]
+/// Live impressions, CTR, add-to-cart and conversion rates and revenue.
+pub async fn stats(State(s): State<AppState>) -> Result<Json<StatsResponse>, ApiError> {
+    let s = &s.inner;
+    let work = read_stats(s);
+    match tokio::time::timeout(s.cfg.stats_timeout(), work).await {
+        Ok(Ok(arms)) => Ok(Json(StatsResponse { arms })),
+        Ok(Err(e)) => {
+            s.metrics.redis_errors.with_label_values(&["stats"]).inc();
+            Err(ApiError::RedisUnavailable(e.to_string()))
+        }
+        Err(_) => {
+            s.metrics.redis_errors.with_label_values(&["stats"]).inc();
+            Err(ApiError::RedisUnavailable(format!("no answer within {} ms", s.cfg.stats_timeout_ms)))
+        }
+    }
+}
+
+async fn read_stats(s: &Inner) -> redis::RedisResult<Vec<ArmStats>> {
+    let mut conn = s.redis.clone();
+    let pattern = s.keys.stats_pattern();
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        keys.extend(batch.into_iter().filter_map(|k| s.keys.parse_stats(&k).map(|p| (k, p))));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort_by(|a, b| a.1.cmp(&b.1));
+    keys.dedup_by(|a, b| a.0 == b.0);
+    let mut pipe = redis::pipe();
+    for (k, _) in &keys {
+        pipe.cmd("HGETALL").arg(k);
+    }
+    let hashes: Vec<FxHashMap<String, String>> =
+        if keys.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+    Ok(keys
+        .into_iter()
+        .zip(hashes)
+        .map(|((_, (variant, version)), h)| {
+            let int = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let impressions = int("impressions");
+            let (clicks, carts, purchases) = (int("clicks"), int("carts"), int("purchases"));
+            let rate = |n: u64| (impressions > 0).then(|| n as f64 / impressions as f64);
+            ArmStats {
+                variant: variant.as_str().to_owned(),
+                model_version: version.to_string(),
+                impressions,
+                clicks,
+                carts,
+                purchases,
+                revenue: h.get("revenue").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
+                ctr: rate(clicks),
+                add_to_cart_rate: rate(carts),
+                conversion_rate: rate(purchases),
+            }
+        })
+        .collect())
+}
+
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "The process is alive")))]
+/// Alive.
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+#[utoipa::path(
+    get,
+    path = "/ready",
+    responses(
+        (status = 200, description = "Redis answers and a model version is known", body = ReadyResponse),
+        (status = 503, description = "Redis does not answer, or no model version is known", body = ReadyResponse),
+    )
+)]
+/// Ready to serve: Redis reachable and a model version known.
+pub async fn ready(State(s): State<AppState>) -> impl IntoResponse {
+    let s = &s.inner;
+    let mut conn = s.redis.clone();
+    let mut pipe = redis::pipe();
+    pipe.cmd("PING").cmd("GET").arg(s.keys.model_current());
+    let probe = tokio::time::timeout(s.cfg.stats_timeout(), pipe.query_async::<(String, Option<String>)>(&mut conn));
+    let (redis_ok, redis_model) = match probe.await {
+        Ok(Ok((_, m))) => (true, m),
+        _ => (false, None),
+    };
+    let model = s.catalog.current().map(|c| c.version.to_string()).or(redis_model);
+    let ready = redis_ok && model.is_some();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(ReadyResponse { ready, redis: redis_ok, model }))
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition")))]
+/// Prometheus metrics.
+pub async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.inner.metrics.render())
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "recsys-serving", description = "Real-time recommendations over Redis (DESIGN.md §7–8)"),
+    paths(recommendations, similar, popular, stats, health, ready, render_metrics),
+    components(schemas(
+        RecommendationsResponse,
+        SimilarResponse,
+        PopularResponse,
+        StatsResponse,
+        ArmStats,
+        ScoredItem,
+        ReadyResponse,
+        ErrorBody
+    ))
+)]
+pub struct ApiDoc;
+
+async fn openapi_json() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc =
+        DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().chars().take(200).collect())
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(l: &CachedList<'_>) -> Vec<String> {
+        l.items.iter().map(|i| i.item_id.to_owned()).collect()
+    }
+
+    #[test]
+    fn cached_lists_are_read_lazily_and_filtered() {
+        let json = br#"{"model":"v3","updated_ms":5,"items":[{"item_id":"a","score":3},{"item_id":"b","score":2},{"item_id":"c","score":1},{"item_id":"d","score":0.5}]}"#;
+        let all = |_: &str| true;
+        let l = CachedList::parse(json, 2, &all).unwrap();
+        assert_eq!((l.model.as_str(), ids(&l)), ("v3", vec!["a".to_owned(), "b".to_owned()]));
+        let no_b = |id: &str| id != "b";
+        assert_eq!(ids(&CachedList::parse(json, 3, &no_b).unwrap()), ["a", "c", "d"]);
+        assert_eq!(ids(&CachedList::parse(json, 10, &all).unwrap()).len(), 4, "short lists end early");
+        // Field order does not matter; a broken tail or trailing bytes are refused.
+        let reordered = br#"{"items":[{"score":1,"item_id":"x"}],"updated_ms":1,"model":"v1"}"#;
+        assert_eq!(ids(&CachedList::parse(reordered, 5, &all).unwrap()), ["x"]);
+        assert!(CachedList::parse(br#"{"model":"v1","updated_ms":1,"items":[{"item_id":"a","score":1},{"#, 1, &all)
+            .is_err());
+        assert!(CachedList::parse(br#"{"model":"v1","updated_ms":1,"items":[]} x"#, 1, &all).is_err());
+        assert!(CachedList::parse(br#"{"model":"v1","updated_ms":1}"#, 1, &all).is_err());
+        assert!(CachedList::parse(br#"{"model":"../x","updated_ms":1,"items":[]}"#, 1, &all).is_err());
+        assert!(CachedList::parse(
+            br#"{"model":"v1","updated_ms":1,"items":[{"item_id":"\u0061","score":1}]}"#,
+            1,
+            &all
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn arms_are_sticky_and_split_by_the_percentage() {
+        let als = (0..10_000).filter(|n| variant_of("s", &format!("u{n}"), 30) == Variant::Als).count();
+        assert!((2_700..3_300).contains(&als), "{als}");
+        assert_eq!(variant_of("s", "u1", 30), variant_of("s", "u1", 30));
+        assert!((0..100).all(|n| variant_of("s", &format!("u{n}"), 0) == Variant::Popular));
+        assert!((0..100).all(|n| variant_of("s", &format!("u{n}"), 100) == Variant::Als));
+    }
+}

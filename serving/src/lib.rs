@@ -1,0 +1,129 @@
+//! recsys-serving: the API the storefront calls on every page view
+//! (DESIGN.md §7–8). It reads what the updater and the trainer wrote to Redis
+//! and never computes ALS on the request path.
+//!
+//! Layout:
+//! - [`config`]: `[serving]` and the shared sections.
+//! - [`http`]: the routes, the fallback chain (cached list → category popular
+//!   → popular), the sticky A/B arm, stats, readiness, the OpenAPI document.
+//! - [`catalog`]: the served model's metadata in memory (popular lists,
+//!   categories, availability, item neighbours), swapped atomically.
+//! - [`watch`]: model announcements / `CURRENT`, and the Redis popular lists.
+//! - [`impressions`]: the bounded, fire-and-forget impression producer.
+//! - [`error`], [`metrics`]: JSON errors and `recsys_serving_*` metrics.
+//!
+//! [`run`] takes already-made dependencies ([`Deps`]) so tests drive it with
+//! their own Redis prefix, topics and a port-0 listener.
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod impressions;
+pub mod metrics;
+pub mod watch;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::StreamConsumer;
+use tokio::net::TcpListener;
+
+pub use catalog::{Catalog, CatalogHandle};
+pub use common::shutdown_signal;
+pub use config::Settings;
+pub use http::AppState;
+pub use metrics::Metrics;
+
+/// What [`run`] needs, made by the caller.
+pub struct Deps {
+    /// Bound listener of the API.
+    pub listener: TcpListener,
+    /// Redis (lazy: serving starts, degraded, while Redis is down).
+    pub redis: redis::aio::ConnectionManager,
+    /// The impression producer (see [`impressions::producer`]).
+    pub producer: impressions::ImpressionProducer,
+    /// The `recsys.models` consumer; `None` = follow `CURRENT` only.
+    pub announcements: Option<StreamConsumer>,
+    /// The registry the producer's context reports into.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps").field("listener", &self.listener).finish_non_exhaustive()
+    }
+}
+
+impl Deps {
+    /// Makes everything `settings` names; `listener` is already bound. Neither
+    /// Redis nor Kafka has to be up.
+    pub fn connect(settings: &Settings, listener: TcpListener) -> anyhow::Result<Deps> {
+        let metrics = Metrics::new()?;
+        let redis = common::redis_conn::connect_lazy(&settings.redis)
+            .with_context(|| format!("Redis at {}", settings.redis.url))?;
+        let producer = impressions::producer(settings, &metrics).context("creating the impression producer")?;
+        let instance = format!("{}-{:x}", std::process::id(), rand::random::<u64>());
+        let announcements =
+            watch::announcement_consumer(settings, &instance).context("creating the announcement consumer")?;
+        Ok(Deps { listener, redis, producer, announcements: Some(announcements), metrics })
+    }
+}
+
+/// Serves until `shutdown` resolves; then stops accepting connections, lets
+/// in-flight requests finish and flushes the impressions.
+pub async fn run(
+    settings: Settings,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Deps { listener, redis, producer, announcements, metrics } = deps;
+    let (publisher, impressions_task) = impressions::start(
+        producer,
+        settings.kafka.topic(schemas::topics::IMPRESSIONS),
+        settings.serving.impression_queue,
+        metrics.clone(),
+        Duration::from_millis(settings.serving.impression_timeout_ms),
+    );
+    let state = AppState::new(
+        settings.serving.clone(),
+        settings.redis.keys(),
+        redis,
+        CatalogHandle::default(),
+        publisher,
+        metrics.clone(),
+    );
+    let root = settings.model.artifacts_dir.clone();
+    match watch::load_current(&root).await {
+        Ok(Some(c)) => watch::serve(&state, c),
+        Ok(None) => tracing::warn!(dir = %root.display(), "no model yet: popular answers wait for the first one"),
+        Err(e) => {
+            metrics.model_loads.with_label_values(&["refused"]).inc();
+            tracing::error!(error = %e, "the CURRENT model cannot be served; waiting for another");
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let models = tokio::spawn(watch::watch_models(
+        root,
+        Duration::from_secs(settings.serving.model_poll_interval_s),
+        announcements,
+        state.clone(),
+        stop_rx.clone(),
+    ));
+    let popular = tokio::spawn(watch::watch_popular(
+        state.clone(),
+        Duration::from_millis(settings.serving.popular_refresh_ms),
+        stop_rx,
+    ));
+    let app = http::router(state);
+    tracing::info!(addr = %listener.local_addr()?, redis = %settings.redis.url, "recsys-serving listening");
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = models.await;
+    let _ = popular.await;
+    // The router (and with it the last Publisher) is gone: the task flushes and ends.
+    let _ = impressions_task.await;
+    served?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! recsys-serving: parses the command line and configuration, then calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(name = "recsys-serving", version, about = "The recommendation API over Redis")]
+struct Cli {
+    /// Configuration file (default: configs/recsys.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to bind (overrides serving.listen).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    common::telemetry::init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = serving::config::load_settings(cli.config.as_deref())?;
+    if let Some(l) = cli.listen {
+        settings.serving.listen = l;
+    }
+    // Topics are normally created by ingest; creating the missing ones here too
+    // means impressions are not lost when serving starts first. A broker that
+    // is down is not fatal: the API serves without it.
+    match common::kafka::ensure_topics(&settings.kafka, std::time::Duration::from_secs(5)).await {
+        Ok(done) => tracing::debug!(?done, "topics"),
+        Err(e) => tracing::warn!(error = %e, "cannot create topics; impressions wait for the broker"),
+    }
+    let listener = tokio::net::TcpListener::bind(settings.serving.listen).await?;
+    let deps = serving::Deps::connect(&settings, listener)?;
+    serving::run(settings, deps, serving::shutdown_signal()).await
+}
