@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn the_shipped_file_parses_and_the_defaults_are_valid() {
         let s = load_settings_with_env(Some(&repo_config()), Some(config::Map::new())).unwrap();
-        // `[serving]` may not be in the file yet: whatever it holds must be the defaults.
+        // The shipped file holds the documented defaults.
         assert_eq!(s.serving, ServingConfig::default());
         assert_eq!(s.redis, RedisConfig::default());
         Settings::default().validate().unwrap();
@@ -198,15 +198,15 @@ mod tests {
 
     #[test]
     fn the_documented_block_is_the_defaults() {
-        let notes = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("NOTES.md")).unwrap();
-        let start = notes.find("```toml\n[serving]").expect("NOTES.md has the [serving] block");
+        let notes = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let start = notes.find("```toml\n[serving]").expect("serving/README.md has the [serving] block");
         let block = &notes[start + 8..];
         let block = &block[..block.find("```").unwrap()];
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("recsys.toml");
         std::fs::write(&f, block).unwrap();
         let s = load_settings_with_env(Some(&f), Some(config::Map::new())).unwrap();
-        assert_eq!(s.serving, ServingConfig::default(), "serving/NOTES.md and the defaults disagree");
+        assert_eq!(s.serving, ServingConfig::default(), "serving/README.md and the defaults disagree");
     }
 
     #[test]

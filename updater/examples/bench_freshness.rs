@@ -4,7 +4,7 @@
 //! → its user's list written to Redis" (the updater's own histogram,
 //! interpolated within buckets) and the throughput.
 //!
-//! `scripts/dev-up.sh; cargo run --release -p updater --example bench_freshness -- RATE SECONDS`
+//! `scripts/dev-up.sh; cargo run --release -p updater --example bench_freshness -- RATE SECONDS [BATCH_WAIT_MS]`
 //! (env `RECSYS_TEST_KAFKA`, `RECSYS_TEST_REDIS` as in the tests).
 
 #![allow(clippy::unwrap_used)]
@@ -49,6 +49,9 @@ async fn main() {
     s.redis.prefix = format!("bench-{tag}:");
     s.model.artifacts_dir = dir.path().to_owned();
     s.updater.group_id = format!("bench-{tag}");
+    if let Some(w) = args.get(2) {
+        s.updater.batch_max_wait_ms = *w as u64;
+    }
     let spec = SyntheticSpec { users: 5_000, items: 20_000, factors: 64, ..SyntheticSpec::default() };
     synthetic_artifact(&spec).write(dir.path()).unwrap();
     model::artifact::set_current(dir.path(), &spec.version).unwrap();
@@ -129,6 +132,17 @@ async fn main() {
         quantile(&buckets, 0.9) * 1000.0,
         quantile(&buckets, 0.99) * 1000.0,
     );
+    // Where the time goes: mean seconds per batch stage, and batch sizes.
+    let val = |name: &str| -> f64 {
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    };
+    for stage in ["apply", "fold", "write", "total"] {
+        let sum = val(&format!("recsys_updater_stage_duration_seconds_sum{{stage=\"{stage}\"}}"));
+        let cnt = val(&format!("recsys_updater_stage_duration_seconds_count{{stage=\"{stage}\"}}"));
+        print!("{stage} {:.2} ms  ", 1000.0 * sum / cnt.max(1.0));
+    }
+    let batches = val("recsys_updater_batches_total");
+    println!("per batch; {batches} batches, {:.1} events per batch", n as f64 / batches.max(1.0));
     let _ = tx.send(());
     let _ = task.await;
 }

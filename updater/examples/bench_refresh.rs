@@ -36,7 +36,12 @@ fn model(items: usize, f: usize) -> ServedModel {
         },
         user_ids: (0..1000).map(|u| format!("u{u}")).collect(),
         items: (0..items)
-            .map(|i| ItemRecord { id: i.to_string(), category: Some((i % 300) as u64), available: None, popularity: 1.0 })
+            .map(|i| ItemRecord {
+                id: i.to_string(),
+                category: Some((i % 300) as u64),
+                available: None,
+                popularity: 1.0,
+            })
             .collect(),
         user_factors: Factors::seeded(1000, f, 0.1, 1),
         item_factors: Factors::seeded(items, f, 0.1, 2),
@@ -61,7 +66,10 @@ fn histories(n: usize, items: usize, seed: u64) -> Vec<UserHistory> {
                 .map(|_| {
                     let r = next();
                     let item = ((r % 1000) * (r % 1000) / 1000 * items as u64 / 1000) as usize % items;
-                    (ItemId::parse(&item.to_string()).unwrap(), HistEntry { counts: [1 + (r % 3) as u32, (r >> 8) as u32 % 2, 0], last_ts: 0 })
+                    (
+                        ItemId::parse(&item.to_string()).unwrap(),
+                        HistEntry { counts: [1 + (r % 3) as u32, (r >> 8) as u32 % 2, 0], last_ts: 0 },
+                    )
                 })
                 .collect();
             its.sort_by(|a, b| a.0.cmp(&b.0));
@@ -103,9 +111,12 @@ fn main() {
     println!("f32 GEMM peak (faer, 1024x4096x256, all cores): {peak:.1} GFLOP/s");
     for f in [64, 256] {
         let m = model(items, f);
-        for (solver, name, block) in
-            [(FoldInSolver::Cholesky, "cholesky", 128), (FoldInSolver::Cholesky, "cholesky", 32), (FoldInSolver::Cholesky, "cholesky", 8), (FoldInSolver::Cg, "cg", 32)]
-        {
+        for (solver, name, block) in [
+            (FoldInSolver::Cholesky, "cholesky", 128),
+            (FoldInSolver::Cholesky, "cholesky", 32),
+            (FoldInSolver::Cholesky, "cholesky", 8),
+            (FoldInSolver::Cg, "cg", 32),
+        ] {
             let p = ComputeParams {
                 solver,
                 k: 100,

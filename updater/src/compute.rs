@@ -274,6 +274,7 @@ mod tests {
             solver: FoldInSolver::Cholesky,
             k: 30,
             rerank: RerankConfig { enabled: rerank, ..Default::default() },
+            score_block: 32,
         }
     }
 

@@ -90,7 +90,7 @@ impl Default for UpdaterConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
             group_id: "recsys-updater".into(),
             batch_max_events: 512,
-            batch_max_wait_ms: 20,
+            batch_max_wait_ms: 5,
             fetch_wait_max_ms: 5,
             session_timeout_ms: 10_000,
             history_max_items: 500,
