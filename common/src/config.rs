@@ -11,16 +11,24 @@ use serde::{Deserialize, Serialize};
 /// The file read when none is named.
 pub const DEFAULT_CONFIG_FILE: &str = "configs/recsys.toml";
 
-/// Loads `T` from `file` (which must exist when given; otherwise
-/// [`DEFAULT_CONFIG_FILE`] is read when present) overlaid with the environment:
-/// `env = None` reads the process's variables, `Some(map)` only the map (so
-/// tests need not mutate the process environment).
+/// Names the configuration file when no `--config` is given (containers set it).
+pub const CONFIG_FILE_ENV: &str = "RECSYS_CONFIG";
+
+/// Loads `T` from `file` (which must exist when given; otherwise the file
+/// `RECSYS_CONFIG` names, which must exist too, or else [`DEFAULT_CONFIG_FILE`]
+/// when present) overlaid with the environment: `env = None` reads the
+/// process's variables, `Some(map)` only the map (so tests need not mutate the
+/// process environment).
 pub fn load_layered<T: DeserializeOwned>(
     file: Option<&Path>,
     env: Option<config::Map<String, String>>,
 ) -> Result<T, config::ConfigError> {
     let mut b = config::Config::builder();
-    match file {
+    let from_env = match &env {
+        None => std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from),
+        Some(map) => map.get(CONFIG_FILE_ENV).map(PathBuf::from),
+    };
+    match file.or(from_env.as_deref()) {
         Some(f) => b = b.add_source(config::File::from(f).required(true)),
         None => b = b.add_source(config::File::with_name(DEFAULT_CONFIG_FILE).required(false)),
     }
@@ -195,5 +203,21 @@ mod tests {
         assert!(r.validate().unwrap_err().contains("redis.url"));
         let k = KafkaConfig { partitions: 0, ..KafkaConfig::default() };
         assert!(k.validate().unwrap_err().contains("kafka.partitions"));
+    }
+
+    #[test]
+    fn recsys_config_names_the_file_when_no_flag_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("other.toml");
+        std::fs::write(&f, "[kafka]\nbrokers = \"from-file:9092\"\n").unwrap();
+        let env = config::Map::from([(CONFIG_FILE_ENV.to_owned(), f.display().to_string())]);
+        let b: Both = load_layered(None, Some(env.clone())).unwrap();
+        assert_eq!(b.kafka.brokers, "from-file:9092");
+        // An explicit file wins over the variable.
+        let b: Both = load_layered(Some(&repo_config()), Some(env)).unwrap();
+        assert_eq!(b.kafka.brokers, KafkaConfig::default().brokers);
+        // A named file that is missing is an error, not silently the defaults.
+        let missing = config::Map::from([(CONFIG_FILE_ENV.to_owned(), "/nonexistent/x.toml".to_owned())]);
+        assert!(load_layered::<Both>(None, Some(missing)).is_err());
     }
 }

@@ -26,6 +26,11 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("the event log did not acknowledge the events: {0}; nothing was accepted, retry later")]
     KafkaUnavailable(String),
+    /// Some events of the request were written, others not: the answer lists
+    /// the written ones (`persisted`, request indices) so the client resends
+    /// only the rest instead of duplicating what the log already holds.
+    #[error("the event log acknowledged only some events: {detail}; resend only those not in `persisted`")]
+    KafkaPartial { detail: String, persisted: Vec<usize> },
     #[error("too many requests in progress; retry later")]
     Overloaded,
     #[error("the request took longer than {0} ms; nothing was accepted, retry later")]
@@ -46,6 +51,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::KafkaUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable"),
+            ApiError::KafkaPartial { .. } => (StatusCode::SERVICE_UNAVAILABLE, "kafka_partial"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -59,6 +65,16 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, code, "request failed");
         }
-        (status, Json(json!({"error": code, "detail": self.to_string()}))).into_response()
+        let mut body = json!({"error": code, "detail": self.to_string()});
+        if let ApiError::KafkaPartial { persisted, .. } = &self {
+            body["persisted"] = json!(persisted);
+        }
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is transient (broker, load, deadline): tell
+            // clients when to come back rather than letting them hammer.
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        resp
     }
 }

@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use schemas::{DeadLetter, DeadLetterSource, Event, EventError, EventLimits};
 use serde::Serialize;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -115,8 +115,18 @@ async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Resp
     resp
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// `ok`, or 503 once the idempotent producer hit a fatal error: it can then
+/// never produce again (librdkafka refuses, to keep the log's order and
+/// uniqueness), so the process must be replaced; [`crate::run`] exits too.
+async fn health(State(s): State<AppState>) -> Response {
+    match s.inner.producer.client().fatal_error() {
+        None => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Some((code, reason)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "failed", "error": format!("{code:?}: {reason}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -177,6 +187,9 @@ async fn post_events(
     }
 
     let mut events: Vec<(Event, Vec<u8>)> = Vec::with_capacity(items.len());
+    // The request index of each accepted event, to name the persisted ones
+    // when only part of a request reaches the log.
+    let mut event_index: Vec<usize> = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     let mut dead: Vec<Vec<u8>> = Vec::new();
     let mut classes = Vec::new();
@@ -185,6 +198,7 @@ async fn post_events(
             Ok(e) => {
                 let payload = e.to_json();
                 events.push((e, payload));
+                event_index.push(item.index);
             }
             Err(err) => {
                 let reason = err.to_string();
@@ -205,7 +219,16 @@ async fn post_events(
         metrics.produce_errors.with_label_values(&[topic, &kafka::error_label(err)]).inc();
     })
     .await
-    .map_err(|e| ApiError::KafkaUnavailable(e.to_string()))?;
+    .map_err(|e| {
+        let persisted: Vec<usize> =
+            event_index.iter().zip(&e.acked).filter(|(_, &ok)| ok).map(|(&index, _)| index).collect();
+        if persisted.is_empty() {
+            ApiError::KafkaUnavailable(e.to_string())
+        } else {
+            metrics.events_accepted.with_label_values(&["http"]).inc_by(persisted.len() as u64);
+            ApiError::KafkaPartial { detail: e.to_string(), persisted }
+        }
+    })?;
 
     metrics.events_accepted.with_label_values(&["http"]).inc_by(events.len() as u64);
     for c in classes {

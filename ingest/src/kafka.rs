@@ -17,7 +17,7 @@ pub struct OutRecord<'a> {
     pub payload: Vec<u8>,
 }
 
-/// A message Kafka did not acknowledge.
+/// Messages Kafka did not acknowledge.
 #[derive(Debug, thiserror::Error)]
 #[error("{failed} of {total} messages not acknowledged (first: {topic}: {error})")]
 pub struct ProduceError {
@@ -25,6 +25,10 @@ pub struct ProduceError {
     pub total: usize,
     pub topic: String,
     pub error: KafkaError,
+    /// Per record, in call order: did Kafka acknowledge it? Some may have been
+    /// written even though the call failed as a whole; a caller that answers a
+    /// client must say which, or the client's retry duplicates them.
+    pub acked: Vec<bool>,
 }
 
 /// The idempotent `acks=all` producer of [`Settings::producer_config`].
@@ -72,9 +76,10 @@ pub async fn produce_all(
     let mut pending = Vec::with_capacity(records.len());
     let mut first: Option<(String, KafkaError)> = None;
     let mut failed = 0usize;
-    for rec in records {
+    let mut acked = vec![false; records.len()];
+    for (i, rec) in records.iter().enumerate() {
         match enqueue(producer, rec, deadline).await {
-            Ok(f) => pending.push((rec.topic, f)),
+            Ok(f) => pending.push((i, rec.topic, f)),
             Err(e) => {
                 on_error(rec.topic, &e);
                 // Later records must not overtake this one: stop here; none of
@@ -85,9 +90,13 @@ pub async fn produce_all(
             }
         }
     }
-    for (topic, res) in futures::future::join_all(pending.into_iter().map(|(t, f)| async move { (t, f.await) })).await {
+    let results = futures::future::join_all(pending.into_iter().map(|(i, t, f)| async move { (i, t, f.await) })).await;
+    for (i, topic, res) in results {
         let err = match res {
-            Ok(Ok(_)) => continue,
+            Ok(Ok(_)) => {
+                acked[i] = true;
+                continue;
+            }
             Ok(Err((e, _msg))) => e,
             Err(_canceled) => KafkaError::Canceled,
         };
@@ -97,7 +106,7 @@ pub async fn produce_all(
     }
     match first {
         None => Ok(()),
-        Some((topic, error)) => Err(ProduceError { failed, total: records.len(), topic, error }),
+        Some((topic, error)) => Err(ProduceError { failed, total: records.len(), topic, error, acked }),
     }
 }
 

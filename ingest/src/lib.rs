@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod replay;
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::net::TcpListener;
@@ -35,11 +36,39 @@ pub async fn run(
     let metrics = Metrics::new()?;
     let app = http::router(&settings, producer.clone(), metrics);
     tracing::info!(addr = %listener.local_addr()?, brokers = %settings.kafka.brokers, "recsys-ingest listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    // An idempotent producer's fatal error is permanent: stop serving (so the
+    // orchestrator sees the process end and starts a fresh one) instead of
+    // answering 503 forever.
+    let fatal = Arc::new(OnceLock::new());
+    let stop = {
+        let (fatal, producer) = (fatal.clone(), producer.clone());
+        async move {
+            let watch = async {
+                loop {
+                    if let Some((code, reason)) = producer.client().fatal_error() {
+                        let _ = fatal.set(format!("{code:?}: {reason}"));
+                        return;
+                    }
+                    tokio::time::sleep(FATAL_POLL).await;
+                }
+            };
+            tokio::select! {
+                () = shutdown => {}
+                () = watch => tracing::error!(error = ?fatal.get(), "the producer hit a fatal error; shutting down"),
+            }
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     tracing::info!("HTTP server stopped; flushing the producer");
     let timeout = settings.ingest.flush_timeout();
     tokio::task::spawn_blocking(move || producer.flush(timeout)).await??;
+    if let Some(e) = fatal.get() {
+        anyhow::bail!("the Kafka producer hit a fatal error ({e}); exiting so a fresh process replaces this one");
+    }
     Ok(())
 }
+
+/// How often [`run`] checks the producer for a fatal error.
+const FATAL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub use common::shutdown_signal;

@@ -222,10 +222,57 @@ async fn broker_down_is_503_with_nothing_accepted() {
     let got = send(&app, post(r#"[{"user_id":"a","item_id":"1","event":"view"}, {"user_id":"a"}]"#)).await;
     assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable");
     assert!(got.1.get("accepted").is_none());
+    assert!(got.1.get("persisted").is_none());
     assert!(start.elapsed() < Duration::from_secs(4), "bounded by message_timeout_ms: {:?}", start.elapsed());
     let text = metrics.render();
     assert!(text.contains("recsys_ingest_produce_errors_total"), "{text}");
     assert!(!text.contains("recsys_ingest_events_accepted_total{source=\"http\"} 1"), "{text}");
+}
+
+/// One of three brokers down: the events whose partition it leads are not
+/// written, the others are. The 503 names exactly the written ones, so a
+/// client resending the rest creates no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_written_request_is_503_naming_what_was_persisted() {
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let mut settings = Settings::default();
+    settings.kafka.brokers = cluster.bootstrap_servers();
+    settings.ingest.message_timeout_ms = 1_500;
+    for t in schemas::topics::ALL {
+        let topic = settings.kafka.topic(t);
+        cluster.create_topic(&topic, 3, 1).expect("create topic");
+        for p in 0..3 {
+            cluster.partition_leader(&topic, p, Some(p + 1)).expect("leader");
+        }
+    }
+    let producer = ingest::kafka::producer(&settings).expect("producer");
+    let app = ingest::http::router(&settings, producer, Metrics::new().expect("metrics"));
+    // Learn the leaders first, then lose the broker of partition 2.
+    let warm = send(&app, post(r#"{"user_id":"warm","item_id":"1","event":"view"}"#)).await;
+    assert_eq!(warm.0, StatusCode::OK, "{:?}", warm.1);
+    cluster.broker_down(3).expect("broker down");
+
+    let batch: Vec<Value> = (0..40).map(|u| json!({"user_id": format!("u{u}"), "item_id": "7", "event": "view"})).collect();
+    let resp = app.clone().oneshot(post(serde_json::to_vec(&batch).unwrap())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), Some("1"));
+    let body: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
+    assert_eq!(body["error"], "kafka_partial", "{body}");
+    let persisted: Vec<usize> = body["persisted"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert!(!persisted.is_empty() && persisted.len() < 40, "40 users over 3 partitions, one down: {persisted:?}");
+
+    cluster.broker_up(3).expect("broker up");
+    let topic = settings.kafka.topic(schemas::topics::EVENTS);
+    let got = common::read_topic(&cluster.bootstrap_servers(), &topic, Duration::from_secs(20));
+    let mut written: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.key.clone().unwrap()).unwrap())
+        .filter(|k| k != "warm")
+        .collect();
+    written.sort();
+    let mut named: Vec<String> = persisted.iter().map(|i| format!("u{i}")).collect();
+    named.sort();
+    assert_eq!(written, named, "the answer names exactly what the log holds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,4 +345,46 @@ async fn shutdown_finishes_the_request_in_flight_and_flushes() {
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("run returns").unwrap().unwrap();
     assert!(reqwest::get(format!("http://{addr}/health")).await.is_err(), "no longer accepting");
     assert_eq!(common::count(&cluster.bootstrap_servers(), schemas::topics::EVENTS), 1);
+}
+
+/// Makes librdkafka treat `producer` as having hit a fatal idempotence error,
+/// as after an out-of-order sequence from the broker (its own test hook).
+#[allow(unsafe_code)]
+fn inject_fatal_error(producer: &rdkafka::producer::FutureProducer) {
+    use rdkafka::producer::Producer;
+    let reason = std::ffi::CString::new("injected by the test").unwrap();
+    // SAFETY: the client pointer is live for the producer's lifetime and the
+    // reason is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        rdkafka::bindings::rd_kafka_test_fatal_error(
+            producer.client().native_ptr(),
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        )
+    };
+    assert_eq!(rc, rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/// A fatal producer error can never heal: /health turns 503 and the server
+/// stops by itself (exit non-zero in main) so that it gets replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_fails_health_and_stops_the_server() {
+    let m = mock();
+    let producer = ingest::kafka::producer(&m.settings).expect("producer");
+    let app = ingest::http::router(&m.settings, producer.clone(), Metrics::new().unwrap());
+    assert_eq!(send(&app, Request::get("/health").body(Body::empty()).unwrap()).await.0, StatusCode::OK);
+    inject_fatal_error(&producer);
+    let (status, v) = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["status"], "failed", "{v}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let producer = ingest::kafka::producer(&m.settings).expect("producer");
+    let server = tokio::spawn(ingest::run(m.settings.clone(), listener, producer.clone(), std::future::pending()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!server.is_finished(), "serves while healthy");
+    inject_fatal_error(&producer);
+    let res = tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops by itself").unwrap();
+    let err = res.expect_err("a fatal error ends run() with an error");
+    assert!(err.to_string().contains("fatal"), "{err:#}");
 }

@@ -54,6 +54,25 @@ impl RedisKeys {
         format!("{}hist:{}", self.prefix, user)
     }
 
+    /// A `SCAN MATCH` pattern for every `hist:{user}` key under this prefix
+    /// (glob characters in the prefix escaped): the users with a history.
+    pub fn hist_pattern(&self) -> String {
+        format!("{}hist:*", escape_glob(&self.prefix))
+    }
+
+    /// The user of a key built by [`RedisKeys::hist`], or `None` for any other key.
+    pub fn parse_hist(&self, key: &str) -> Option<UserId> {
+        let user = key.strip_prefix(self.prefix.as_str())?.strip_prefix("hist:")?;
+        UserId::parse(user).ok()
+    }
+
+    /// `refold:{version}`: progress of the background pass that gives every
+    /// user with a history a list from this model version (hash: `cursor`,
+    /// `done`, `users`); `refold:{version}:lock` names the instance running it.
+    pub fn refold(&self, model_version: &ModelVersion) -> String {
+        format!("{}refold:{}", self.prefix, model_version)
+    }
+
     /// `offsets:{topic}:{partition}`: last event offset applied to Redis.
     pub fn offsets(&self, topic: &str, partition: i32) -> String {
         format!("{}offsets:{}:{}", self.prefix, topic, partition)
@@ -95,15 +114,7 @@ impl RedisKeys {
     /// A `SCAN MATCH` pattern for every stats key under this prefix (glob
     /// characters in the prefix are escaped), for `GET /v1/stats`.
     pub fn stats_pattern(&self) -> String {
-        let mut p = String::with_capacity(self.prefix.len() + 8);
-        for c in self.prefix.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                p.push('\\');
-            }
-            p.push(c);
-        }
-        p.push_str("stats:*");
-        p
+        format!("{}stats:*", escape_glob(&self.prefix))
     }
 
     /// The arm and model version of a key built by [`RedisKeys::stats`], or
@@ -113,6 +124,18 @@ impl RedisKeys {
         let (variant, version) = rest.split_once(':')?;
         Some((variant.parse().ok()?, ModelVersion::parse(version).ok()?))
     }
+}
+
+/// `s` with the glob characters of `SCAN MATCH` escaped.
+fn escape_glob(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p
 }
 
 #[cfg(test)]
@@ -150,5 +173,16 @@ mod tests {
         for other in ["t*1:stats:als", "t*1:stats:ctr:v1", "t*1:stats:als:.x", "recsys:stats:als:v1", "t*1:popular"] {
             assert_eq!(k.parse_stats(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn history_keys_parse_back() {
+        let k = RedisKeys::new("t[2]:");
+        let u = UserId::parse("u-77").unwrap();
+        assert_eq!(k.parse_hist(&k.hist(&u)), Some(u));
+        assert_eq!(k.hist_pattern(), "t\\[2\\]:hist:*");
+        assert_eq!(k.parse_hist("t[2]:recs:u-77"), None);
+        assert_eq!(k.parse_hist("other:hist:u-77"), None);
+        assert_eq!(k.refold(&ModelVersion::parse("v3").unwrap()), "t[2]:refold:v3");
     }
 }

@@ -64,6 +64,16 @@ pub struct ComputeParams {
 }
 
 impl ComputeParams {
+    /// The shipped settings' parameters.
+    pub fn from_settings(s: &crate::config::Settings) -> ComputeParams {
+        ComputeParams {
+            solver: s.updater.solver,
+            k: s.updater.recs_size,
+            rerank: s.training.rerank.clone(),
+            score_block: s.updater.score_block,
+        }
+    }
+
     fn solver(&self, m: &ServedModel) -> Solver {
         match self.solver {
             FoldInSolver::Cholesky => Solver::Cholesky,

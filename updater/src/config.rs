@@ -82,6 +82,13 @@ pub struct UpdaterConfig {
     pub model_poll_interval_s: u64,
     /// Delay between attempts of a batch whose Redis write failed, ms (doubling, capped at 5 s).
     pub retry_backoff_ms: u64,
+    /// After a model swap, every user with a history gets a list from the new
+    /// model in the background at most this many users per second (0 = only
+    /// on the user's next event). Bounded so the pass never starves the
+    /// live stream of CPU or Redis.
+    pub refold_rate_per_s: u32,
+    /// Users per step of that pass (one SCAN, one fold-in block, one write).
+    pub refold_batch: usize,
 }
 
 impl Default for UpdaterConfig {
@@ -103,6 +110,8 @@ impl Default for UpdaterConfig {
             new_item_refresh_ms: 1_000,
             model_poll_interval_s: 30,
             retry_backoff_ms: 100,
+            refold_rate_per_s: 1_000,
+            refold_batch: 256,
         }
     }
 }
@@ -129,6 +138,7 @@ impl Settings {
             (u.new_item_refresh_ms > 0, "updater.new_item_refresh_ms must be > 0"),
             (u.model_poll_interval_s > 0, "updater.model_poll_interval_s must be > 0"),
             (u.retry_backoff_ms > 0, "updater.retry_backoff_ms must be > 0"),
+            (u.refold_batch > 0 && u.refold_batch <= 10_000, "updater.refold_batch must be in 1..=10000"),
         ])?;
         self.kafka.validate()?;
         self.redis.validate()

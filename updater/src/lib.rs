@@ -9,6 +9,7 @@
 //! - [`compute`]: fold-in, batched scoring, re-rank, item fold-in (pure CPU).
 //! - [`served`]: a verified model version and the atomic [`ModelHandle`].
 //! - [`watch`]: model announcements and `CURRENT` → hot swap.
+//! - [`refold`]: after a swap, every user's list from the new model, in the background.
 //! - [`kafka`]: the consumer's context (lag metrics, rebalance logs).
 //! - [`metrics`], [`http`]: `recsys_updater_*` on `/metrics`, and `/health`.
 //!
@@ -26,6 +27,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod refold;
 pub mod served;
 pub mod store;
 pub mod watch;
@@ -84,7 +86,7 @@ impl Deps {
     }
 }
 
-fn rand_suffix() -> u64 {
+pub(crate) fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
@@ -121,6 +123,14 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
         metrics.clone(),
         stop_rx.clone(),
     ));
+    let refold = tokio::spawn(refold::supervise(
+        settings.clone(),
+        store.clone(),
+        handle.clone(),
+        metrics.clone(),
+        compute::ComputeParams::from_settings(&settings),
+        stop_rx.clone(),
+    ));
     let mut http_stop = stop_rx.clone();
     let app = http::router(metrics.clone(), handle.clone());
     tracing::info!(addr = %listener.local_addr()?, "recsys-updater metrics listening");
@@ -136,6 +146,7 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     let result = pipeline.run(shutdown).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    let _ = refold.await;
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "metrics server");
     }

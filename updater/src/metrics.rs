@@ -44,6 +44,10 @@ pub struct Metrics {
     pub items_folded: IntCounter,
     /// Items currently folded in against the served model.
     pub new_items: IntGauge,
+    /// Lists rewritten by the background pass after a model swap.
+    pub refold_users: IntCounter,
+    /// 1 while this instance runs that pass.
+    pub refold_running: IntGauge,
 }
 
 impl Metrics {
@@ -103,6 +107,11 @@ impl Metrics {
             )?,
             items_folded: IntCounter::new("recsys_updater_items_folded_total", "Items folded in")?,
             new_items: IntGauge::new("recsys_updater_new_items", "Items folded in against the served model")?,
+            refold_users: IntCounter::new(
+                "recsys_updater_refold_users_total",
+                "Lists rewritten from a new model by the background pass",
+            )?,
+            refold_running: IntGauge::new("recsys_updater_refold_running", "1 while the background re-fold runs here")?,
             registry,
         };
         m.registry.register(Box::new(m.events.clone()))?;
@@ -120,6 +129,8 @@ impl Metrics {
         m.registry.register(Box::new(m.model_loaded_at.clone()))?;
         m.registry.register(Box::new(m.items_folded.clone()))?;
         m.registry.register(Box::new(m.new_items.clone()))?;
+        m.registry.register(Box::new(m.refold_users.clone()))?;
+        m.registry.register(Box::new(m.refold_running.clone()))?;
         for o in ["applied", "duplicate", "rejected"] {
             m.events.with_label_values(&[o]);
         }

@@ -90,7 +90,7 @@ struct Valid {
     event: Event,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -105,12 +105,7 @@ impl Pipeline {
     ) -> Pipeline {
         let events_topic = settings.kafka.topic(schemas::topics::EVENTS);
         let dlq_topic = settings.kafka.topic(schemas::topics::EVENTS_DLQ);
-        let params = ComputeParams {
-            solver: settings.updater.solver,
-            k: settings.updater.recs_size,
-            rerank: settings.training.rerank.clone(),
-            score_block: settings.updater.score_block,
-        };
+        let params = ComputeParams::from_settings(&settings);
         Pipeline {
             settings,
             consumer,

@@ -3,7 +3,8 @@
 //! missed announcement, a periodic look at `CURRENT`). A version is loaded and
 //! verified in the background, then swapped in atomically; a version that
 //! fails verification is refused and logged, and the old one keeps serving.
-//! Users are re-folded lazily, on their next event.
+//! Users are re-folded on their next event, and all of them in the background
+//! by [`crate::refold`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
