@@ -10,6 +10,18 @@ log() { printf '==> %s\n' "$*" >&2; }
 # ingest tests talk to both over real connections.
 scripts/dev-up.sh
 
+# promtool (Debian package prometheus) for the alert and config tests of
+# common/tests/monitoring.rs; the package's daemon is not needed (nor started
+# where policy-rc.d forbids it).
+if ! command -v promtool >/dev/null 2>&1; then
+    log "installing promtool (apt-get install prometheus)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
