@@ -345,15 +345,16 @@ mod tests {
         let mut t = TrainerConfig::default();
         t.schedule.cron = "every night".into();
         assert!(t.validate().unwrap_err().contains("trainer.schedule.cron"));
-        let mut t = TrainerConfig::default();
-        t.webhook = WebhookConfig {
-            url: "https://api.telegram.org/botX/sendMessage".into(),
-            format: WebhookFormat::Telegram,
-            ..WebhookConfig::default()
+        let t = TrainerConfig {
+            webhook: WebhookConfig {
+                url: "https://api.telegram.org/botX/sendMessage".into(),
+                format: WebhookFormat::Telegram,
+                ..WebhookConfig::default()
+            },
+            ..TrainerConfig::default()
         };
         assert!(t.validate().unwrap_err().contains("chat_id"));
-        let mut t = TrainerConfig::default();
-        t.keep_versions = 0;
+        let t = TrainerConfig { keep_versions: 0, ..TrainerConfig::default() };
         assert!(t.validate().unwrap_err().contains("keep_versions"));
     }
 }

@@ -350,7 +350,10 @@ async fn from_kafka_trains_the_csv_model_and_an_archive_plus_the_topic_does_too(
     let r = batch_trainer::archive::write_archive(&combined.loaded, Some(&archive), &next).unwrap();
     assert_eq!(r.events, rows.len());
     assert_eq!(r.offsets.offsets, ends);
-    assert!(batch_trainer::archive::write_archive(&combined.loaded, Some(&archive), &next).is_err(), "never overwrites");
+    assert!(
+        batch_trainer::archive::write_archive(&combined.loaded, Some(&archive), &next).is_err(),
+        "never overwrites"
+    );
     let s = env.s.clone();
     let (arch, rk) = (next.clone(), env.dir.path().join("m-arch2"));
     let again = tokio::task::spawn_blocking(move || {
