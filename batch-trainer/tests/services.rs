@@ -391,7 +391,8 @@ async fn train_publishes_rejects_quietly_rolls_back_prunes_and_notifies() {
     let Some(brokers) = broker() else { return };
     let env = Env::new(&brokers, 1).await;
     let data_dir = env.dir.path().join("gen");
-    generate(&GenerateConfig::new(15_000, 5), &data_dir, None).unwrap();
+    // Large enough for non-zero metrics, so a worse model is visibly worse.
+    generate(&GenerateConfig::new(120_000, 7), &data_dir, None).unwrap();
     let (hook, got) = webhook().await;
     let keys = env.s.redis.keys();
     let root = env.root();
@@ -407,7 +408,7 @@ async fn train_publishes_rejects_quietly_rolls_back_prunes_and_notifies() {
         ("RECSYS__TRAINER__KEEP_VERSIONS".into(), "1".into()),
     ];
     let train_args = |v: &str, iterations: &str| -> Vec<String> {
-        ["train", "--data-dir", &d, "--factors", "16", "--iterations", iterations, "--version", v]
+        ["train", "--data-dir", &d, "--factors", "32", "--iterations", iterations, "--version", v]
             .map(String::from)
             .to_vec()
     };
