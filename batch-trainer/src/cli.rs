@@ -10,9 +10,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, SolverKind, TrainingConfig};
 use crate::gate::Verdict;
+use crate::kafka_source::KafkaReport;
+use crate::lifecycle::{self, RunLock};
+use crate::nightly::{self, Loaded, Source};
+use crate::notify::{self, RunReport};
 use crate::pipeline::EvalReport;
 use crate::split::Protocol;
-use crate::{export, generate, load, pipeline, train};
+use crate::{export, generate, pipeline, publish, schedule, train};
 
 /// Writes to stdout; a closed pipe (`recsys-trainer … | head`) ends the process
 /// quietly instead of panicking, as command-line tools do.
@@ -38,6 +42,9 @@ macro_rules! sayln {
 
 /// Exit code of a run whose model the gate rejected (it is kept, not served).
 pub const EXIT_REJECTED: i32 = 3;
+/// Exit code of a run whose model was promoted (`CURRENT` names it) but whose
+/// publication (Redis lists, announcement) failed: re-publish with `models promote`.
+pub const EXIT_PUBLISH_FAILED: i32 = 4;
 
 /// Offline trainer of recsys: RetailRocket event log → implicit ALS → evaluated,
 /// versioned model.
@@ -65,6 +72,65 @@ pub enum Command {
     /// Inspect and promote model versions.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Train on a cron schedule until SIGINT/SIGTERM, with /metrics.
+    Schedule(ScheduleArgs),
+    /// Write the event log (an archive's events, then the topic's newer ones) as
+    /// a new archive directory with its kafka_offsets.json.
+    Archive(ArchiveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The new archive directory (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The previous archive (with kafka_offsets.json); its item properties and
+    /// category tree are copied.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where the events come from (at least one).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SourceArgs {
+    /// Directory with events.csv (and optionally item_properties_part*.csv,
+    /// category_tree.csv). With --from-kafka: an archive whose kafka_offsets.json
+    /// says which topic events it holds; the topic is read after them.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Read the event topic (`[kafka]`) from the start, or from the archive's
+    /// offsets, up to its end offsets taken at start.
+    #[arg(long)]
+    pub from_kafka: bool,
+}
+
+impl SourceArgs {
+    fn source(&self) -> anyhow::Result<Source> {
+        if self.data_dir.is_none() && !self.from_kafka {
+            bail!("no data source: give --data-dir DIR, --from-kafka, or both");
+        }
+        Ok(Source { data_dir: self.data_dir.clone(), from_kafka: self.from_kafka })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Root of the model versions (default: `[model] artifacts_dir`).
+    #[arg(long)]
+    pub artifacts_dir: Option<PathBuf>,
+    /// Train once at start, then follow the cron expression.
+    #[arg(long)]
+    pub run_now: bool,
+    /// Move CURRENT only: no Redis lists, no announcement.
+    #[arg(long)]
+    pub no_publish: bool,
+    /// Address of /metrics and /health (default: `[trainer.schedule] metrics_listen`).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub hyper: HyperArgs,
 }
 
 /// Flags that override `[training]` for experiments.
@@ -132,9 +198,11 @@ impl HyperArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Directory with events.csv (and optionally item_properties_part*.csv, category_tree.csv).
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Move CURRENT only: no Redis lists, no announcement (also `[trainer.publish] enabled`).
     #[arg(long)]
-    pub data_dir: PathBuf,
+    pub no_publish: bool,
     /// Root of the model versions (default: `artifacts_dir` of the `[model]` config section).
     #[arg(long)]
     pub artifacts_dir: Option<PathBuf>,
@@ -153,8 +221,8 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -187,11 +255,14 @@ pub enum ModelsCommand {
         #[arg(long)]
         artifacts_dir: Option<PathBuf>,
     },
-    /// Serve VERSION (rollback or manual promotion); it is verified first.
+    /// Serve VERSION (rollback or manual promotion); it is verified first,
+    /// then published again (Redis lists, announcement) unless --no-publish.
     Promote {
         version: String,
         #[arg(long)]
         artifacts_dir: Option<PathBuf>,
+        #[arg(long)]
+        no_publish: bool,
     },
 }
 
@@ -200,7 +271,7 @@ fn settings(cli: &Cli, hyper: Option<&HyperArgs>) -> anyhow::Result<config::Sett
     if let Some(h) = hyper {
         h.apply(&mut s.training);
     }
-    s.training.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+    s.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
     if s.training.threads > 0 {
         // Fails only if a pool already exists (tests); the existing one is then used.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(s.training.threads).build_global();
@@ -208,14 +279,61 @@ fn settings(cli: &Cli, hyper: Option<&HyperArgs>) -> anyhow::Result<config::Sett
     Ok(s)
 }
 
-fn load_data(dir: &Path, cfg: &TrainingConfig, show: bool) -> anyhow::Result<(crate::data::Dataset, f64)> {
-    let t = Instant::now();
-    let spinner = pipeline::spinner("loading", show);
-    let ds = load::load_dir(dir, &cfg.load_options()).with_context(|| format!("loading {}", dir.display()));
-    spinner.finish_and_clear();
-    let ds = ds?;
-    say!("{}", render_load(&ds));
-    Ok((ds, t.elapsed().as_secs_f64()))
+fn load_data(src: &Source, s: &config::Settings, show: bool) -> anyhow::Result<Loaded> {
+    let loaded = nightly::load_source(src, s, show).context("loading the events")?;
+    say!("{}", render_load(&loaded.ds));
+    if let Some(k) = &loaded.kafka {
+        say!("{}", render_kafka(k));
+    }
+    Ok(loaded)
+}
+
+/// What the topic contributed and what was refused.
+pub fn render_kafka(k: &KafkaReport) -> String {
+    let mut s = String::new();
+    for p in &k.partitions {
+        let _ = writeln!(
+            s,
+            "kafka {} partition {}: offsets [{}, {}), {} messages",
+            k.topic, p.partition, p.start, p.end, p.messages
+        );
+    }
+    let reasons: Vec<String> = k.invalid.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    let _ = writeln!(
+        s,
+        "kafka {}: {} messages, {} invalid{}",
+        k.topic,
+        k.messages,
+        k.invalid_total(),
+        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) }
+    );
+    for r in &k.samples {
+        let _ = writeln!(s, "  invalid at partition {} offset {}: {}", r.partition, r.offset, r.reason);
+    }
+    s
+}
+
+/// A runtime for the asynchronous steps of a command (publication, webhook).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn print_publication(r: &publish::PublishReport) {
+    sayln!(
+        "published {}: popular ({} items), {} category lists, {} similar lists, {} stale lists deleted, \
+         announced at partition {} offset {}",
+        r.version,
+        r.popular_items,
+        r.category_lists,
+        r.similar_lists,
+        r.stale_deleted,
+        r.announcement_partition,
+        r.announcement_offset
+    );
 }
 
 /// What each file contributed and what was rejected, one line per file.
@@ -298,6 +416,39 @@ pub fn render_report(r: &EvalReport) -> String {
     s
 }
 
+/// The webhook from a synchronous command (best effort, never fails it).
+fn notify_blocking(s: &config::Settings, report: &RunReport) {
+    if s.trainer.webhook.url.is_empty() {
+        return;
+    }
+    match runtime() {
+        Ok(rt) => rt.block_on(notify::notify_logged(&s.trainer.webhook, report)),
+        Err(e) => tracing::warn!(error = %e, "webhook not sent"),
+    }
+}
+
+/// The evaluation table and the gate's verdict of a `train` run.
+fn print_train(out: &train::TrainOutcome) {
+    say!("{}", render_report(&out.report));
+    match &out.verdict {
+        Verdict::NoServedModel => sayln!("gate: no model served yet"),
+        Verdict::Passed { comparisons } | Verdict::Rejected { comparisons } => {
+            for c in comparisons {
+                sayln!(
+                    "gate: {:<12} served {:.4} candidate {:.4} ({:+.1} %) {}",
+                    c.metric,
+                    c.served,
+                    c.candidate,
+                    100.0 * c.relative_change,
+                    if c.ok { "ok" } else { "TOO LOW" }
+                );
+            }
+        }
+        Verdict::Incomparable { reason } => sayln!("gate: cannot compare: {reason}"),
+    }
+    sayln!("model {} written to {}", out.version, out.path.display());
+}
+
 fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -311,12 +462,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Evaluate(a) => {
             let s = settings(&cli, Some(&a.hyper))?;
-            let (ds, load_s) = load_data(&a.data_dir, &s.training, show)?;
+            let loaded = load_data(&a.source.source()?, &s, show)?;
+            let ds = &loaded.ds;
             if let Some(dir) = &a.export_split {
-                export::export_split(&ds, &s.training, dir)
+                export::export_split(ds, &s.training, dir)
                     .with_context(|| format!("exporting split to {}", dir.display()))?;
             }
-            let report = pipeline::evaluate(&ds, &s.training, a.repeats, load_s, show);
+            let report = pipeline::evaluate(ds, &s.training, a.repeats, loaded.load_s, show);
             say!("{}", render_report(&report));
             if let Some(p) = &a.json {
                 write_json(p, &report)?;
@@ -324,50 +476,103 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Train(a) => {
-            let s = settings(&cli, Some(&a.hyper))?;
+            let mut s = settings(&cli, Some(&a.hyper))?;
+            if a.no_publish {
+                s.trainer.publish.enabled = false;
+            }
             let root = a.artifacts_dir.clone().unwrap_or(s.model.artifacts_dir.clone());
-            let (ds, load_s) = load_data(&a.data_dir, &s.training, show)?;
-            let opts = train::TrainOptions {
-                artifacts_dir: root.clone(),
-                version: a.version.clone(),
-                force: a.force,
-                source: a.data_dir.display().to_string(),
-                kafka_offsets: Vec::new(),
-                show_progress: show,
-            };
-            let out = train::train(&ds, &s.training, &opts, load_s).context("training")?;
-            say!("{}", render_report(&out.report));
-            match &out.verdict {
-                Verdict::NoServedModel => sayln!("gate: no model served yet"),
-                Verdict::Passed { comparisons } | Verdict::Rejected { comparisons } => {
-                    for c in comparisons {
-                        sayln!(
-                            "gate: {:<12} served {:.4} candidate {:.4} ({:+.1} %) {}",
-                            c.metric,
-                            c.served,
-                            c.candidate,
-                            100.0 * c.relative_change,
-                            if c.ok { "ok" } else { "TOO LOW" }
-                        );
-                    }
+            let src = a.source.source()?;
+            let started = Instant::now();
+            let lock = RunLock::acquire(&root).context("taking the run lock")?;
+            let trained = load_data(&src, &s, show).and_then(|loaded| {
+                nightly::train_loaded(&s, loaded, &root, a.version.clone(), a.force, show).context("training")
+            });
+            let r = match trained {
+                Ok(r) => r,
+                Err(e) => {
+                    let report = nightly::failure_report(started.elapsed(), format!("{e:#}"));
+                    notify_blocking(&s, &report);
+                    return Err(e);
                 }
-                Verdict::Incomparable { reason } => sayln!("gate: cannot compare: {reason}"),
+            };
+            print_train(&r.train);
+            for v in &r.pruned {
+                sayln!("pruned model version {v} (keep_versions = {})", s.trainer.keep_versions);
             }
-            sayln!("model {} written to {}", out.version, out.path.display());
             if let Some(p) = &a.json {
-                write_json(p, &out)?;
+                write_json(p, &r.train)?;
             }
-            if out.promoted {
-                sayln!("promoted: {} now serves {}", root.join(model::artifact::CURRENT_FILE).display(), out.version);
-                Ok(0)
-            } else {
+            if !r.train.promoted {
                 sayln!(
                     "REJECTED: {} keeps serving {}; the new version is kept for inspection (use --force or `models promote` to override)",
                     root.display(),
-                    out.served_before.as_deref().unwrap_or("nothing")
+                    r.train.served_before.as_deref().unwrap_or("nothing")
                 );
-                Ok(EXIT_REJECTED)
+                notify_blocking(&s, &nightly::report_of(&s, &r, started.elapsed(), false, None));
+                return Ok(EXIT_REJECTED);
             }
+            sayln!("promoted: {} now serves {}", root.join(model::artifact::CURRENT_FILE).display(), r.train.version);
+            let rt = runtime()?;
+            let published = rt.block_on(nightly::publish_if_enabled(&s, &root, &r.train.version));
+            drop(lock);
+            match published {
+                Ok(p) => {
+                    match &p {
+                        Some(p) => print_publication(p),
+                        None => sayln!("publication off: Redis and Kafka untouched"),
+                    }
+                    let report = nightly::report_of(&s, &r, started.elapsed(), p.is_some(), None);
+                    rt.block_on(notify::notify_logged(&s.trainer.webhook, &report));
+                    Ok(0)
+                }
+                Err(e) => {
+                    let msg = schedule::publication_failed(&r.train.version, &e);
+                    eprintln!("error: {msg}");
+                    let mut report = nightly::report_of(&s, &r, started.elapsed(), false, Some(msg));
+                    report.outcome = notify::Outcome::Failed;
+                    rt.block_on(notify::notify_logged(&s.trainer.webhook, &report.with_text()));
+                    Ok(EXIT_PUBLISH_FAILED)
+                }
+            }
+        }
+        Command::Schedule(a) => {
+            let mut s = settings(&cli, Some(&a.hyper))?;
+            if a.no_publish {
+                s.trainer.publish.enabled = false;
+            }
+            let opts = schedule::ScheduleOptions {
+                source: a.source.source()?,
+                artifacts_dir: a.artifacts_dir.clone().unwrap_or(s.model.artifacts_dir.clone()),
+                run_now: a.run_now,
+                show_progress: false,
+            };
+            let addr = a.metrics_listen.unwrap_or(s.trainer.schedule.metrics_listen);
+            let rt = runtime()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr} for /metrics"))?;
+                // No trigger other than the cron expression and --run-now.
+                let (_tx, rx) = tokio::sync::mpsc::channel(1);
+                schedule::run(s, opts, listener, rx, common::shutdown_signal()).await.context("schedule")?;
+                anyhow::Ok(())
+            })?;
+            Ok(0)
+        }
+        Command::Archive(a) => {
+            let s = settings(&cli, None)?;
+            let src = Source { data_dir: a.data_dir.clone(), from_kafka: true };
+            let loaded = load_data(&src, &s, show)?;
+            let r = crate::archive::write_archive(&loaded, a.data_dir.as_deref(), &a.out)
+                .with_context(|| format!("writing the archive {}", a.out.display()))?;
+            sayln!(
+                "archived {} events to {} (topic offsets {:?}; copied {:?})",
+                r.events,
+                r.dir.display(),
+                r.offsets.offsets,
+                r.copied
+            );
+            Ok(0)
         }
         Command::Generate(a) => {
             let cfg = generate::GenerateConfig::new(a.events, a.seed);
@@ -413,13 +618,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     }
                     Ok(0)
                 }
-                ModelsCommand::Promote { version, artifacts_dir } => {
+                ModelsCommand::Promote { version, artifacts_dir, no_publish } => {
+                    let mut s = s;
+                    if *no_publish {
+                        s.trainer.publish.enabled = false;
+                    }
                     let root = artifacts_dir.clone().unwrap_or(s.model.artifacts_dir.clone());
                     if !root.join(version).is_dir() {
                         bail!("no model version {version} under {}", root.display());
                     }
-                    model::artifact::set_current(&root, version).with_context(|| format!("promoting {version}"))?;
+                    let _lock = RunLock::acquire(&root).context("taking the run lock")?;
+                    lifecycle::set_current(&root, version).with_context(|| format!("promoting {version}"))?;
                     sayln!("{} now serves {version}", root.display());
+                    match runtime()?.block_on(nightly::publish_if_enabled(&s, &root, version)) {
+                        Ok(Some(p)) => print_publication(&p),
+                        Ok(None) => sayln!("publication off: Redis and Kafka untouched"),
+                        Err(e) => {
+                            eprintln!("error: {}", schedule::publication_failed(version, &e));
+                            return Ok(EXIT_PUBLISH_FAILED);
+                        }
+                    }
                     Ok(0)
                 }
             }

@@ -21,6 +21,162 @@ pub struct Settings {
     pub training: TrainingConfig,
     /// `[model]`: where versions are written (`artifacts_dir`).
     pub model: common::ModelConfig,
+    /// `[kafka]`: the event topic read by `--from-kafka`, announcements.
+    pub kafka: common::KafkaConfig,
+    /// `[redis]`: where the popular and similar lists are published.
+    pub redis: common::RedisConfig,
+    /// `[trainer]`: the model lifecycle (publication, schedule, retention, webhook).
+    pub trainer: TrainerConfig,
+}
+
+impl Settings {
+    /// Checks every section the trainer uses, naming the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        self.training.validate()?;
+        self.kafka.validate()?;
+        self.redis.validate()?;
+        self.trainer.validate()
+    }
+}
+
+/// `[trainer]`: what happens around a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainerConfig {
+    /// Model versions kept on disk after each run (the served one and the one
+    /// served before it are never deleted, even beyond this count).
+    pub keep_versions: usize,
+    /// Reading `recsys.events`: metadata and watermark requests, ms.
+    pub kafka_request_timeout_ms: u64,
+    /// Reading `recsys.events`: longest wait for the next message, ms.
+    pub kafka_idle_timeout_ms: u64,
+    pub publish: PublishConfig,
+    pub schedule: ScheduleConfig,
+    pub webhook: WebhookConfig,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            keep_versions: 5,
+            kafka_request_timeout_ms: 10_000,
+            kafka_idle_timeout_ms: 30_000,
+            publish: PublishConfig::default(),
+            schedule: ScheduleConfig::default(),
+            webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.schedule;
+        let cron_ok = crate::schedule::parse_cron(&s.cron).is_ok();
+        common::config::first_failure(&[
+            (self.keep_versions >= 1, "trainer.keep_versions must be ≥ 1"),
+            (self.kafka_request_timeout_ms > 0, "trainer.kafka_request_timeout_ms must be > 0"),
+            (self.kafka_idle_timeout_ms > 0, "trainer.kafka_idle_timeout_ms must be > 0"),
+            ((1..=100_000).contains(&self.publish.batch), "trainer.publish.batch must be in 1..=100000"),
+            ((1..=1_000).contains(&self.publish.popular_size), "trainer.publish.popular_size must be in 1..=1000"),
+            (self.publish.similar_size <= 1_000, "trainer.publish.similar_size must be ≤ 1000"),
+            (self.publish.timeout_ms > 0, "trainer.publish.timeout_ms must be > 0"),
+            (cron_ok, "trainer.schedule.cron is not a valid cron expression (5 fields, UTC)"),
+            (s.max_attempts >= 1, "trainer.schedule.max_attempts must be ≥ 1"),
+            (
+                s.backoff_initial_s > 0 && s.backoff_max_s >= s.backoff_initial_s,
+                "trainer.schedule.backoff_initial_s must be > 0 and ≤ backoff_max_s",
+            ),
+            (
+                self.webhook.url.is_empty()
+                    || self.webhook.url.starts_with("http://")
+                    || self.webhook.url.starts_with("https://"),
+                "trainer.webhook.url must be empty or an http(s) URL",
+            ),
+            (
+                self.webhook.format != WebhookFormat::Telegram || !self.webhook.chat_id.is_empty(),
+                "trainer.webhook.chat_id is required with format = \"telegram\"",
+            ),
+            (self.webhook.timeout_ms > 0, "trainer.webhook.timeout_ms must be > 0"),
+        ])
+    }
+}
+
+/// `[trainer.publish]`: what a promoted model publishes besides `CURRENT`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PublishConfig {
+    /// Off: `CURRENT` moves and nothing else (offline use without Redis / Kafka).
+    pub enabled: bool,
+    /// Items in `popular` and in each `popular:cat:{c}`.
+    pub popular_size: usize,
+    /// Neighbours in each `similar:{item}` (0: no similar lists).
+    pub similar_size: usize,
+    /// Redis commands per pipeline.
+    pub batch: usize,
+    /// Announcement delivery and each Redis pipeline, ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig { enabled: true, popular_size: 200, similar_size: 50, batch: 500, timeout_ms: 10_000 }
+    }
+}
+
+/// `[trainer.schedule]`: `recsys-trainer schedule`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScheduleConfig {
+    /// Cron expression (minute hour day-of-month month day-of-week), UTC.
+    pub cron: String,
+    /// Attempts of a failing run (training errors; a rejected model is not retried).
+    pub max_attempts: u32,
+    /// First retry delay; doubled each attempt up to `backoff_max_s`.
+    pub backoff_initial_s: u64,
+    pub backoff_max_s: u64,
+    /// `/metrics` and `/health` (the `--metrics-listen` flag overrides it).
+    pub metrics_listen: std::net::SocketAddr,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            cron: "0 3 * * *".into(),
+            max_attempts: 4,
+            backoff_initial_s: 60,
+            backoff_max_s: 1_800,
+            metrics_listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9103)),
+        }
+    }
+}
+
+/// Shape of the webhook's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The full JSON report (see `notify`).
+    Generic,
+    /// `{"chat_id", "text"}`: Telegram's `sendMessage` (and chat tools that take the same).
+    Telegram,
+}
+
+/// `[trainer.webhook]`: a notification after every run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhookConfig {
+    /// Empty: no notification.
+    pub url: String,
+    pub format: WebhookFormat,
+    /// Telegram chat id (format = "telegram").
+    pub chat_id: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig { url: String::new(), format: WebhookFormat::Generic, chat_id: String::new(), timeout_ms: 5_000 }
+    }
 }
 
 /// Which row solver ALS uses.
@@ -156,7 +312,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml");
         let s = load_settings_with_env(Some(&path), Some(config::Map::new())).unwrap();
         assert_eq!(s.training, TrainingConfig::default());
-        s.training.validate().unwrap();
+        assert_eq!(s.trainer, TrainerConfig::default());
+        s.validate().unwrap();
     }
 
     #[test]
@@ -164,13 +321,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[training]\nfactors = 32\nalpha = 2.0\n[training.filter]\nkcore = true\n").unwrap();
-        let env = config::Map::from([("RECSYS__TRAINING__ITERATIONS".to_owned(), "7".to_owned())]);
+        let env = config::Map::from([
+            ("RECSYS__TRAINING__ITERATIONS".to_owned(), "7".to_owned()),
+            ("RECSYS__TRAINER__PUBLISH__ENABLED".to_owned(), "false".to_owned()),
+            ("RECSYS__TRAINER__SCHEDULE__CRON".to_owned(), "30 2 * * 1".to_owned()),
+        ]);
         let s = load_settings_with_env(Some(&f), Some(env)).unwrap();
         assert_eq!(s.training.factors, 32);
         assert_eq!(s.training.alpha, 2.0);
         assert_eq!(s.training.iterations, 7);
         assert!(s.training.filter.kcore);
         assert_eq!(s.training.regularization, 0.1);
+        assert!(!s.trainer.publish.enabled);
+        assert_eq!(s.trainer.schedule.cron, "30 2 * * 1");
+        s.validate().unwrap();
     }
 
     #[test]
@@ -178,5 +342,19 @@ mod tests {
         assert!(load_settings(Some(Path::new("/nonexistent/recsys.toml"))).is_err());
         let bad = TrainingConfig { factors: 0, ..TrainingConfig::default() };
         assert!(bad.validate().unwrap_err().contains("factors"));
+        let mut t = TrainerConfig::default();
+        t.schedule.cron = "every night".into();
+        assert!(t.validate().unwrap_err().contains("trainer.schedule.cron"));
+        let t = TrainerConfig {
+            webhook: WebhookConfig {
+                url: "https://api.telegram.org/botX/sendMessage".into(),
+                format: WebhookFormat::Telegram,
+                ..WebhookConfig::default()
+            },
+            ..TrainerConfig::default()
+        };
+        assert!(t.validate().unwrap_err().contains("chat_id"));
+        let t = TrainerConfig { keep_versions: 0, ..TrainerConfig::default() };
+        assert!(t.validate().unwrap_err().contains("keep_versions"));
     }
 }

@@ -123,7 +123,7 @@ impl CategoryTree {
     }
 }
 
-/// Everything read from a data directory.
+/// Everything read from a data directory (and/or the event topic).
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
     pub events: EventLog,
@@ -131,6 +131,79 @@ pub struct Dataset {
     pub properties: Option<ItemPropertyLog>,
     /// `None` when `category_tree.csv` is missing.
     pub tree: Option<CategoryTree>,
+    /// Names of ids that are not plain integers (events read from Kafka).
+    pub names: IdNames,
+}
+
+/// First numeric id that stands for an interned name (see [`IdNames`]).
+pub const NAMED_ID_BASE: u64 = 1 << 63;
+
+/// Ids of `recsys.events` are strings (`[A-Za-z0-9._:-]{1,64}`); the pipeline
+/// works on `u64` (RetailRocket's ids are integers, and numbers avoid a string
+/// per row). A canonical decimal id below [`NAMED_ID_BASE`] is its own number,
+/// so Kafka and CSV ids of the same user agree; any other id is interned as
+/// `NAMED_ID_BASE + n` and named again when the model is written. CSV ids are
+/// always numbers, so the two ranges never meet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdNames {
+    users: Vec<String>,
+    items: Vec<String>,
+    user_index: HashMap<String, u64>,
+    item_index: HashMap<String, u64>,
+}
+
+/// The number of a canonical decimal id (`"0"`, `"42"`; not `"042"`) below
+/// [`NAMED_ID_BASE`].
+fn plain_number(id: &str) -> Option<u64> {
+    let canonical = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
+    id.parse::<u64>().ok().filter(|n| canonical && *n < NAMED_ID_BASE)
+}
+
+fn intern(names: &mut Vec<String>, index: &mut HashMap<String, u64>, id: &str) -> u64 {
+    if let Some(n) = plain_number(id) {
+        return n;
+    }
+    if let Some(&n) = index.get(id) {
+        return n;
+    }
+    let n = NAMED_ID_BASE + names.len() as u64;
+    names.push(id.to_owned());
+    index.insert(id.to_owned(), n);
+    n
+}
+
+fn name_of(names: &[String], id: u64) -> String {
+    match id.checked_sub(NAMED_ID_BASE) {
+        Some(i) => names.get(i as usize).cloned().unwrap_or_else(|| id.to_string()),
+        None => id.to_string(),
+    }
+}
+
+impl IdNames {
+    /// The number of a user id (interned when not a plain number).
+    pub fn user(&mut self, id: &str) -> u64 {
+        intern(&mut self.users, &mut self.user_index, id)
+    }
+
+    /// The number of an item id (interned when not a plain number).
+    pub fn item(&mut self, id: &str) -> u64 {
+        intern(&mut self.items, &mut self.item_index, id)
+    }
+
+    /// The original text of a user number.
+    pub fn user_name(&self, id: u64) -> String {
+        name_of(&self.users, id)
+    }
+
+    /// The original text of an item number.
+    pub fn item_name(&self, id: u64) -> String {
+        name_of(&self.items, id)
+    }
+
+    /// Interned (non-numeric) user and item ids.
+    pub fn interned(&self) -> (usize, usize) {
+        (self.users.len(), self.items.len())
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +218,28 @@ mod tests {
         assert_eq!(t.depth(99), 1);
         assert_eq!(t.neighbours(2), vec![1, 3, 4]);
         assert_eq!(t.neighbours(1), vec![2]);
+    }
+
+    #[test]
+    fn plain_numbers_stay_numbers_and_names_round_trip() {
+        let mut n = IdNames::default();
+        assert_eq!(n.user("257597"), 257_597);
+        assert_eq!(n.user("0"), 0);
+        let a = n.user("u-17");
+        let b = n.user("042");
+        assert_eq!(a, NAMED_ID_BASE);
+        assert_eq!(b, NAMED_ID_BASE + 1);
+        assert_eq!(n.user("u-17"), a, "interned once");
+        assert_eq!(n.user_name(a), "u-17");
+        assert_eq!(n.user_name(b), "042", "a non-canonical number keeps its text");
+        assert_eq!(n.user_name(257_597), "257597");
+        // Users and items are separate namespaces.
+        assert_eq!(n.item("x"), NAMED_ID_BASE);
+        assert_eq!(n.item_name(NAMED_ID_BASE), "x");
+        let big = (NAMED_ID_BASE + 5).to_string();
+        let b = n.item(&big);
+        assert!(b >= NAMED_ID_BASE, "numbers in the named range are interned too");
+        assert_eq!(n.item_name(b), big);
+        assert_eq!(n.interned(), (2, 2));
     }
 }

@@ -16,16 +16,31 @@
 //! - [`config`]: `configs/recsys.toml` + `RECSYS__…` environment, typed.
 //! - [`cli`]: the `recsys-trainer` command line.
 //! - [`generate`]: synthetic RetailRocket-shaped data (all four files) at any scale.
+//! - [`kafka_source`]: the event log from `recsys.events` (bounded by the high
+//!   watermarks at the start), and the archive + topic rule.
+//! - [`nightly`]: one run as `train` and `schedule` do it: load, train, prune, report.
+//! - [`lifecycle`]: `CURRENT` / `PREVIOUS`, retention of the last N versions, the run lock.
+//! - [`publish`]: Redis popular / similar lists, `model:current`, the announcement.
+//! - [`schedule`]: `recsys-trainer schedule` (cron, retries, `/metrics`).
+//! - [`notify`]: the notification webhook.
+//! - [`archive`]: the event log (archive + topic) as a new archive directory.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod export;
 pub mod gate;
 pub mod generate;
+pub mod kafka_source;
+pub mod lifecycle;
 pub mod load;
 pub mod metrics;
+pub mod nightly;
+pub mod notify;
 pub mod pipeline;
 pub mod preprocess;
+pub mod publish;
+pub mod schedule;
 pub mod split;
 pub mod train;

@@ -200,7 +200,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Dataset, LoadError> {
         tracing::info!(dir = %dir.display(), "no category_tree.csv");
         None
     };
-    Ok(Dataset { events, properties, tree })
+    Ok(Dataset { events, properties, tree, names: crate::data::IdNames::default() })
 }
 
 /// The `item_properties_part*.csv` files of `dir`, sorted by part number
@@ -456,6 +456,16 @@ fn parse_events(path: &Path, bytes: &[u8], opts: &LoadOptions, chunks: usize) ->
     report.duplicate = remove_duplicates(&mut events, hash_event) as u64;
     report.kept = events.len() as u64;
     Ok(EventLog { events, report })
+}
+
+/// Finishes an event log read from elsewhere (the Kafka topic) with the CSV
+/// loader's last step: exact duplicates of an earlier event are removed
+/// (counted in `report.duplicate`) and `report.kept` is set, so both sources
+/// clean the same way.
+pub fn finish_events(mut events: Vec<RawEvent>, mut report: LoadReport) -> EventLog {
+    report.duplicate += remove_duplicates(&mut events, hash_event) as u64;
+    report.kept = events.len() as u64;
+    EventLog { events, report }
 }
 
 fn event_row(acc: &mut Chunk<RawEvent>, line: &[u8], opts: &LoadOptions) -> Result<(), FieldError> {

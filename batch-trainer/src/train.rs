@@ -25,6 +25,8 @@ pub enum TrainError {
     Empty,
     #[error("report serialisation: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
 }
 
 /// Options of one run.
@@ -117,6 +119,13 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
         None => new_version_name(root, now),
     };
     let params = cfg.als_params();
+    // Ids that are not plain numbers (from the topic) get their text back.
+    let mut items = full.items;
+    for (it, id) in items.iter_mut().zip(&full.indexed.item_ids) {
+        if *id >= crate::data::NAMED_ID_BASE {
+            it.id = ds.names.item_name(*id);
+        }
+    }
     let mut art = Artifact {
         manifest: Manifest {
             format: artifact::FORMAT_VERSION,
@@ -141,8 +150,8 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
             evaluation: Some(evaluation),
             files: BTreeMap::new(),
         },
-        user_ids: full.indexed.user_ids.iter().map(u64::to_string).collect(),
-        items: full.items,
+        user_ids: full.indexed.user_ids.iter().map(|u| ds.names.user_name(*u)).collect(),
+        items,
         user_factors: full.model.user_factors,
         item_factors: full.model.item_factors,
         categories: full.categories,
@@ -151,7 +160,8 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
     let path = art.write(root)?;
     let promoted = verdict.passed() || opts.force;
     if promoted {
-        artifact::set_current(root, &version)?;
+        // Also remembers the replaced version as PREVIOUS (kept by pruning).
+        crate::lifecycle::set_current(root, &version)?;
     }
     Ok(TrainOutcome { version, path, verdict, promoted, served_before, report })
 }

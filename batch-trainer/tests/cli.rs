@@ -13,6 +13,8 @@ fn trainer(args: &[&str]) -> Output {
         // Tests must not depend on the developer's environment.
         .env_remove("RECSYS_CONFIG")
         .env("RECSYS__TRAINING__THREADS", "2")
+        // These runs are offline: publication is tested in tests/services.rs.
+        .env("RECSYS__TRAINER__PUBLISH__ENABLED", "false")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run recsys-trainer")

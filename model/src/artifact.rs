@@ -94,6 +94,10 @@ pub struct TopicOffset {
     pub partition: i32,
     /// Next offset not included in training.
     pub offset: i64,
+    /// First offset read from the topic (earlier ones came from an archive or
+    /// were not read). Absent in older manifests: 0.
+    #[serde(default)]
+    pub start_offset: i64,
 }
 
 /// Offline evaluation recorded with the model, used by the promotion gate.
@@ -530,7 +534,12 @@ mod tests {
                 weights: EventWeights::default(),
                 data: DataRange { source: "test".into(), first_ts: 1, last_ts: 2, events: 10 },
                 counts: Counts { users: 2, items: 3, train_nnz: 4, factors: 3 },
-                kafka_offsets: vec![TopicOffset { topic: "recsys.events".into(), partition: 0, offset: 7 }],
+                kafka_offsets: vec![TopicOffset {
+                    topic: "recsys.events".into(),
+                    partition: 0,
+                    offset: 7,
+                    start_offset: 2,
+                }],
                 evaluation: Some(Evaluation {
                     protocol: "seed".into(),
                     metrics: BTreeMap::from([("recall@20".into(), 0.25)]),
@@ -619,5 +628,24 @@ mod tests {
         a.user_ids.pop();
         assert!(matches!(a.write(dir.path()), Err(ArtifactError::Invalid { .. })));
         assert!(list_versions(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn manifests_written_before_start_offsets_still_load() {
+        // A manifest as older trainers wrote it: offsets without `start_offset`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample("v3").write(dir.path()).unwrap();
+        let mpath = path.join(MANIFEST_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+        v["kafka_offsets"][0].as_object_mut().unwrap().remove("start_offset");
+        assert!(!v.to_string().contains("start_offset"));
+        fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
+        let m = read_manifest(&path).unwrap();
+        assert_eq!(m.kafka_offsets[0].offset, 7);
+        assert_eq!(m.kafka_offsets[0].start_offset, 0);
+        // And one with no Kafka offsets at all.
+        v.as_object_mut().unwrap().remove("kafka_offsets");
+        fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(read_manifest(&path).unwrap().kafka_offsets.is_empty());
     }
 }

@@ -9,6 +9,8 @@
 //! | `new_items:{model_version}` | factors of items folded in against that version |
 //! | `popular`, `popular:cat:{cat}` | JSON top lists |
 //! | `model:current` | the served model version |
+//! | `model:published` | JSON `{"version", "manifest_sha256", "published_ms"}`: the trainer's last complete publication |
+//! | `similar:{item}` | JSON `{"model", "updated_ms", "items": [{"item_id","score"}]}`: the item's nearest items |
 //! | `stats:{variant}:{model_version}` | tracking counters of one A/B arm and model version |
 //!
 //! Every variable segment is a validated type ([`UserId`], [`Variant`],
@@ -105,6 +107,39 @@ impl RedisKeys {
         format!("{}model:current", self.prefix)
     }
 
+    /// `similar:{item}`: the item's nearest items by cosine of the model's item
+    /// factors (JSON, the `recs:{user}` shape), written by the trainer.
+    pub fn similar(&self, item: &ItemId) -> String {
+        format!("{}similar:{}", self.prefix, item)
+    }
+
+    /// `model:published`: the trainer's last complete publication (JSON).
+    pub fn model_published(&self) -> String {
+        format!("{}model:published", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern for every `similar:{item}` key under this prefix.
+    pub fn similar_pattern(&self) -> String {
+        format!("{}similar:*", self.escaped_prefix())
+    }
+
+    /// A `SCAN MATCH` pattern for every `popular:cat:{cat}` key under this prefix.
+    pub fn popular_category_pattern(&self) -> String {
+        format!("{}popular:cat:*", self.escaped_prefix())
+    }
+
+    /// The prefix with glob characters escaped, for `SCAN MATCH`.
+    fn escaped_prefix(&self) -> String {
+        let mut p = String::with_capacity(self.prefix.len() + 8);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                p.push('\\');
+            }
+            p.push(c);
+        }
+        p
+    }
+
     /// `stats:{variant}:{model_version}`: the tracking counters of one A/B arm
     /// and model version (a hash of impressions, clicks, carts, purchases, revenue).
     pub fn stats(&self, variant: Variant, model_version: &ModelVersion) -> String {
@@ -159,6 +194,10 @@ mod tests {
         assert_eq!(k.stats(Variant::Popular, &v1), "recsys:stats:popular:v1");
         assert_eq!(RedisKeys::new("t42:").recs(&u), "t42:recs:257597");
         assert_eq!(RedisKeys::new("t42:").prefix(), "t42:");
+        assert_eq!(k.similar(&ItemId::parse("355908").unwrap()), "recsys:similar:355908");
+        assert_eq!(k.model_published(), "recsys:model:published");
+        assert_eq!(k.similar_pattern(), "recsys:similar:*");
+        assert_eq!(RedisKeys::new("t*1:").popular_category_pattern(), "t\\*1:popular:cat:*");
     }
 
     #[test]

@@ -1,0 +1,430 @@
+//! `recsys-trainer schedule`: trains on a cron expression (UTC) until SIGINT /
+//! SIGTERM, one run at a time, retrying failures with exponential backoff,
+//! with `/metrics` and `/health`.
+//!
+//! - **One run at a time.** Runs happen in this loop, never concurrently; a
+//!   tick that falls during a run is skipped (the next one is computed after
+//!   the run), and the artifacts root's [`RunLock`] keeps a manual `train` or
+//!   `models promote` from interleaving.
+//! - **Retries.** A run that fails (an error: Kafka, disk, …) is retried up to
+//!   `max_attempts` times, waiting `backoff_initial_s`, doubled each time, at
+//!   most `backoff_max_s`. A rejected model is an answer, not a failure: no
+//!   retry. A publication that fails after `CURRENT` moved is retried on its
+//!   own (never by training again); what still fails is re-published by the
+//!   reconciliation at the next tick and at start-up ([`publish::reconcile`]).
+//! - **Shutdown.** The signal stops the loop while idle or backing off at
+//!   once; a run in progress is finished (its version is written atomically
+//!   either way), then the process exits.
+//! - **Metrics** (`recsys_trainer_*`): see [`Metrics`]. One increment of
+//!   `runs_total` per attempt.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Settings;
+use crate::lifecycle::RunLock;
+use crate::nightly::{self, Source};
+use crate::notify::{self, Outcome, RunReport};
+use crate::publish;
+
+/// Parses a 5-field cron expression (minute hour day-of-month month day-of-week).
+pub fn parse_cron(expr: &str) -> Result<Cron, croner::errors::CronError> {
+    expr.parse()
+}
+
+/// The next time `cron` fires strictly after `after`.
+pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(&after, false).ok()
+}
+
+/// Delay before attempt `attempt + 1` (attempt ≥ 1): initial · 2^(attempt−1), capped.
+pub fn backoff(initial_s: u64, max_s: u64, attempt: u32) -> Duration {
+    let factor = 1u64.checked_shl(attempt.saturating_sub(1).min(32)).unwrap_or(u64::MAX);
+    Duration::from_secs(initial_s.saturating_mul(factor).min(max_s))
+}
+
+/// The schedule's Prometheus metrics (names are a contract: a dashboard uses them).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Unix time of the last run that ended promoted or rejected (the
+    /// pipeline worked, whatever the gate said).
+    pub last_success: Gauge,
+    /// Seconds of the last attempt, whatever its outcome.
+    pub last_duration: Gauge,
+    /// Attempts by outcome: `promoted`, `rejected`, `failed`.
+    pub runs: IntCounterVec,
+    /// Events the last trained model used (after cleaning).
+    pub last_rows: IntGauge,
+    /// The last trained candidate's key metrics: `recall_at_20`,
+    /// `precision_at_5`, `ndcg_at_10`, `hit_rate_at_5`.
+    pub last_metric: GaugeVec,
+    /// 1 while a run is in progress.
+    pub running: IntGauge,
+}
+
+/// Key metrics exported, with their `metric` label.
+pub const METRIC_LABELS: [(&str, &str); 4] = [
+    ("recall@20", "recall_at_20"),
+    ("precision@5", "precision_at_5"),
+    ("ndcg@10", "ndcg_at_10"),
+    ("hit_rate@5", "hit_rate_at_5"),
+];
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let m = Metrics {
+            registry: Registry::new(),
+            last_success: Gauge::new(
+                "recsys_trainer_last_success_timestamp_seconds",
+                "Unix time of the last run that ended promoted or rejected",
+            )?,
+            last_duration: Gauge::new("recsys_trainer_last_run_duration_seconds", "Seconds of the last run")?,
+            runs: IntCounterVec::new(
+                Opts::new("recsys_trainer_runs_total", "Training runs (attempts) by outcome"),
+                &["outcome"],
+            )?,
+            last_rows: IntGauge::new("recsys_trainer_last_rows", "Events the last trained model used")?,
+            last_metric: GaugeVec::new(
+                Opts::new("recsys_trainer_last_metric", "Offline metrics of the last trained candidate"),
+                &["metric"],
+            )?,
+            running: IntGauge::new("recsys_trainer_running", "1 while a training run is in progress")?,
+        };
+        m.registry.register(Box::new(m.last_success.clone()))?;
+        m.registry.register(Box::new(m.last_duration.clone()))?;
+        m.registry.register(Box::new(m.runs.clone()))?;
+        m.registry.register(Box::new(m.last_rows.clone()))?;
+        m.registry.register(Box::new(m.last_metric.clone()))?;
+        m.registry.register(Box::new(m.running.clone()))?;
+        // Every outcome is exported from the start, so rate() works from the first run.
+        for o in [Outcome::Promoted, Outcome::Rejected, Outcome::Failed] {
+            m.runs.with_label_values(&[o.as_str()]);
+        }
+        Ok(m)
+    }
+
+    /// Records one attempt.
+    pub fn record(&self, r: &RunReport) {
+        self.runs.with_label_values(&[r.outcome.as_str()]).inc();
+        self.last_duration.set(r.duration_s);
+        if r.outcome != Outcome::Failed {
+            self.last_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+        if r.version.is_some() {
+            self.last_rows.set(r.rows as i64);
+            for (name, label) in METRIC_LABELS {
+                if let Some(m) = r.metrics.iter().find(|m| m.metric == name) {
+                    self.last_metric.with_label_values(&[label]).set(m.candidate);
+                }
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// `/metrics` and `/health`.
+pub fn router(metrics: Metrics) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response() }
+            }),
+        )
+        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+}
+
+/// What the schedule trains on and where.
+#[derive(Debug, Clone)]
+pub struct ScheduleOptions {
+    pub source: Source,
+    pub artifacts_dir: PathBuf,
+    /// Run once at start, then follow the cron expression.
+    pub run_now: bool,
+    pub show_progress: bool,
+}
+
+/// Why the schedule could not run at all (a failing run is not one of these).
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("trainer.schedule.cron {expr:?}: {message}")]
+    Cron { expr: String, message: String },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("metrics listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the schedule until `shutdown` resolves. `triggers` starts a run now
+/// (tests; a closed channel is simply never heard again). Returns the metrics
+/// for inspection.
+pub async fn run(
+    settings: Settings,
+    opts: ScheduleOptions,
+    listener: tokio::net::TcpListener,
+    mut triggers: mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Metrics, ScheduleError> {
+    let cron = parse_cron(&settings.trainer.schedule.cron)
+        .map_err(|e| ScheduleError::Cron { expr: settings.trainer.schedule.cron.clone(), message: e.to_string() })?;
+    let metrics = Metrics::new()?;
+    let (stop_tx, mut stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(addr = %listener.local_addr()?, "recsys-trainer schedule metrics listening");
+    let mut http_stop = stop.clone();
+    let app = router(metrics.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await
+    });
+
+    reconcile(&settings, &opts).await;
+    let mut pending_now = opts.run_now;
+    let mut triggers_open = true;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if !pending_now {
+            let now = Utc::now();
+            let Some(next) = next_after(&cron, now) else {
+                tracing::error!(cron = %settings.trainer.schedule.cron, "the cron expression never fires again");
+                let _ = stop.changed().await;
+                break;
+            };
+            let wait = (next - now).to_std().unwrap_or_default();
+            tracing::info!(next = %next.to_rfc3339(), "next training run");
+            tokio::select! {
+                _ = stop.changed() => break,
+                () = tokio::time::sleep(wait) => {}
+                t = triggers.recv(), if triggers_open => {
+                    if t.is_none() {
+                        triggers_open = false;
+                        continue;
+                    }
+                    tracing::info!("training run triggered");
+                }
+            }
+        }
+        pending_now = false;
+        run_with_retries(&settings, &opts, &metrics, &mut stop).await;
+    }
+    tracing::info!("schedule stopped");
+    let _ = server.await;
+    Ok(metrics)
+}
+
+/// Re-publishes `CURRENT` if its publication is incomplete (logged, not fatal).
+async fn reconcile(settings: &Settings, opts: &ScheduleOptions) {
+    if !settings.trainer.publish.enabled {
+        return;
+    }
+    match publish::reconcile(settings, &opts.artifacts_dir).await {
+        Ok(Some(r)) => tracing::info!(version = %r.version, "re-published CURRENT"),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot check or repeat the publication of CURRENT"),
+    }
+}
+
+/// Sleeps `d` unless stopped first; true when stopped.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = stop.changed() => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}
+
+/// One scheduled run: attempts until one does not fail (or attempts run out),
+/// then the webhook with the final outcome.
+async fn run_with_retries(
+    settings: &Settings,
+    opts: &ScheduleOptions,
+    metrics: &Metrics,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let cfg = &settings.trainer.schedule;
+    let mut attempt = 1;
+    loop {
+        reconcile(settings, opts).await;
+        metrics.running.set(1);
+        let (report, retry) = attempt_once(settings, opts, stop).await;
+        metrics.running.set(0);
+        metrics.record(&report);
+        let more = retry && attempt < cfg.max_attempts;
+        if !more {
+            let mut report = report;
+            if report.outcome == Outcome::Failed && attempt > 1 {
+                report.error = report.error.map(|e| format!("{e} (after {attempt} attempts)"));
+                report = report.with_text();
+            }
+            notify::notify_logged(&settings.trainer.webhook, &report).await;
+            return;
+        }
+        let delay = backoff(cfg.backoff_initial_s, cfg.backoff_max_s, attempt);
+        tracing::warn!(attempt, error = ?report.error, ?delay, "training run failed; retrying");
+        if sleep_or_stop(delay, stop).await {
+            notify::notify_logged(&settings.trainer.webhook, &report).await;
+            return;
+        }
+        attempt += 1;
+    }
+}
+
+/// One attempt: `(report, whether a failure is worth retrying by training again)`.
+async fn attempt_once(
+    settings: &Settings,
+    opts: &ScheduleOptions,
+    stop: &mut watch::Receiver<bool>,
+) -> (RunReport, bool) {
+    let t = Instant::now();
+    let lock = match RunLock::acquire(&opts.artifacts_dir) {
+        Ok(l) => l,
+        Err(e) => return (nightly::failure_report(t.elapsed(), e.to_string()), true),
+    };
+    let (s, o) = (settings.clone(), opts.clone());
+    let trained = tokio::task::spawn_blocking(move || {
+        nightly::train_run(&s, &o.source, &o.artifacts_dir, None, false, o.show_progress)
+    })
+    .await;
+    let r = match trained {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return (nightly::failure_report(t.elapsed(), e.to_string()), true),
+        Err(e) => return (nightly::failure_report(t.elapsed(), format!("training task: {e}")), true),
+    };
+    if !r.train.promoted {
+        tracing::warn!(version = %r.train.version, "model rejected by the gate; nothing served changes");
+        return (nightly::report_of(settings, &r, t.elapsed(), false, None), false);
+    }
+    // CURRENT has moved: retry the publication alone.
+    let cfg = &settings.trainer.schedule;
+    let mut attempt = 1;
+    loop {
+        match nightly::publish_if_enabled(settings, &opts.artifacts_dir, &r.train.version).await {
+            Ok(p) => {
+                drop(lock);
+                return (nightly::report_of(settings, &r, t.elapsed(), p.is_some(), None), false);
+            }
+            Err(e) if attempt < cfg.max_attempts => {
+                let delay = backoff(cfg.backoff_initial_s, cfg.backoff_max_s, attempt);
+                tracing::warn!(attempt, error = %e, ?delay, "publication failed; retrying");
+                if sleep_or_stop(delay, stop).await {
+                    let mut report = nightly::report_of(
+                        settings,
+                        &r,
+                        t.elapsed(),
+                        false,
+                        Some(publication_failed(&r.train.version, &e)),
+                    );
+                    report.outcome = Outcome::Failed;
+                    return (report.with_text(), false);
+                }
+                attempt += 1;
+            }
+            Err(e) => {
+                let mut report = nightly::report_of(
+                    settings,
+                    &r,
+                    t.elapsed(),
+                    false,
+                    Some(publication_failed(&r.train.version, &e)),
+                );
+                report.outcome = Outcome::Failed;
+                return (report.with_text(), false);
+            }
+        }
+    }
+}
+
+/// The message of a publication failure after `CURRENT` moved.
+pub fn publication_failed(version: &str, e: &publish::PublishError) -> String {
+    format!(
+        "model {version} is promoted (CURRENT names it) but its publication failed: {e}; \
+         run `recsys-trainer models promote {version}` to publish it again"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_and_backoff() {
+        let c = parse_cron("0 3 * * *").unwrap();
+        let t = DateTime::parse_from_rfc3339("2026-11-29T02:59:59Z").unwrap().with_timezone(&Utc);
+        assert_eq!(next_after(&c, t).unwrap().to_rfc3339(), "2026-11-29T03:00:00+00:00");
+        let t = DateTime::parse_from_rfc3339("2026-11-29T03:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(next_after(&c, t).unwrap().to_rfc3339(), "2026-11-30T03:00:00+00:00", "strictly after");
+        assert!(parse_cron("every night").is_err());
+        assert_eq!(backoff(60, 1800, 1), Duration::from_secs(60));
+        assert_eq!(backoff(60, 1800, 2), Duration::from_secs(120));
+        assert_eq!(backoff(60, 1800, 5), Duration::from_secs(960));
+        assert_eq!(backoff(60, 1800, 6), Duration::from_secs(1800));
+        assert_eq!(backoff(60, 1800, 200), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn metrics_have_the_contracted_names() {
+        let m = Metrics::new().unwrap();
+        let r = RunReport {
+            source: "recsys-trainer",
+            outcome: Outcome::Promoted,
+            version: Some("v1".into()),
+            served_before: None,
+            duration_s: 3.5,
+            rows: 1234,
+            metrics: vec![notify::MetricRow {
+                metric: "recall@20".into(),
+                candidate: 0.25,
+                served: None,
+                relative_change: None,
+                ok: None,
+            }],
+            error: None,
+            published: true,
+            text: String::new(),
+        };
+        m.record(&r);
+        let text = m.render();
+        for needle in [
+            "recsys_trainer_last_success_timestamp_seconds ",
+            "recsys_trainer_last_run_duration_seconds 3.5",
+            "recsys_trainer_runs_total{outcome=\"promoted\"} 1",
+            "recsys_trainer_runs_total{outcome=\"rejected\"} 0",
+            "recsys_trainer_runs_total{outcome=\"failed\"} 0",
+            "recsys_trainer_last_rows 1234",
+            "recsys_trainer_last_metric{metric=\"recall_at_20\"} 0.25",
+            "recsys_trainer_running 0",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}
