@@ -244,15 +244,14 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     Ok(())
 }
 
+/// ((topic index, partition), highest offset of the batch).
+pub type Highest = ((usize, i32), i64);
+
 /// The batch's valid records and the highest offset per (topic index,
 /// partition), invalid records included. Invalid records are counted and
 /// skipped: the updater dead-letters invalid events, and an impression that
 /// does not parse cannot be attributed.
-pub fn parse_batch(
-    batch: &[OwnedMessage],
-    topics: &[&str; 2],
-    metrics: &Metrics,
-) -> (Vec<Record>, Vec<((usize, i32), i64)>) {
+pub fn parse_batch(batch: &[OwnedMessage], topics: &[&str; 2], metrics: &Metrics) -> (Vec<Record>, Vec<Highest>) {
     let received = now_ms();
     // Tracking never rejects an event for its age: the updater already
     // decided what enters the system.
@@ -286,12 +285,7 @@ pub fn parse_batch(
     (records, highest.into_iter().collect())
 }
 
-fn commit(
-    consumer: &StreamConsumer<TrackingContext>,
-    topics: &[&str; 2],
-    highest: &[((usize, i32), i64)],
-    metrics: &Metrics,
-) {
+fn commit(consumer: &StreamConsumer<TrackingContext>, topics: &[&str; 2], highest: &[Highest], metrics: &Metrics) {
     for &((t, p), off) in highest {
         // Fails for a partition revoked meanwhile: its new owner re-reads
         // from the last commit and the stored Redis offset skips what was applied.

@@ -57,9 +57,7 @@ async fn updater_metrics(m: &tracking::Metrics) -> String {
 
 /// `GET /v1/stats` of a serving instance on the same Redis prefix.
 async fn v1_stats(s: &Settings) -> Value {
-    let mut ss = serving::Settings::default();
-    ss.redis = s.redis.clone();
-    ss.kafka = s.kafka.clone();
+    let ss = serving::Settings { redis: s.redis.clone(), kafka: s.kafka.clone(), ..Default::default() };
     let metrics = serving::Metrics::new().unwrap();
     let producer = serving::impressions::producer(&ss, &metrics).unwrap();
     let (publisher, _task) = serving::impressions::start(
