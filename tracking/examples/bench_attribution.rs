@@ -13,7 +13,7 @@
 //! The figure of merit is tracking's time per event over the updater's (both
 //! include their Redis round trips; the Lua runs on the Redis server).
 //!
-//! `cargo run --release -p tracking --example bench_attribution [-- RATE SECONDS ITEMS FACTORS]`
+//! `cargo run [--release] -p tracking --example bench_attribution [-- RATE SECONDS ITEMS FACTORS]`
 
 #![allow(clippy::unwrap_used)]
 
@@ -187,6 +187,7 @@ async fn main() {
         score_block: 128,
     };
     let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let ub = batches(&events, 0.005);
     let started = Instant::now();
     let mut redis_time = Duration::ZERO;
@@ -194,7 +195,7 @@ async fn main() {
         let t = Instant::now();
         let mut by_p: std::collections::BTreeMap<i32, Vec<ApplyEvent>> = Default::default();
         for msg in *b {
-            let e = Event::parse_json_with(&msg.payload, 0, &limits).unwrap();
+            let e = Event::parse_json_with(&msg.payload, now, &limits).unwrap();
             by_p.entry(msg.partition).or_default().push(ApplyEvent {
                 offset: msg.offset,
                 user: e.user_id().clone(),
@@ -246,7 +247,7 @@ async fn main() {
                     topic,
                     partition,
                     offset,
-                    event: Event::parse_json_with(&msg.payload, 0, &limits).unwrap(),
+                    event: Event::parse_json_with(&msg.payload, now, &limits).unwrap(),
                 }
             });
         }
