@@ -12,6 +12,9 @@
 //! | `model:published` | JSON `{"version", "manifest_sha256", "published_ms"}`: the trainer's last complete publication |
 //! | `similar:{item}` | JSON `{"model", "updated_ms", "items": [{"item_id","score"}]}`: the item's nearest items |
 //! | `stats:{variant}:{model_version}` | tracking counters of one A/B arm and model version |
+//! | `stats_hourly:{variant}:{model_version}:{hour}` | the same counters for one hour (epoch hours, by impression time) |
+//! | `track_offsets:{topic}:{partition}` | last offset the tracking task applied (its own consumer group) |
+//! | `track:{user}` | tracking's join state of one user: recent impressions and not-yet-attributed events |
 //!
 //! Every variable segment is a validated type ([`UserId`], [`Variant`],
 //! [`ModelVersion`]) or a number, so no producer input can smuggle glob
@@ -146,6 +149,28 @@ impl RedisKeys {
         format!("{}stats:{}:{}", self.prefix, variant.as_str(), model_version)
     }
 
+    /// `stats_hourly:{variant}:{model_version}:{hour}`: the tracking counters
+    /// of one A/B arm and model version for the impressions served in one hour
+    /// (`hour` = epoch milliseconds / 3,600,000). Not matched by
+    /// [`RedisKeys::stats_pattern`] (`stats_hourly:` is not `stats:`).
+    pub fn stats_hourly(&self, variant: Variant, model_version: &ModelVersion, hour: i64) -> String {
+        format!("{}stats_hourly:{}:{}:{}", self.prefix, variant.as_str(), model_version, hour)
+    }
+
+    /// `track:{user}`: the tracking task's join state of one user (recent
+    /// impressions with their "already counted" flags, events not attributed
+    /// yet), capped and with a TTL.
+    pub fn track(&self, user: &UserId) -> String {
+        format!("{}track:{}", self.prefix, user)
+    }
+
+    /// `track_offsets:{topic}:{partition}`: last offset of a partition whose
+    /// records the tracking task applied (written with its counters; separate
+    /// from the updater's `offsets:` because it is another consumer group).
+    pub fn track_offsets(&self, topic: &str, partition: i32) -> String {
+        format!("{}track_offsets:{}:{}", self.prefix, topic, partition)
+    }
+
     /// A `SCAN MATCH` pattern for every stats key under this prefix (glob
     /// characters in the prefix are escaped), for `GET /v1/stats`.
     pub fn stats_pattern(&self) -> String {
@@ -192,6 +217,10 @@ mod tests {
         let v1 = ModelVersion::parse("v1").unwrap();
         assert_eq!(k.stats(Variant::Als, &v1), "recsys:stats:als:v1");
         assert_eq!(k.stats(Variant::Popular, &v1), "recsys:stats:popular:v1");
+        assert_eq!(k.stats_hourly(Variant::Als, &v1, 494_000), "recsys:stats_hourly:als:v1:494000");
+        assert_eq!(k.track(&u), "recsys:track:257597");
+        assert_eq!(k.track_offsets("recsys.impressions", 2), "recsys:track_offsets:recsys.impressions:2");
+        assert_eq!(k.parse_stats(&k.stats_hourly(Variant::Als, &v1, 494_000)), None, "hourly keys are not totals");
         assert_eq!(RedisKeys::new("t42:").recs(&u), "t42:recs:257597");
         assert_eq!(RedisKeys::new("t42:").prefix(), "t42:");
         assert_eq!(k.similar(&ItemId::parse("355908").unwrap()), "recsys:similar:355908");

@@ -10,6 +10,7 @@
 //!   categories, availability, item neighbours), swapped atomically.
 //! - [`watch`]: model announcements / `CURRENT`, and the Redis popular lists.
 //! - [`impressions`]: the bounded, fire-and-forget impression producer.
+//! - [`stats`]: Wilson intervals and the two-proportion z-test of `/v1/stats`.
 //! - [`error`], [`metrics`]: JSON errors and `recsys_serving_*` metrics.
 //!
 //! [`run`] takes already-made dependencies ([`Deps`]) so tests drive it with
@@ -21,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod impressions;
 pub mod metrics;
+pub mod stats;
 pub mod watch;
 
 use std::future::Future;

@@ -150,8 +150,13 @@ async fn similar_popular_stats_and_the_meta_routes() {
     assert_eq!(arms[0]["add_to_cart_rate"], 0.025);
     assert_eq!(arms[0]["conversion_rate"], 0.01);
     assert_eq!(arms[0]["revenue"], 31.5);
+    // 20 / 200: Wilson 95 % [0.065670, 0.149406] (serving::stats has the arithmetic).
+    assert!((arms[0]["ctr_ci95"]["low"].as_f64().unwrap() - 0.065_670_4).abs() < 1e-6, "{:?}", arms[0]);
+    assert!((arms[0]["ctr_ci95"]["high"].as_f64().unwrap() - 0.149_405_8).abs() < 1e-6, "{:?}", arms[0]);
+    assert_eq!(arms[0]["revenue_per_impression"], 0.1575);
     assert_eq!(arms[1]["variant"], "popular");
-    assert!(arms[1]["ctr"].is_null());
+    assert!(arms[1]["ctr"].is_null() && arms[1]["ctr_ci95"].is_null());
+    assert_eq!(g.body["comparisons"], serde_json::json!([]), "no control impressions: nothing to compare");
     let _: () = redis::cmd("DEL")
         .arg(keys.stats(Variant::Als, &v1))
         .arg(keys.stats(Variant::Popular, &v1))

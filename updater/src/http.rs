@@ -1,4 +1,5 @@
-//! `/metrics` and `/health` on `updater.metrics_listen`.
+//! `/metrics` and `/health` on `updater.metrics_listen`. `/metrics` also
+//! renders the registries of tasks hosted beside the pipeline (tracking).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,19 +14,35 @@ use crate::served::ModelHandle;
 struct AppState {
     metrics: Metrics,
     model: ModelHandle,
+    extra: Vec<prometheus::Registry>,
 }
 
 /// The router.
 pub fn router(metrics: Metrics, model: ModelHandle) -> Router {
+    router_with(metrics, model, Vec::new())
+}
+
+/// The router; `/metrics` also renders `extra` (the registries of tasks
+/// running in the same process, e.g. `recsys_tracking_*`).
+pub fn router_with(metrics: Metrics, model: ModelHandle, extra: Vec<prometheus::Registry>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(health))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "not_found"}))) })
-        .with_state(AppState { metrics, model })
+        .with_state(AppState { metrics, model, extra })
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    let mut text = s.metrics.render();
+    for r in &s.extra {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        match prometheus::TextEncoder::new().encode(&r.gather(), &mut buf) {
+            Ok(()) => text.push_str(&String::from_utf8_lossy(&buf)),
+            Err(e) => tracing::error!(error = %e, "encoding hosted metrics"),
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Alive; names the served model (null before the first one).

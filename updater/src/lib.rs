@@ -62,6 +62,9 @@ pub struct Deps {
     pub redis: redis::aio::ConnectionManager,
     /// The registry the consumer's context reports into.
     pub metrics: Metrics,
+    /// Registries of tasks hosted in the same process (tracking), rendered
+    /// on the same `/metrics`.
+    pub extra_metrics: Vec<prometheus::Registry>,
 }
 
 impl std::fmt::Debug for Deps {
@@ -82,7 +85,7 @@ impl Deps {
         let redis = common::redis_conn::connect(&settings.redis)
             .await
             .with_context(|| format!("connecting to Redis at {}", settings.redis.url))?;
-        Ok(Deps { listener, consumer, announcements, producer, redis, metrics })
+        Ok(Deps { listener, consumer, announcements, producer, redis, metrics, extra_metrics: Vec::new() })
     }
 }
 
@@ -98,7 +101,7 @@ pub(crate) fn rand_suffix() -> u64 {
 /// (none is fine: histories are kept and lists follow once a model arrives).
 pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
-    let Deps { listener, consumer, announcements, producer, redis, metrics } = deps;
+    let Deps { listener, consumer, announcements, producer, redis, metrics, extra_metrics } = deps;
     let store =
         Store::new(redis, settings.redis.keys(), settings.updater.history_max_items, settings.updater.recs_ttl_s);
     let handle = ModelHandle::default();
@@ -132,7 +135,7 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
         stop_rx.clone(),
     ));
     let mut http_stop = stop_rx.clone();
-    let app = http::router(metrics.clone(), handle.clone());
+    let app = http::router_with(metrics.clone(), handle.clone(), extra_metrics);
     tracing::info!(addr = %listener.local_addr()?, "recsys-updater metrics listening");
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -1,8 +1,11 @@
-//! recsys-updater: parses the command line and configuration, then calls the library.
+//! recsys-updater: parses the command line and configuration, then runs the
+//! updater pipeline and (when `[tracking] enabled`) the tracking task beside it,
+//! with one shutdown for both.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,10 +46,51 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     if let Some(l) = cli.metrics_listen {
         settings.updater.metrics_listen = l;
     }
+    let tracking_settings =
+        tracking::config::load_settings(cli.config.as_deref()).context("loading the [tracking] configuration")?;
     common::kafka::ensure_topics(&settings.kafka, Duration::from_secs(10)).await?;
     let listener = tokio::net::TcpListener::bind(settings.updater.metrics_listen)
         .await
         .with_context(|| format!("binding {}", settings.updater.metrics_listen))?;
-    let deps = updater::Deps::connect(&settings, listener).await?;
-    updater::run(settings, deps, common::shutdown_signal()).await
+    let mut deps = updater::Deps::connect(&settings, listener).await?;
+
+    // One stop switch for both tasks: a signal, or either task ending (an
+    // error in one must not leave the process half-working).
+    let stop = Arc::new(tokio::sync::watch::channel(false).0);
+    let stopped = |stop: &Arc<tokio::sync::watch::Sender<bool>>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            common::shutdown_signal().await;
+            stop.send_replace(true);
+        }
+    });
+    let tracking_task = if tracking_settings.tracking.enabled {
+        let tdeps = tracking::Deps::connect(&tracking_settings).await.context("starting the tracking task")?;
+        deps.extra_metrics.push(tdeps.metrics.registry().clone());
+        let (stop, until) = (stop.clone(), stopped(&stop));
+        Some(tokio::spawn(async move {
+            let r = tracking::run(tracking_settings, tdeps, until).await;
+            stop.send_replace(true);
+            r
+        }))
+    } else {
+        tracing::info!("tracking disabled ([tracking] enabled = false)");
+        None
+    };
+    let result = updater::run(settings, deps, stopped(&stop)).await;
+    stop.send_replace(true);
+    if let Some(t) = tracking_task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(anyhow::Error::new(e).context("tracking")),
+            Err(e) => return Err(anyhow::Error::new(e).context("tracking task")),
+        }
+    }
+    result
 }

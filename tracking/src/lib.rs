@@ -1,0 +1,302 @@
+//! recsys tracking: joins the impressions the API served (`recsys.impressions`)
+//! with the storefront's events (`recsys.events`) and counts, per A/B variant
+//! and model version, impressions, clicks, add-to-carts, purchases and
+//! attributed revenue — in Redis (`stats:*`, `stats_hourly:*`, read by
+//! `GET /v1/stats` of every serving instance) and as Prometheus metrics
+//! (DESIGN.md §7; `tracking/README.md` has the full account).
+//!
+//! Attribution: a `view` of an item of an impression at most
+//! `click_window_s` after it is a click; an `addtocart` / `transaction` at most
+//! `conversion_window_s` after it is a cart / purchase; an event carrying a
+//! `rec_id` is attributed to that impression directly; otherwise to every
+//! impression of the user, in window, that showed the item. Each impression
+//! counts at most once per outcome; a transaction's revenue once. The result
+//! does not depend on how the two topics' records interleave.
+//!
+//! Exactly once across restarts: the join state (each user's recent
+//! impressions with their "already counted" flags, and events still waiting
+//! for an impression) is in Redis, and one Lua script per batch updates it
+//! together with the counters and the per-partition offsets of both topics,
+//! skipping records at or below the stored offsets ([`store`]). Kafka offsets
+//! are committed only after the script, and only decide where re-reading
+//! starts.
+//!
+//! Layout: [`config`] (`[tracking]`), [`store`] (the script), [`metrics`]
+//! (`recsys_tracking_*`), [`run`] (the consume → attribute → commit loop).
+//! [`run`] takes an already-made consumer and Redis connection ([`Deps`]) so
+//! tests drive it with their own topics, group and key prefix; `recsys-updater`
+//! runs it beside its pipeline.
+
+pub mod config;
+pub mod metrics;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+use schemas::{Event, EventLimits, Impression};
+
+pub use config::{Settings, TrackingConfig};
+pub use metrics::Metrics;
+pub use store::{Outcome, Record, Store, StoreError};
+
+/// Why the task could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackingError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The consumer's librdkafka context: per-partition lag of both topics from
+/// the statistics callback, rebalances and failed commits in the log.
+#[derive(Debug, Clone)]
+pub struct TrackingContext {
+    pub metrics: Metrics,
+    /// (full topic name, label) of the two topics.
+    pub topics: [(String, &'static str); 2],
+}
+
+impl ClientContext for TrackingContext {
+    fn stats(&self, stats: Statistics) {
+        for (name, label) in &self.topics {
+            let Some(t) = stats.topics.get(name) else { continue };
+            for (p, s) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue.
+                if *p < 0 || s.fetch_state != "active" {
+                    continue;
+                }
+                let lag = if s.consumer_lag_stored >= 0 { s.consumer_lag_stored } else { s.consumer_lag };
+                if lag >= 0 {
+                    self.metrics.consumer_lag.with_label_values(&[*label, p.to_string().as_str()]).set(lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for TrackingContext {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        match r {
+            Rebalance::Assign(tpl) => tracing::info!(partitions = ?partitions(tpl), "tracking: partitions assigned"),
+            Rebalance::Revoke(tpl) => {
+                for e in tpl.elements() {
+                    if let Some((_, label)) = self.topics.iter().find(|(n, _)| n == e.topic()) {
+                        let _ = self
+                            .metrics
+                            .consumer_lag
+                            .remove_label_values(&[*label, e.partition().to_string().as_str()]);
+                    }
+                }
+                tracing::info!(partitions = ?partitions(tpl), "tracking: partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "tracking: rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                self.metrics.commit_errors.inc();
+                tracing::warn!(error = %e, "tracking: offset commit failed; the next commit covers it");
+            }
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
+}
+
+/// The consumer of both topics (with the configured prefix), subscribed.
+pub fn consumer(settings: &Settings, metrics: &Metrics) -> KafkaResult<StreamConsumer<TrackingContext>> {
+    let [imp, ev] = topic_names(settings);
+    let ctx =
+        TrackingContext { metrics: metrics.clone(), topics: [(imp.clone(), "impressions"), (ev.clone(), "events")] };
+    let c: StreamConsumer<TrackingContext> = settings.consumer_config().create_with_context(ctx)?;
+    c.subscribe(&[&imp, &ev])?;
+    Ok(c)
+}
+
+/// The full names of `recsys.impressions` and `recsys.events`.
+pub fn topic_names(settings: &Settings) -> [String; 2] {
+    [settings.kafka.topic(schemas::topics::IMPRESSIONS), settings.kafka.topic(schemas::topics::EVENTS)]
+}
+
+/// What [`run`] needs, made by the caller.
+pub struct Deps {
+    /// Subscribed to both topics (see [`consumer`]).
+    pub consumer: StreamConsumer<TrackingContext>,
+    /// Redis.
+    pub redis: redis::aio::ConnectionManager,
+    /// The registry the consumer's context reports into.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps").field("metrics", &self.metrics).finish_non_exhaustive()
+    }
+}
+
+impl Deps {
+    /// Connects everything `settings` names (Redis must answer now).
+    pub async fn connect(settings: &Settings) -> Result<Deps, TrackingError> {
+        let metrics = Metrics::new()?;
+        let consumer = consumer(settings, &metrics)?;
+        let redis = common::redis_conn::connect(&settings.redis).await?;
+        Ok(Deps { consumer, redis, metrics })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Consumes until `shutdown` resolves; then finishes the batch in hand,
+/// commits its offsets and returns. Redis failures are retried (with backoff)
+/// until the batch lands or shutdown comes, so no record is skipped.
+pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = ()>) -> Result<(), TrackingError> {
+    let Deps { consumer, redis, metrics } = deps;
+    let t = &settings.tracking;
+    let store = Store::new(redis, settings.redis.keys(), t.windows());
+    let names = topic_names(&settings);
+    let topics: [&str; 2] = [&names[0], &names[1]];
+    tracing::info!(group = %t.group_id, impressions = topics[0], events = topics[1], "tracking started");
+    tokio::pin!(shutdown);
+    let max = t.batch_max_records;
+    let wait = t.batch_max_wait();
+    let mut stopping = false;
+    while !stopping {
+        // Bounded: one batch of at most `max` records is all the task holds.
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            m = consumer.recv() => match m {
+                Ok(m) => batch.push(m.detach()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "tracking: consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while batch.len() < max {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => { stopping = true; break; }
+                () = tokio::time::sleep_until(deadline) => break,
+                m = consumer.recv() => match m {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => tracing::warn!(error = %e, "tracking: consumer error"),
+                },
+            }
+        }
+        let (records, highest) = parse_batch(&batch, &topics, &metrics);
+        let mut backoff = Duration::from_millis(t.retry_backoff_ms);
+        loop {
+            let started = Instant::now();
+            match store.attribute(&topics, &records, &highest).await {
+                Ok(outcome) => {
+                    metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                    metrics.record(&outcome);
+                    metrics.batches.inc();
+                    metrics.batch_records.observe(batch.len() as f64);
+                    break;
+                }
+                Err(e) => {
+                    metrics.retries.inc();
+                    tracing::warn!(error = %e, retry_in = ?backoff, "tracking: batch failed; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => {
+                            tracing::warn!("tracking: shutting down with a batch not applied; it will be read again");
+                            return Ok(());
+                        }
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        commit(&consumer, &topics, &highest, &metrics);
+    }
+    tracing::info!("tracking: consumer stopped; committing offsets");
+    // A synchronous commit and the consumer's drop (leaving the group) block:
+    // off the async workers.
+    let done = tokio::task::spawn_blocking(move || match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "tracking: final commit failed"),
+    });
+    if let Err(e) = done.await {
+        tracing::warn!(error = %e, "tracking: final commit task");
+    }
+    Ok(())
+}
+
+/// ((topic index, partition), highest offset of the batch).
+pub type Highest = ((usize, i32), i64);
+
+/// The batch's valid records and the highest offset per (topic index,
+/// partition), invalid records included. Invalid records are counted and
+/// skipped: the updater dead-letters invalid events, and an impression that
+/// does not parse cannot be attributed.
+pub fn parse_batch(batch: &[OwnedMessage], topics: &[&str; 2], metrics: &Metrics) -> (Vec<Record>, Vec<Highest>) {
+    let received = now_ms();
+    // Tracking never rejects an event for its age: the updater already
+    // decided what enters the system.
+    let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
+    let mut records = Vec::with_capacity(batch.len());
+    let mut highest: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let Some(topic) = topics.iter().position(|t| *t == m.topic()) else { continue };
+        let e = highest.entry((topic, m.partition())).or_insert(m.offset());
+        *e = (*e).max(m.offset());
+        let payload = m.payload().unwrap_or_default();
+        let (partition, offset) = (m.partition(), m.offset());
+        if topic == 0 {
+            match Impression::parse_json(payload) {
+                Ok(impression) => records.push(Record::Impression { topic, partition, offset, impression }),
+                Err(e) => {
+                    metrics.records.with_label_values(&["impressions", "invalid"]).inc();
+                    tracing::warn!(error = %e, partition, offset, "tracking: skipping an invalid impression");
+                }
+            }
+        } else {
+            match Event::parse_json_with(payload, received, &limits) {
+                Ok(event) => records.push(Record::Event { topic, partition, offset, event }),
+                Err(e) => {
+                    metrics.records.with_label_values(&["events", "invalid"]).inc();
+                    tracing::debug!(error = %e, partition, offset, "tracking: skipping an invalid event");
+                }
+            }
+        }
+    }
+    (records, highest.into_iter().collect())
+}
+
+fn commit(consumer: &StreamConsumer<TrackingContext>, topics: &[&str; 2], highest: &[Highest], metrics: &Metrics) {
+    for &((t, p), off) in highest {
+        // Fails for a partition revoked meanwhile: its new owner re-reads
+        // from the last commit and the stored Redis offset skips what was applied.
+        if let Err(e) = consumer.store_offset(topics[t], p, off) {
+            tracing::debug!(topic = topics[t], partition = p, error = %e, "offset not stored (partition revoked?)");
+        }
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+        if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+            metrics.commit_errors.inc();
+            tracing::warn!(error = %e, "tracking: offset commit failed; the next commit covers it");
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! Redis side of the attribution: one Lua script per batch that joins the
+//! batch's impressions and events with each user's state, bumps the counters
+//! and advances the per-partition offsets of both topics — atomically.
+//!
+//! Why everything in one script: the counters, the "already counted" flags and
+//! the offsets must move together. If a crash can separate them, a replay
+//! either counts a click twice (flags/counters written, offset not) or loses
+//! it (offset written, counters not). Inside one script Redis applies all or
+//! nothing, and a record at or below its partition's stored offset is skipped,
+//! so replaying any suffix of either topic, in any interleaving, changes no
+//! count. Kafka's committed offsets only decide where re-reading starts.
+//!
+//! Why the join state lives in Redis and not in the process: a restart (or a
+//! rebalance that moves a partition to another instance) then loses nothing,
+//! and process memory is bounded by one batch.
+//!
+//! Keys (all under the configured prefix, see [`schemas::RedisKeys`]):
+//! - `track:{user}`: JSON `{"l": latest impression ts, "i": [impression], "e": [pending event]}`
+//!   — impression `{"r": rec_id, "t": ts, "v": variant, "m": model_version,
+//!   "s": ",item,item,", "c"/"a"/"p": counted as click/cart/purchase (0/1)}`;
+//!   recent event `{"t", "k": v|a|t, "i": item, "r": rec_id or "", "v":
+//!   revenue or "", "x": transaction key, "w": when it was read (wall clock
+//!   ms), "m": matched an impression (0/1)}`; `"x"`: the last 64 transaction
+//!   keys whose revenue was counted. At most `max_impressions_per_user`
+//!   impressions (newer than the longest window before `l`) and
+//!   `max_pending_events_per_user` recent events (read less than
+//!   `pending_grace_s` ago); TTL = longest window + grace.
+//!
+//! The join is symmetric, so its result does not depend on the order in
+//! which the two topics are read: an event is matched against the user's
+//! impressions when it is applied *and* kept for the grace, and an impression
+//! is matched against the user's recent events when it is applied. An outcome
+//! is a flag per impression (set by any matching event, whichever came
+//! first), and revenue is counted once per transaction key of the user, so
+//! matching an event twice counts nothing twice.
+//! - `stats:{variant}:{model_version}`: hash `impressions`, `clicks`, `carts`,
+//!   `purchases` (integers), `revenue` (float).
+//! - `stats_hourly:{variant}:{model_version}:{epoch hour of the impression}`:
+//!   the same fields, TTL `hourly_retention_h`.
+//! - `track_offsets:{topic}:{partition}`: the last offset applied (the
+//!   updater's `offsets:` keys are its own; this consumer group has others).
+//!
+//! The script builds the `stats*` key names itself (from the prefix), because
+//! which arms an event touches is only known once the user's impressions are
+//! read inside the script. That is fine on one Redis; on Redis Cluster the
+//! script would need per-user hash tags like the updater's (DESIGN.md §9).
+
+use redis::aio::ConnectionManager;
+use redis::Value;
+use rustc_hash::FxHashMap;
+use schemas::{Event, EventKind, Impression, RedisKeys, UserId};
+
+use crate::config::Windows;
+
+/// See the module documentation. KEYS: `n_off` offset keys, then `n_users`
+/// `track:{user}` keys. ARGV: prefix, click_ms, conversion_ms,
+/// max_impressions, max_pending, grace_ms, state_ttl_s, hourly_ttl_s, n_off,
+/// n_users, n_records, now (epoch ms), then the batch's highest offset per offset key (also
+/// of records that did not parse), then 10 fields per record:
+/// impression `i, offset key no, offset, user no, ts, rec_id, variant, model_version, items joined by ',', ""`;
+/// event `e, offset key no, offset, user no, ts, kind v|a|t, item, rec_id or "", revenue or "", transaction key`.
+pub const ATTRIBUTE_SCRIPT: &str = r#"
+local prefix = ARGV[1]
+local click_ms = tonumber(ARGV[2])
+local conv_ms = tonumber(ARGV[3])
+local max_imps = tonumber(ARGV[4])
+local max_pending = tonumber(ARGV[5])
+local grace_ms = tonumber(ARGV[6])
+local state_ttl = tonumber(ARGV[7])
+local hourly_ttl = tonumber(ARGV[8])
+local n_off = tonumber(ARGV[9])
+local n_users = tonumber(ARGV[10])
+local n_rec = tonumber(ARGV[11])
+local now = tonumber(ARGV[12])
+local longest = math.max(click_ms, conv_ms)
+
+local stored, initial = {}, {}
+for o = 1, n_off do
+  stored[o] = tonumber(redis.call('GET', KEYS[o]) or '-1')
+  initial[o] = stored[o]
+end
+
+local states = {}
+local function state(u)
+  local s = states[u]
+  if s then return s end
+  local raw = redis.call('GET', KEYS[n_off + u])
+  if raw then
+    local ok, v = pcall(cjson.decode, raw)
+    -- Something else wrote the key: start over rather than fail every retry.
+    if ok and type(v) == 'table' then s = v end
+  end
+  if not s then s = {l = 0, i = {}, e = {}, x = {}} end
+  if type(s.l) ~= 'number' then s.l = 0 end
+  if type(s.i) ~= 'table' then s.i = {} end
+  if type(s.e) ~= 'table' then s.e = {} end
+  if type(s.x) ~= 'table' then s.x = {} end
+  states[u] = s
+  return s
+end
+
+-- Counter deltas: totals per variant and model version, and per hour.
+local totals, order, hourly, horder = {}, {}, {}, {}
+local function bump(imp, field, amount)
+  local k = imp.v .. ':' .. imp.m
+  local c = totals[k]
+  if not c then
+    c = {imp.v, imp.m, 0, 0, 0, 0, 0}
+    totals[k] = c
+    table.insert(order, k)
+  end
+  c[field] = c[field] + amount
+  local hk = k .. ':' .. string.format('%d', math.floor(imp.t / 3600000))
+  local h = hourly[hk]
+  if not h then
+    h = {hk, 0, 0, 0, 0, 0}
+    hourly[hk] = h
+    table.insert(horder, hk)
+  end
+  h[field - 1] = h[field - 1] + amount
+end
+
+local function window(kind)
+  if kind == 'v' then return click_ms end
+  return conv_ms
+end
+
+local function has_item(imp, item)
+  return string.find(imp.s, ',' .. item .. ',', 1, true) ~= nil
+end
+
+local function counted(s, tx)
+  for _, k in ipairs(s.x) do
+    if k == tx then return true end
+  end
+  return false
+end
+
+-- Each impression counts at most once per outcome; a transaction's revenue
+-- counts once per user (to the first impression credited with it).
+local function credit(s, imp, kind, rev, tx)
+  if kind == 'v' then
+    if imp.c ~= 1 then imp.c = 1; bump(imp, 4, 1) end
+  elseif kind == 'a' then
+    if imp.a ~= 1 then imp.a = 1; bump(imp, 5, 1) end
+  else
+    if imp.p ~= 1 then imp.p = 1; bump(imp, 6, 1) end
+    if rev ~= '' and not counted(s, tx) then
+      table.insert(s.x, tx)
+      bump(imp, 7, tonumber(rev))
+    end
+  end
+end
+
+-- Does event e belong to impression imp? Its rec_id if it has one (direct
+-- attribution), else the item; and in the outcome's window either way.
+local function matches(imp, kind, ts, item, rec)
+  if ts < imp.t or ts > imp.t + window(kind) then return false end
+  if rec ~= '' then return imp.r == rec end
+  return has_item(imp, item)
+end
+
+local applied_i, dup_i, applied_e, dup_e = 0, 0, 0, 0
+local on_event, late, buffered, expired = 0, 0, 0, 0
+
+local function impression(s, rec, ts, variant, version, items)
+  -- Only impressions (the API's clock) move the user's clock: a storefront
+  -- clock running ahead must not expire impressions.
+  if ts > s.l then s.l = ts end
+  for _, imp in ipairs(s.i) do
+    if imp.r == rec then return end -- the same response twice: one impression
+  end
+  local imp = {r = rec, t = ts, v = variant, m = version, s = ',' .. items .. ',', c = 0, a = 0, p = 0}
+  table.insert(s.i, imp)
+  bump(imp, 3, 1)
+  -- Recent events, including those read before this impression (the topics interleave).
+  for _, e in ipairs(s.e) do
+    if matches(imp, e.k, e.t, e.i, e.r) then
+      credit(s, imp, e.k, e.v, e.x)
+      if e.m ~= 1 then late = late + 1 end
+      e.m = 1
+    end
+  end
+end
+
+local function event(s, kind, ts, item, rec, rev, tx)
+  -- Every impression of the user the event belongs to, latest first (so
+  -- revenue goes to the most recent one).
+  local hits = {}
+  for _, imp in ipairs(s.i) do
+    if matches(imp, kind, ts, item, rec) then table.insert(hits, imp) end
+  end
+  table.sort(hits, function(a, b)
+    if a.t ~= b.t then return a.t > b.t end
+    return a.r > b.r
+  end)
+  for _, imp in ipairs(hits) do credit(s, imp, kind, rev, tx) end
+  if #hits > 0 then on_event = on_event + 1 else buffered = buffered + 1 end
+  -- Kept for the grace (processing time) for impressions read after it, so
+  -- the result does not depend on how the two topics interleave.
+  if max_pending > 0 then
+    table.insert(s.e, {t = ts, k = kind, i = item, r = rec, v = rev, x = tx, w = now, m = (#hits > 0) and 1 or 0})
+  end
+end
+
+local base = 12 + n_off
+for r = 0, n_rec - 1 do
+  local b = base + r * 10
+  local o = tonumber(ARGV[b + 2])
+  local off = tonumber(ARGV[b + 3])
+  local typ = ARGV[b + 1]
+  if off <= stored[o] then
+    if typ == 'i' then dup_i = dup_i + 1 else dup_e = dup_e + 1 end
+  else
+    stored[o] = off
+    local s = state(tonumber(ARGV[b + 4]))
+    local ts = tonumber(ARGV[b + 5])
+    if typ == 'i' then
+      impression(s, ARGV[b + 6], ts, ARGV[b + 7], ARGV[b + 8], ARGV[b + 9])
+      applied_i = applied_i + 1
+    else
+      event(s, ARGV[b + 6], ts, ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10])
+      applied_e = applied_e + 1
+    end
+  end
+end
+
+-- Bounded state: drop what no future event can match, then cap.
+for u, s in pairs(states) do
+  local imps = {}
+  for _, imp in ipairs(s.i) do
+    if imp.t >= s.l - longest then table.insert(imps, imp) end
+  end
+  table.sort(imps, function(a, b)
+    if a.t ~= b.t then return a.t < b.t end
+    return a.r < b.r
+  end)
+  while #imps > max_imps do table.remove(imps, 1) end
+  local evs = {}
+  for _, e in ipairs(s.e) do
+    if (tonumber(e.w) or 0) >= now - grace_ms then
+      table.insert(evs, e)
+    elseif e.m ~= 1 then
+      expired = expired + 1
+    end
+  end
+  while #evs > max_pending do
+    if evs[1].m ~= 1 then expired = expired + 1 end
+    table.remove(evs, 1)
+  end
+  while #s.x > 64 do table.remove(s.x, 1) end
+  if #imps == 0 and #evs == 0 then
+    redis.call('DEL', KEYS[n_off + u])
+  else
+    s.i = imps
+    s.e = evs
+    redis.call('SET', KEYS[n_off + u], cjson.encode(s), 'EX', state_ttl)
+  end
+end
+
+local names = {'impressions', 'clicks', 'carts', 'purchases'}
+local out = {}
+for _, k in ipairs(order) do
+  local c = totals[k]
+  local key = prefix .. 'stats:' .. k
+  for f = 1, 4 do
+    if c[f + 2] ~= 0 then redis.call('HINCRBY', key, names[f], c[f + 2]) end
+  end
+  local rev = string.format('%.17g', c[7])
+  if c[7] ~= 0 then redis.call('HINCRBYFLOAT', key, 'revenue', rev) end
+  table.insert(out, {c[1], c[2], c[3], c[4], c[5], c[6], rev})
+end
+for _, hk in ipairs(horder) do
+  local h = hourly[hk]
+  local key = prefix .. 'stats_hourly:' .. hk
+  for f = 1, 4 do
+    if h[f + 1] ~= 0 then redis.call('HINCRBY', key, names[f], h[f + 1]) end
+  end
+  if h[6] ~= 0 then redis.call('HINCRBYFLOAT', key, 'revenue', string.format('%.17g', h[6])) end
+  redis.call('EXPIRE', key, hourly_ttl)
+end
+
+for o = 1, n_off do
+  local mx = tonumber(ARGV[12 + o])
+  if mx > stored[o] then stored[o] = mx end
+  if stored[o] > initial[o] then redis.call('SET', KEYS[o], string.format('%.0f', stored[o])) end
+end
+return {applied_i, dup_i, applied_e, dup_e, on_event, late, buffered, expired, out}
+"#;
+
+/// Redis failed, or answered something this code did not write.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(String),
+}
+
+/// One parsed record of a batch with its Kafka coordinates.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Impression { topic: usize, partition: i32, offset: i64, impression: Impression },
+    Event { topic: usize, partition: i32, offset: i64, event: Event },
+}
+
+impl Record {
+    /// (topic index, partition, offset).
+    pub fn coords(&self) -> (usize, i32, i64) {
+        match self {
+            Record::Impression { topic, partition, offset, .. } | Record::Event { topic, partition, offset, .. } => {
+                (*topic, *partition, *offset)
+            }
+        }
+    }
+
+    fn user(&self) -> &UserId {
+        match self {
+            Record::Impression { impression, .. } => &impression.user_id,
+            Record::Event { event, .. } => event.user_id(),
+        }
+    }
+}
+
+/// Counter deltas of one arm and model version, as applied by one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub variant: String,
+    pub model_version: String,
+    pub impressions: u64,
+    pub clicks: u64,
+    pub carts: u64,
+    pub purchases: u64,
+    pub revenue: f64,
+}
+
+/// What one script run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Impressions newer than their partition's stored offset.
+    pub impressions_applied: u64,
+    /// Impressions at or below it (already applied before a restart).
+    pub impressions_duplicate: u64,
+    pub events_applied: u64,
+    pub events_duplicate: u64,
+    /// Events attributed to an impression already known when they were applied.
+    pub attributed_on_event: u64,
+    /// Pending events attributed when their impression was applied later.
+    pub attributed_late: u64,
+    /// Events that matched no impression and wait (within the grace) for one.
+    pub buffered: u64,
+    /// Waiting events given up (grace over, or the per-user cap reached).
+    pub expired: u64,
+    /// The counters the batch moved.
+    pub deltas: Vec<Delta>,
+}
+
+/// The tracking task's Redis: a reconnecting connection, the key builder,
+/// the attribution parameters. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub conn: ConnectionManager,
+    pub keys: RedisKeys,
+    pub windows: Windows,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("keys", &self.keys).field("windows", &self.windows).finish()
+    }
+}
+
+/// The key of a transaction for revenue de-duplication: its id and item, or
+/// (without an id) its time and item, so a re-sent identical record adds
+/// revenue once.
+fn transaction_key(e: &Event) -> String {
+    match e.transaction_id() {
+        Some(t) => format!("{}@{}", t, e.item_id()),
+        None => format!("ts{}@{}", e.ts(), e.item_id()),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn kind_code(k: EventKind) -> &'static str {
+    match k {
+        EventKind::View => "v",
+        EventKind::AddToCart => "a",
+        EventKind::Transaction => "t",
+    }
+}
+
+impl Store {
+    pub fn new(conn: ConnectionManager, keys: RedisKeys, windows: Windows) -> Store {
+        Store { conn, keys, windows, script: redis::Script::new(ATTRIBUTE_SCRIPT) }
+    }
+
+    /// Runs [`ATTRIBUTE_SCRIPT`] for one batch. `topics` names the topics the
+    /// records' `topic` indices refer to; `highest` is the batch's highest
+    /// offset per (topic index, partition), including records that did not
+    /// parse (so the stored offset moves past them too). Impressions are
+    /// applied before events (fewer events wait), each topic-partition in
+    /// offset order.
+    pub async fn attribute(
+        &self,
+        topics: &[&str],
+        records: &[Record],
+        highest: &[((usize, i32), i64)],
+    ) -> Result<Outcome, StoreError> {
+        let mut offset_no: FxHashMap<(usize, i32), usize> = FxHashMap::default();
+        let mut offset_keys: Vec<String> = Vec::new();
+        let mut offset_max: Vec<i64> = Vec::new();
+        for &((t, p), off) in highest {
+            let n = *offset_no.entry((t, p)).or_insert_with(|| {
+                offset_keys.push(self.keys.track_offsets(topics[t], p));
+                offset_max.push(-1);
+                offset_keys.len()
+            });
+            offset_max[n - 1] = offset_max[n - 1].max(off);
+        }
+        for r in records {
+            let (t, p, off) = r.coords();
+            let n = *offset_no.entry((t, p)).or_insert_with(|| {
+                offset_keys.push(self.keys.track_offsets(topics[t], p));
+                offset_max.push(-1);
+                offset_keys.len()
+            });
+            offset_max[n - 1] = offset_max[n - 1].max(off);
+        }
+        let mut user_no: FxHashMap<&UserId, usize> = FxHashMap::default();
+        let mut users: Vec<&UserId> = Vec::new();
+        for r in records {
+            user_no.entry(r.user()).or_insert_with(|| {
+                users.push(r.user());
+                users.len()
+            });
+        }
+        let mut ordered: Vec<&Record> = records.iter().filter(|r| matches!(r, Record::Impression { .. })).collect();
+        ordered.extend(records.iter().filter(|r| matches!(r, Record::Event { .. })));
+
+        let w = &self.windows;
+        let mut inv = self.script.prepare_invoke();
+        for k in &offset_keys {
+            inv.key(k);
+        }
+        for u in &users {
+            inv.key(self.keys.track(u));
+        }
+        inv.arg(self.keys.prefix())
+            .arg(w.click_ms)
+            .arg(w.conversion_ms)
+            .arg(w.max_impressions)
+            .arg(w.max_pending)
+            .arg(w.grace_ms)
+            .arg(w.state_ttl_s.max(1))
+            .arg(w.hourly_ttl_s.max(1))
+            .arg(offset_keys.len())
+            .arg(users.len())
+            .arg(ordered.len())
+            .arg(now_ms());
+        for m in &offset_max {
+            inv.arg(*m);
+        }
+        let mut items = String::new();
+        for r in ordered {
+            match r {
+                Record::Impression { topic, partition, offset, impression: i } => {
+                    items.clear();
+                    for (n, it) in i.items.iter().enumerate() {
+                        if n > 0 {
+                            items.push(',');
+                        }
+                        items.push_str(it.as_str());
+                    }
+                    inv.arg("i")
+                        .arg(offset_no[&(*topic, *partition)])
+                        .arg(*offset)
+                        .arg(user_no[&i.user_id])
+                        .arg(i.ts)
+                        .arg(i.rec_id.as_str())
+                        .arg(i.variant.as_str())
+                        .arg(i.model_version.as_str())
+                        .arg(items.as_str())
+                        .arg("");
+                }
+                Record::Event { topic, partition, offset, event: e } => {
+                    let revenue = e.revenue().map(|r| format!("{:?}", r.get())).unwrap_or_default();
+                    let tx = if e.kind() == EventKind::Transaction { transaction_key(e) } else { String::new() };
+                    inv.arg("e")
+                        .arg(offset_no[&(*topic, *partition)])
+                        .arg(*offset)
+                        .arg(user_no[e.user_id()])
+                        .arg(e.ts())
+                        .arg(kind_code(e.kind()))
+                        .arg(e.item_id().as_str())
+                        .arg(e.rec_id().map_or("", |r| r.as_str()))
+                        .arg(revenue)
+                        .arg(tx);
+                }
+            }
+        }
+        let reply: Value = inv.invoke_async(&mut self.conn.clone()).await?;
+        parse_outcome(reply)
+    }
+}
+
+fn parse_outcome(reply: Value) -> Result<Outcome, StoreError> {
+    let bad = |what: &str| StoreError::Reply(format!("attribution script: {what}"));
+    let Value::Array(parts) = reply else { return Err(bad("not an array")) };
+    if parts.len() != 9 {
+        return Err(bad("not 9 parts"));
+    }
+    let n = |i: usize| as_int(&parts[i]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("a count"));
+    let mut o = Outcome {
+        impressions_applied: n(0)?,
+        impressions_duplicate: n(1)?,
+        events_applied: n(2)?,
+        events_duplicate: n(3)?,
+        attributed_on_event: n(4)?,
+        attributed_late: n(5)?,
+        buffered: n(6)?,
+        expired: n(7)?,
+        deltas: Vec::new(),
+    };
+    let Value::Array(rows) = &parts[8] else { return Err(bad("deltas")) };
+    for row in rows {
+        let Value::Array(f) = row else { return Err(bad("a delta")) };
+        if f.len() != 7 {
+            return Err(bad("a delta's length"));
+        }
+        let int = |i: usize| as_int(&f[i]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("a delta count"));
+        let text = |i: usize| as_str(&f[i]).map(str::to_owned).ok_or_else(|| bad("a delta name"));
+        o.deltas.push(Delta {
+            variant: text(0)?,
+            model_version: text(1)?,
+            impressions: int(2)?,
+            clicks: int(3)?,
+            carts: int(4)?,
+            purchases: int(5)?,
+            revenue: text(6)?.parse().map_err(|_| bad("revenue"))?,
+        });
+    }
+    Ok(o)
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+fn as_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The counters of one arm and model version as Redis holds them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    pub impressions: u64,
+    pub clicks: u64,
+    pub carts: u64,
+    pub purchases: u64,
+    pub revenue: f64,
+}
+
+/// Reads a `stats:*` or `stats_hourly:*` hash.
+pub async fn read_counters(conn: &mut ConnectionManager, key: &str) -> Result<Counters, StoreError> {
+    let h: FxHashMap<String, String> = redis::cmd("HGETALL").arg(key).query_async(conn).await?;
+    let int = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(Counters {
+        impressions: int("impressions"),
+        clicks: int("clicks"),
+        carts: int("carts"),
+        purchases: int("purchases"),
+        revenue: h.get("revenue").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
+    })
+}
