@@ -252,23 +252,23 @@ async fn a_partly_written_request_is_503_naming_what_was_persisted() {
     assert_eq!(warm.0, StatusCode::OK, "{:?}", warm.1);
     cluster.broker_down(3).expect("broker down");
 
-    let batch: Vec<Value> = (0..40).map(|u| json!({"user_id": format!("u{u}"), "item_id": "7", "event": "view"})).collect();
+    let batch: Vec<Value> =
+        (0..40).map(|u| json!({"user_id": format!("u{u}"), "item_id": "7", "event": "view"})).collect();
     let resp = app.clone().oneshot(post(serde_json::to_vec(&batch).unwrap())).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), Some("1"));
-    let body: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
+    let body: Value =
+        serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
     assert_eq!(body["error"], "kafka_partial", "{body}");
-    let persisted: Vec<usize> = body["persisted"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let persisted: Vec<usize> =
+        body["persisted"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     assert!(!persisted.is_empty() && persisted.len() < 40, "40 users over 3 partitions, one down: {persisted:?}");
 
     cluster.broker_up(3).expect("broker up");
     let topic = settings.kafka.topic(schemas::topics::EVENTS);
     let got = common::read_topic(&cluster.bootstrap_servers(), &topic, Duration::from_secs(20));
-    let mut written: Vec<String> = got
-        .iter()
-        .map(|m| String::from_utf8(m.key.clone().unwrap()).unwrap())
-        .filter(|k| k != "warm")
-        .collect();
+    let mut written: Vec<String> =
+        got.iter().map(|m| String::from_utf8(m.key.clone().unwrap()).unwrap()).filter(|k| k != "warm").collect();
     written.sort();
     let mut named: Vec<String> = persisted.iter().map(|i| format!("u{i}")).collect();
     named.sort();

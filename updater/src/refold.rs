@@ -103,7 +103,9 @@ pub async fn supervise(
                 match pass.run(m).await {
                     Ok(Some(n)) => tracing::info!(version = %version, lists = n, "re-fold finished"),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(version = %version, error = %e, "re-fold stopped; users refresh on their next event"),
+                    Err(e) => {
+                        tracing::warn!(version = %version, error = %e, "re-fold stopped; users refresh on their next event")
+                    }
                 }
                 metrics.refold_running.set(0);
             }),
@@ -149,8 +151,7 @@ impl Pass {
             if done.as_deref() == Some("1") {
                 return Ok((users > 0).then_some(written));
             }
-            let held: i64 =
-                lock_script.key(&lock).arg(&self.instance).arg(LOCK_MS).invoke_async(&mut conn).await?;
+            let held: i64 = lock_script.key(&lock).arg(&self.instance).arg(LOCK_MS).invoke_async(&mut conn).await?;
             if held == 0 {
                 // Another instance runs it; take over if it goes away.
                 tokio::time::sleep(Duration::from_millis(LOCK_MS / 3)).await;

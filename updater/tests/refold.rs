@@ -120,7 +120,8 @@ async fn one_instance_runs_a_pass_at_a_time() {
     };
     s.apply("t", 0, &[ev]).await.unwrap();
     let lock = format!("{}:lock", s.keys.refold(&new.version));
-    let _: () = redis::cmd("SET").arg(&lock).arg("other").arg("PX").arg(1_500).query_async(&mut s.conn.clone()).await.unwrap();
+    let _: () =
+        redis::cmd("SET").arg(&lock).arg("other").arg("PX").arg(1_500).query_async(&mut s.conn.clone()).await.unwrap();
     let metrics = Metrics::new().unwrap();
     let p = pass(&s, &metrics, "me");
     let waiting = tokio::time::timeout(Duration::from_millis(800), p.run(new.clone())).await;
