@@ -141,9 +141,10 @@ impl Metrics {
     }
 }
 
-/// `/metrics` and `/health`.
+/// `/metrics` and `/health`, bounded like every HTTP server here
+/// ([`common::http::INTERNAL`]).
 pub fn router(metrics: Metrics) -> Router {
-    Router::new()
+    let r = Router::new()
         .route(
             "/metrics",
             get(move || {
@@ -151,7 +152,8 @@ pub fn router(metrics: Metrics) -> Router {
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response() }
             }),
         )
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    common::http::bounded(r, common::http::INTERNAL)
 }
 
 /// What the schedule trains on and where.

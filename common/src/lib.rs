@@ -4,16 +4,22 @@
 //!   `RECSYS__SECTION__KEY` environment variables) generic over each process's
 //!   own `Settings`, and the sections several processes read: [`KafkaConfig`],
 //!   [`RedisConfig`], [`ModelConfig`].
+//! - [`admin`]: the bearer token of the admin endpoints (constant-time check,
+//!   never printed).
+//! - [`http`]: concurrency, time and body bounds for the internal HTTP servers.
 //! - [`kafka`]: topic creation at start-up.
 //! - [`redis_conn`]: a reconnecting Redis connection with a response timeout.
 //! - [`signal`]: SIGINT/SIGTERM as a future, for graceful shutdown.
 //! - [`telemetry`]: `tracing` set up the same way in every binary.
 
+pub mod admin;
 pub mod config;
+pub mod http;
 pub mod kafka;
 pub mod redis_conn;
 pub mod signal;
 pub mod telemetry;
 
+pub use admin::{AdminAuth, AdminConfig, AuthError, Secret};
 pub use config::{load_layered, KafkaConfig, ModelConfig, RedisConfig};
 pub use signal::shutdown_signal;

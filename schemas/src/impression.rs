@@ -31,8 +31,10 @@ pub enum Source {
     Personal,
     /// The user has events but no factors yet: popular in their categories.
     CategoryPopular,
-    /// Unknown user, or the control arm: the global popular list.
+    /// Unknown user, the control arm, or `GET /v1/popular`: a popular list.
     Popular,
+    /// `GET /v1/items/{id}/similar`: an item's nearest items.
+    Similar,
 }
 
 /// The text is not a known [`Variant`] or [`Source`] name.
@@ -59,7 +61,7 @@ impl Variant {
 
 impl Source {
     /// Every source, in a fixed order.
-    pub const ALL: [Source; 3] = [Source::Personal, Source::CategoryPopular, Source::Popular];
+    pub const ALL: [Source; 4] = [Source::Personal, Source::CategoryPopular, Source::Popular, Source::Similar];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -67,6 +69,7 @@ impl Source {
             Source::Personal => "personal",
             Source::CategoryPopular => "category_popular",
             Source::Popular => "popular",
+            Source::Similar => "similar",
         }
     }
 }
@@ -88,7 +91,7 @@ impl FromStr for Source {
         Source::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| ParseNameError {
             what: "source",
             got: s.chars().take(64).collect(),
-            expected: "personal, category_popular or popular",
+            expected: "personal, category_popular, popular or similar",
         })
     }
 }
@@ -230,7 +233,7 @@ mod tests {
             user in "[A-Za-z0-9._:-]{1,64}",
             items in proptest::collection::vec(any::<u64>(), 0..30),
             variant in 0usize..2,
-            source in 0usize..3,
+            source in 0usize..Source::ALL.len(),
         ) {
             let i = Impression {
                 rec_id: RecId::parse(&rec).unwrap(),

@@ -19,6 +19,8 @@ pub struct Settings {
     pub kafka: KafkaConfig,
     pub redis: RedisConfig,
     pub model: ModelConfig,
+    /// `[admin]`: the bearer token of `POST /admin/v1/reload`.
+    pub admin: common::AdminConfig,
 }
 
 /// `[serving]`.
@@ -127,6 +129,7 @@ impl Settings {
             ),
         ])?;
         self.kafka.validate()?;
+        self.admin.resolve()?;
         self.redis.validate()
     }
 

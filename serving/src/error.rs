@@ -42,6 +42,24 @@ pub enum ApiError {
     Timeout(u64),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An admin route without the right bearer token.
+    #[error("{0}")]
+    Unauthorized(common::AuthError),
+    /// An admin route while no admin token is configured.
+    #[error("{0}")]
+    AdminDisabled(common::AuthError),
+    /// An admin reload found a `CURRENT` that cannot be served.
+    #[error("{0}")]
+    ReloadRefused(String),
+}
+
+impl From<common::AuthError> for ApiError {
+    fn from(e: common::AuthError) -> Self {
+        match e {
+            common::AuthError::Disabled => ApiError::AdminDisabled(e),
+            common::AuthError::Missing | common::AuthError::Invalid => ApiError::Unauthorized(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -59,6 +77,9 @@ impl ApiError {
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::AdminDisabled(_) => (StatusCode::FORBIDDEN, "admin_disabled"),
+            ApiError::ReloadRefused(_) => (StatusCode::CONFLICT, "reload_refused"),
         }
     }
 }
@@ -75,6 +96,10 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let mut resp = (status, Json(ErrorBody { error: code.to_owned(), detail: self.to_string() })).into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"recsys-admin\""));
+        }
         if let Some(s) = retry {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -14,7 +14,7 @@ use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use redis::aio::ConnectionManager;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -61,8 +61,19 @@ pub struct Inner {
     pub overrides: ArcSwap<Overrides>,
     pub publisher: Publisher,
     pub metrics: Metrics,
+    /// The admin routes' token check and what they act on.
+    pub admin: Admin,
     rec_prefix: String,
     rec_counter: AtomicU64,
+}
+
+/// What the admin routes need.
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    /// Bearer-token check (disabled by default: admin routes answer 403).
+    pub auth: common::AdminAuth,
+    /// The artifacts root whose `CURRENT` a reload reads.
+    pub model_root: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Inner {
@@ -95,10 +106,22 @@ impl AppState {
                 overrides: ArcSwap::from_pointee(Overrides::default()),
                 publisher,
                 metrics,
+                admin: Admin::default(),
                 rec_prefix: format!("r{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
                 rec_counter: AtomicU64::new(0),
             }),
         }
+    }
+}
+
+impl AppState {
+    /// Turns the admin routes on (call before the state is shared).
+    pub fn with_admin(mut self, admin: Admin) -> AppState {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.admin = admin,
+            None => panic!("AppState::with_admin called after the state was shared"),
+        }
+        self
     }
 }
 
@@ -116,6 +139,33 @@ impl Inner {
             return Some(p.clone());
         }
         cat.map(|c| PopList { model: c.version.clone(), items: c.popular.clone() })
+    }
+
+    /// Publishes what `/similar` or `/popular` showed to `user` (in the
+    /// user's sticky arm, so `/v1/stats` counts it there); without a user
+    /// there is nobody to attribute later events to, which is counted.
+    fn impression(
+        &self,
+        user: Option<UserId>,
+        route: &'static str,
+        rec_id: &RecId,
+        items: &[ScoredItem],
+        model: &ModelVersion,
+        source: Source,
+    ) {
+        let Some(user) = user else {
+            self.metrics.impressions_anonymous.with_label_values(&[route]).inc();
+            return;
+        };
+        self.publisher.publish(Impression {
+            rec_id: rec_id.clone(),
+            ts: now_ms(),
+            variant: variant_of(&self.cfg.ab_salt, user.as_str(), self.cfg.treatment_percent),
+            user_id: user,
+            items: items.iter().map(|i| i.item_id.clone()).collect(),
+            model_version: model.clone(),
+            source,
+        });
     }
 
     fn popular_of(&self, cat: Option<&Catalog>, category: u64) -> Option<PopList> {
@@ -375,6 +425,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .route("/openapi.json", get(openapi_json))
+        .route("/admin/v1/reload", post(admin_reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(metrics, track))
@@ -423,6 +474,13 @@ fn parse_k(q: &Option<String>, default: usize) -> Result<usize, ApiError> {
             _ => Err(ApiError::InvalidParameter("k", format!("must be an integer in 1..=100, got {:?}", shorten(&v)))),
         },
     }
+}
+
+/// The optional `user_id` query parameter of `/similar` and `/popular`.
+fn query_user(q: &Option<String>) -> Result<Option<UserId>, ApiError> {
+    query_param(q, "user_id")
+        .map(|u| UserId::parse(&u).map_err(|e| ApiError::InvalidParameter("user_id", e.to_string())))
+        .transpose()
 }
 
 fn path_id(p: Result<Path<String>, PathRejection>, name: &'static str) -> Result<String, ApiError> {
@@ -731,6 +789,7 @@ fn category_popular(
     params(
         ("item_id" = String, Path, description = "1–64 characters [A-Za-z0-9._:-]"),
         ("k" = Option<u32>, Query, description = "How many items, 1..=100"),
+        ("user_id" = Option<String>, Query, description = "Who is shown the list: with it an impression is published (attribution, /v1/stats); without it none is"),
     ),
     responses(
         (status = 200, description = "Nearest items by cosine of item factors", body = SimilarResponse),
@@ -749,17 +808,20 @@ pub async fn similar(
     let item = path_id(item, "item_id")?;
     let item = ItemId::parse(&item).map_err(|e| ApiError::InvalidParameter("item_id", e.to_string()))?;
     let k = parse_k(&q, s.cfg.default_k)?;
+    let user = query_user(&q)?;
     let cat = s.catalog.current().ok_or(ApiError::ModelUnavailable)?;
     let row = cat.row(item.as_str()).ok_or_else(|| ApiError::ItemNotFound(item.to_string()))?;
     let lists = cat.similar.get().ok_or_else(|| ApiError::SimilarNotReady(cat.version.to_string()))?;
-    let items = lists[row as usize]
+    let items: Vec<ScoredItem> = lists[row as usize]
         .iter()
         .take(k)
         .map(|sc| ScoredItem { item_id: cat.items[sc.item as usize].clone(), score: sc.score })
         .collect();
+    let rec_id = s.rec_id();
+    s.impression(user, "similar", &rec_id, &items, &cat.version, Source::Similar);
     Ok(Json(SimilarResponse {
         item_id: item.into_string(),
-        rec_id: s.rec_id().into_string(),
+        rec_id: rec_id.into_string(),
         model_version: cat.version.to_string(),
         items,
     }))
@@ -771,6 +833,7 @@ pub async fn similar(
     params(
         ("k" = Option<u32>, Query, description = "How many items, 1..=100"),
         ("category" = Option<u64>, Query, description = "A category id; absent = all items"),
+        ("user_id" = Option<String>, Query, description = "Who is shown the list: with it an impression is published (attribution, /v1/stats); without it none is"),
     ),
     responses(
         (status = 200, description = "Popular items (Redis's list when present, else the served model's)", body = PopularResponse),
@@ -783,6 +846,7 @@ pub async fn similar(
 pub async fn popular(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<PopularResponse>, ApiError> {
     let s = &s.inner;
     let k = parse_k(&q, s.cfg.default_k)?;
+    let user = query_user(&q)?;
     let category = match query_param(&q, "category") {
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
@@ -798,12 +862,10 @@ pub async fn popular(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result
             None => return Err(ApiError::CategoryNotFound(c)),
         },
     };
-    Ok(Json(PopularResponse {
-        rec_id: s.rec_id().into_string(),
-        model_version: list.model.to_string(),
-        category,
-        items: list.items.iter().take(k).map(|r| ScoredItem::from(r.clone())).collect(),
-    }))
+    let items: Vec<ScoredItem> = list.items.iter().take(k).map(|r| ScoredItem::from(r.clone())).collect();
+    let rec_id = s.rec_id();
+    s.impression(user, "popular", &rec_id, &items, &list.model, Source::Popular);
+    Ok(Json(PopularResponse { rec_id: rec_id.into_string(), model_version: list.model.to_string(), category, items }))
 }
 
 #[utoipa::path(
@@ -916,8 +978,10 @@ pub async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "recsys-serving", description = "Real-time recommendations over Redis (DESIGN.md §7–8)"),
-    paths(recommendations, similar, popular, stats, health, ready, render_metrics),
+    paths(recommendations, similar, popular, stats, health, ready, render_metrics, admin_reload),
+    modifiers(&BearerAuth),
     components(schemas(
+        ReloadResponse,
         RecommendationsResponse,
         SimilarResponse,
         PopularResponse,
@@ -932,11 +996,73 @@ pub async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
 )]
 pub struct ApiDoc;
 
+/// Declares the `bearer` scheme the admin routes name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 async fn openapi_json() -> Response {
     static DOC: OnceLock<String> = OnceLock::new();
     let doc =
         DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
     ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+}
+
+/// `POST /admin/v1/reload`: serve `CURRENT` now (after `recsys-trainer models
+/// promote --no-publish`, or when an announcement was missed) and re-read the
+/// Redis popular lists. Bearer token required.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/reload",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The served version after the reload, and whether it changed", body = ReloadResponse),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "No admin token configured: admin routes are off", body = ErrorBody),
+        (status = 409, description = "CURRENT names a version that cannot be served; the old one stays", body = ErrorBody),
+    )
+)]
+async fn admin_reload(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<ReloadResponse>, ApiError> {
+    let auth = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+    if let Err(e) = s.inner.admin.auth.check(auth) {
+        s.inner.metrics.admin_requests.with_label_values(&["reload", "refused"]).inc();
+        return Err(e.into());
+    }
+    let r = crate::watch::reload_current(&s.inner.admin.model_root, &s).await;
+    let outcome = if r.is_ok() { "ok" } else { "failed" };
+    s.inner.metrics.admin_requests.with_label_values(&["reload", outcome]).inc();
+    let reloaded = r.map_err(ApiError::ReloadRefused)?;
+    let popular_refreshed = crate::watch::refresh_popular(&s).await.is_ok();
+    tracing::info!(?reloaded, popular_refreshed, "admin reload");
+    let (model_version, changed) = match reloaded {
+        crate::watch::Reloaded::Swapped(v) => (Some(v), true),
+        crate::watch::Reloaded::Unchanged(v) => (Some(v), false),
+        crate::watch::Reloaded::NoModel => (None, false),
+    };
+    Ok(Json(ReloadResponse { model_version, changed, popular_refreshed }))
+}
+
+/// `POST /admin/v1/reload`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct ReloadResponse {
+    /// The version served after the reload (null: no `CURRENT` yet).
+    pub model_version: Option<String>,
+    /// True when the reload swapped the served version.
+    pub changed: bool,
+    /// False when the Redis popular lists could not be re-read (the old ones stay).
+    pub popular_refreshed: bool,
 }
 
 async fn not_found(uri: Uri) -> ApiError {

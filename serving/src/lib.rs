@@ -95,10 +95,14 @@ pub async fn run(
         CatalogHandle::default(),
         publisher,
         metrics.clone(),
-    );
+    )
+    .with_admin(http::Admin {
+        auth: settings.admin.resolve().map_err(|e| anyhow::anyhow!(e))?,
+        model_root: settings.model.artifacts_dir.clone(),
+    });
     let root = settings.model.artifacts_dir.clone();
     match watch::load_current(&root).await {
-        Ok(Some(c)) => watch::serve(&state, c),
+        Ok(Some(c)) => watch::serve(&state, c).await,
         Ok(None) => tracing::warn!(dir = %root.display(), "no model yet: popular answers wait for the first one"),
         Err(e) => {
             metrics.model_loads.with_label_values(&["refused"]).inc();

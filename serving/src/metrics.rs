@@ -31,6 +31,11 @@ pub struct Metrics {
     pub impressions_delivered: IntCounter,
     /// Impressions lost, by reason (`queue_full`, `producer_queue_full`, `delivery_failed`, `encode`).
     pub impressions_dropped: IntCounterVec,
+    /// `/similar` and `/popular` answers without `user_id`, by route
+    /// (`similar`, `popular`): nothing to attribute them to, so no impression.
+    pub impressions_anonymous: IntCounterVec,
+    /// Admin requests by action and outcome (`ok`, `failed`, `refused`).
+    pub admin_requests: IntCounterVec,
     /// 1 for the served model version.
     pub model_info: IntGaugeVec,
     /// Model loads by outcome (`served`, `refused`).
@@ -75,6 +80,17 @@ impl Metrics {
             Opts::new("recsys_serving_impressions_dropped_total", "Impressions lost, by reason"),
             &["reason"],
         )?;
+        let impressions_anonymous = IntCounterVec::new(
+            Opts::new(
+                "recsys_serving_impressions_anonymous_total",
+                "Similar/popular answers without user_id (no impression published), by route",
+            ),
+            &["route"],
+        )?;
+        let admin_requests = IntCounterVec::new(
+            Opts::new("recsys_serving_admin_requests_total", "Admin requests by action and outcome"),
+            &["action", "outcome"],
+        )?;
         let model_info =
             IntGaugeVec::new(Opts::new("recsys_serving_model_info", "1 for the served model version"), &["version"])?;
         let model_loads = IntCounterVec::new(
@@ -92,6 +108,8 @@ impl Metrics {
             Box::new(impressions_queued.clone()),
             Box::new(impressions_delivered.clone()),
             Box::new(impressions_dropped.clone()),
+            Box::new(impressions_anonymous.clone()),
+            Box::new(admin_requests.clone()),
             Box::new(model_info.clone()),
             Box::new(model_loads.clone()),
         ] {
@@ -103,6 +121,9 @@ impl Metrics {
         }
         for r in ["queue_full", "producer_queue_full", "delivery_failed", "encode"] {
             impressions_dropped.with_label_values(&[r]);
+        }
+        for r in ["similar", "popular"] {
+            impressions_anonymous.with_label_values(&[r]);
         }
         for r in ["hit", "miss"] {
             cache_lookups.with_label_values(&[r]);
@@ -122,6 +143,8 @@ impl Metrics {
             impressions_queued,
             impressions_delivered,
             impressions_dropped,
+            impressions_anonymous,
+            admin_requests,
             model_info,
             model_loads,
         })

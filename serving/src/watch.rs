@@ -29,19 +29,38 @@ pub async fn load_current(root: &Path) -> Result<Option<Catalog>, LoadError> {
     .unwrap_or_else(|e| Err(LoadError::Unusable { version: "?".into(), reason: e.to_string() }))
 }
 
-/// Serves `c` and starts computing its neighbours in the background.
-pub fn serve(state: &AppState, c: Catalog) {
+/// Serves `c`. The first model is served at once and its neighbours follow
+/// in the background (`/similar` answers 503 `similar_not_ready` meanwhile);
+/// a replacement is served only once its neighbours exist, so a swap never
+/// turns a working `/similar` into an error.
+pub async fn serve(state: &AppState, c: Catalog) {
     let s = &state.inner;
     let c = Arc::new(c);
-    tracing::info!(version = %c.version, items = c.items.len(), "serving model metadata");
-    s.catalog.swap(c.clone());
-    s.metrics.model_served(c.version.as_str());
     let k = s.cfg.similar_size;
-    tokio::task::spawn_blocking(move || {
-        let t = std::time::Instant::now();
-        c.compute_similar(k);
-        tracing::info!(version = %c.version, seconds = t.elapsed().as_secs_f64(), "item neighbours ready");
-    });
+    let compute = {
+        let c = c.clone();
+        move || {
+            let t = std::time::Instant::now();
+            c.compute_similar(k);
+            tracing::info!(version = %c.version, seconds = t.elapsed().as_secs_f64(), "item neighbours ready");
+        }
+    };
+    if s.catalog.current().is_none() {
+        swap_in(state, c);
+        tokio::task::spawn_blocking(compute);
+    } else {
+        if let Err(e) = tokio::task::spawn_blocking(compute).await {
+            tracing::error!(error = %e, version = %c.version, "computing item neighbours panicked; serving without them");
+        }
+        swap_in(state, c);
+    }
+}
+
+fn swap_in(state: &AppState, c: Arc<Catalog>) {
+    let s = &state.inner;
+    tracing::info!(version = %c.version, items = c.items.len(), "serving model metadata");
+    s.metrics.model_served(c.version.as_str());
+    s.catalog.swap(c);
 }
 
 /// Where an announced version lives: its announced path when that holds a
@@ -70,7 +89,7 @@ pub async fn on_announcement(payload: &[u8], root: &Path, state: &AppState) -> R
     match loaded {
         Ok(c) if c.version != a.version => Err(format!("directory holds {}, announced {}", c.version, a.version)),
         Ok(c) => {
-            serve(state, c);
+            serve(state, c).await;
             Ok(true)
         }
         Err(e) => Err(format!("model {} refused: {e}", a.version)),
@@ -119,16 +138,43 @@ async fn recv(c: &Option<StreamConsumer>) -> rdkafka::error::KafkaResult<Vec<u8>
 
 /// Serves `CURRENT`'s version if it is not the served one.
 pub async fn poll_current(root: &Path, state: &AppState) {
-    let Ok(Some(v)) = model::artifact::current_version(root) else { return };
+    if let Err(e) = reload_current(root, state).await {
+        tracing::error!(error = %e, "CURRENT names a model that cannot be served");
+    }
+}
+
+/// What a reload found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// `CURRENT` names the served version already.
+    Unchanged(String),
+    /// This version is served now.
+    Swapped(String),
+    /// No `CURRENT` yet.
+    NoModel,
+}
+
+/// Serves `CURRENT`'s version unless it is served already; an unusable
+/// version is refused (counted) and the served one stays.
+pub async fn reload_current(root: &Path, state: &AppState) -> Result<Reloaded, String> {
+    let v = match model::artifact::current_version(root) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Ok(Reloaded::NoModel),
+        Err(e) => return Err(format!("reading {}: {e}", root.display())),
+    };
     if state.inner.catalog.current().is_some_and(|c| c.version.as_str() == v) {
-        return;
+        return Ok(Reloaded::Unchanged(v));
     }
     match load_current(root).await {
-        Ok(Some(c)) => serve(state, c),
-        Ok(None) => {}
+        Ok(Some(c)) => {
+            let version = c.version.to_string();
+            serve(state, c).await;
+            Ok(Reloaded::Swapped(version))
+        }
+        Ok(None) => Ok(Reloaded::NoModel),
         Err(e) => {
             state.inner.metrics.model_loads.with_label_values(&["refused"]).inc();
-            tracing::error!(version = %v, error = %e, "CURRENT names a model that cannot be served");
+            Err(format!("model {v} refused: {e}"))
         }
     }
 }

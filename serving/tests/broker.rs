@@ -89,20 +89,49 @@ async fn impressions_carry_the_rec_id_and_announcements_swap_the_model() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // (response, user, arm, source) of every answer that must publish an impression.
     let mut sent = Vec::new();
     for (arm, tag) in [(Variant::Als, "imp-a"), (Variant::Popular, "imp-b"), (Variant::Als, "imp-c")] {
         let user = user_in(arm, tag);
         let v: serde_json::Value =
             client.get(format!("{base}/v1/recommendations/{user}?k=4")).send().await.unwrap().json().await.unwrap();
-        sent.push(v);
+        let source = v["source"].as_str().unwrap().to_owned();
+        sent.push((v, user, arm, source));
     }
-    let got = read_n(&b, &s.kafka.topic(schemas::topics::IMPRESSIONS), 3, Duration::from_secs(30));
+    // /similar and /popular publish one when told who sees the list; the
+    // neighbours are computed in the background after the model loads.
+    let user = user_in(Variant::Popular, "imp-d");
+    let item = model::synthetic::item_id(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let similar = loop {
+        let r = client.get(format!("{base}/v1/items/{item}/similar?k=3&user_id={user}")).send().await.unwrap();
+        if r.status() == 200 {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert_eq!(r.status(), 503);
+        assert!(Instant::now() < deadline, "similar lists never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    sent.push((similar, user, Variant::Popular, "similar".to_owned()));
+    let user = user_in(Variant::Als, "imp-e");
+    let popular: serde_json::Value =
+        client.get(format!("{base}/v1/popular?k=5&user_id={user}")).send().await.unwrap().json().await.unwrap();
+    sent.push((popular, user, Variant::Als, "popular".to_owned()));
+    // Without a user there is nothing to attribute to: no impression, counted.
+    let anonymous = client.get(format!("{base}/v1/popular?k=5")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 200);
+    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&text, "recsys_serving_impressions_anonymous_total{route=\"popular\"}"), 1.0);
+    assert_eq!(metric(&text, "recsys_serving_impressions_anonymous_total{route=\"similar\"}"), 0.0);
+
+    let got = read_n(&b, &s.kafka.topic(schemas::topics::IMPRESSIONS), sent.len(), Duration::from_secs(30));
     let mut imps: Vec<schemas::Impression> = got.iter().map(|p| schemas::Impression::parse_json(p).unwrap()).collect();
-    imps.sort_by_key(|i| sent.iter().position(|v| v["rec_id"] == i.rec_id.as_str()).unwrap());
-    for (imp, v) in imps.iter().zip(&sent) {
-        assert_eq!(imp.user_id.as_str(), v["user_id"]);
-        assert_eq!(imp.variant.as_str(), v["variant"]);
-        assert_eq!(imp.source.as_str(), v["source"]);
+    imps.sort_by_key(|i| sent.iter().position(|(v, ..)| v["rec_id"] == i.rec_id.as_str()).unwrap());
+    for (imp, (v, user, arm, source)) in imps.iter().zip(&sent) {
+        assert_eq!(imp.rec_id.as_str(), v["rec_id"]);
+        assert_eq!(imp.user_id.as_str(), user);
+        assert_eq!(imp.variant, *arm);
+        assert_eq!(imp.source.as_str(), source);
         assert_eq!(imp.model_version.as_str(), v["model_version"]);
         assert_eq!(imp.items.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>(), item_ids(v));
     }
@@ -128,7 +157,7 @@ async fn impressions_carry_the_rec_id_and_announcements_swap_the_model() {
     }
     let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("recsys_serving_model_info{version=\"v2\"} 1"), "{text}");
-    assert!(metric(&text, "recsys_serving_impressions_delivered_total") >= 3.0);
+    assert!(metric(&text, "recsys_serving_impressions_delivered_total") >= 5.0);
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

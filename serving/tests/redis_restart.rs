@@ -19,6 +19,8 @@ use support::*;
 fn start_redis(port: u16) -> Child {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        // DEBUG SLEEP (the slow-Redis test), from this machine only.
+        .args(["--enable-debug-command", "local"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -143,6 +145,98 @@ async fn redis_stopped_and_restarted_while_requests_flow() {
     assert_eq!(bad, 0, "every answer was 200");
     let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metric(&metrics, "recsys_serving_degraded_responses_total") >= 3.0);
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+}
+
+/// Slow Redis (`DEBUG SLEEP` stalls the whole server): every answer still
+/// comes back 200 within the Redis budget plus a margin (degraded while the
+/// stall lasts), and personal answers resume by themselves afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_redis_bounds_latency_by_the_redis_budget() {
+    let port = closed_port();
+    let mut redis = start_redis(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), "v1");
+    let mut s = settings(&url);
+    s.model.artifacts_dir = dir.path().to_owned();
+    let budget = Duration::from_millis(s.serving.redis_timeout_ms);
+    let keys = s.redis.keys();
+    let user = user_in(Variant::Als, "slow");
+    seed(&url, &keys, &user).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = serving::Metrics::new().unwrap();
+    let deps = serving::Deps {
+        listener,
+        redis: support::redis_conn_lazy(&s),
+        producer: serving::impressions::producer(&s, &metrics).unwrap(),
+        announcements: None,
+        metrics,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serving::run(s.clone(), deps, async move {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let rec_url = format!("http://{addr}/v1/recommendations/{user}?k=5");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(&rec_url).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Four clients for 3 s; Redis stalls for 1.5 s of it.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), rec_url.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while started.elapsed() < Duration::from_secs(3) {
+                    let t = Instant::now();
+                    let r = client.get(&url).send().await.unwrap();
+                    let status = r.status().as_u16();
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    seen.push((
+                        started.elapsed(),
+                        t.elapsed(),
+                        status,
+                        v["degraded"] == true,
+                        v["source"] == "personal",
+                    ));
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stall = tokio::spawn(async move {
+        // The client gives up waiting (its own response timeout); Redis sleeps on.
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG").arg("SLEEP").arg("1.5").query_async(&mut c).await;
+    });
+    let mut all = Vec::new();
+    for c in clients {
+        all.extend(c.await.unwrap());
+    }
+    stall.await.unwrap();
+    let worst = all.iter().map(|s| s.1).max().unwrap();
+    let degraded = all.iter().filter(|s| s.3).count();
+    let bad = all.iter().filter(|s| s.2 != 200).count();
+    let personal_after = all.iter().filter(|s| s.0 > Duration::from_millis(2_300) && s.4).count();
+    eprintln!(
+        "slow redis: {} requests, worst {worst:?} (budget {budget:?}), {degraded} degraded, {personal_after} personal after the stall",
+        all.len()
+    );
+    assert_eq!(bad, 0, "every answer was 200");
+    assert!(degraded > 10, "answers during the stall were degraded: {degraded}");
+    // The budget, plus scheduling on a loaded 2-core CI machine.
+    assert!(worst < budget + Duration::from_millis(450), "worst latency {worst:?} with a {budget:?} budget");
+    assert!(personal_after > 0, "personal answers resumed after the stall");
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
     redis.kill().unwrap();

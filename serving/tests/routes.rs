@@ -200,6 +200,8 @@ async fn bad_input_is_a_json_400_naming_the_parameter_and_unknowns_are_404() {
         ("/v1/popular?k=1000".to_owned(), "k"),
         ("/v1/popular?category=shoes".to_owned(), "category"),
         ("/v1/popular?category=-3".to_owned(), "category"),
+        ("/v1/popular?user_id=a%20b".to_owned(), "user_id"),
+        ("/v1/items/1000/similar?user_id=".to_owned(), "user_id"),
     ] {
         let g = get(&app, &uri).await;
         assert_error(&g, StatusCode::BAD_REQUEST, "invalid_parameter", param);
@@ -305,4 +307,113 @@ async fn a_slow_redis_times_out_and_excess_requests_are_shed_with_retry_after() 
     let g = slow.await.unwrap();
     assert_error(&g, StatusCode::SERVICE_UNAVAILABLE, "request_timeout", "400");
     assert_eq!(get(&app, "/health").await.status, StatusCode::OK, "health is outside the limit");
+}
+
+#[tokio::test]
+async fn admin_reload_needs_the_bearer_token_and_refuses_an_unusable_model() {
+    const TOKEN: &str = "test-admin-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), "v1");
+    let s = settings(&redis_url());
+    let reload = |auth: Option<&str>| {
+        let mut r = Request::post("/admin/v1/reload");
+        if let Some(a) = auth {
+            r = r.header(header::AUTHORIZATION, a);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+
+    // No token configured: the admin routes are off.
+    let (off, _m) = state(&s, Some(catalog(dir.path())));
+    let g = send(&router(off), reload(Some(&format!("Bearer {TOKEN}")))).await;
+    assert_error(&g, StatusCode::FORBIDDEN, "admin_disabled", "RECSYS__ADMIN__TOKEN");
+
+    let (st, metrics) = state(&s, Some(catalog(dir.path())));
+    let auth = common::AdminConfig { token: common::Secret::new(TOKEN), token_file: None }.resolve().unwrap();
+    let app = router(st.with_admin(serving::http::Admin { auth, model_root: dir.path().to_owned() }));
+    for bad in [None, Some(TOKEN.to_owned()), Some("Bearer nope".to_owned()), Some(format!("Bearer {TOKEN}x"))] {
+        let g = send(&app, reload(bad.as_deref())).await;
+        assert_eq!(g.status, StatusCode::UNAUTHORIZED, "{bad:?}: {:?}", g.body);
+        assert_eq!(g.body["error"], "unauthorized");
+        assert!(g.headers[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Bearer"));
+        assert!(!g.body.to_string().contains(TOKEN), "the token is never echoed");
+    }
+    let ok = format!("Bearer {TOKEN}");
+    let g = send(&app, reload(Some(&ok))).await;
+    assert_eq!(g.status, StatusCode::OK, "{:?}", g.body);
+    assert_eq!((g.body["model_version"].as_str(), g.body["changed"].as_bool()), (Some("v1"), Some(false)));
+
+    // A new CURRENT (e.g. `models promote --no-publish`) is served at once.
+    write_model(dir.path(), "v2");
+    let g = send(&app, reload(Some(&ok))).await;
+    assert_eq!((g.body["model_version"].as_str(), g.body["changed"].as_bool()), (Some("v2"), Some(true)));
+    assert_eq!(get(&app, "/v1/popular").await.body["model_version"], "v2");
+
+    // CURRENT naming a broken version: 409, v2 keeps serving.
+    std::fs::create_dir_all(dir.path().join("v3")).unwrap();
+    std::fs::write(dir.path().join("v3/manifest.json"), b"{ truncated").unwrap();
+    // (set_current refuses an unreadable version: the damage is done by hand.)
+    std::fs::write(dir.path().join(model::artifact::CURRENT_FILE), "v3\n").unwrap();
+    let g = send(&app, reload(Some(&ok))).await;
+    assert_error(&g, StatusCode::CONFLICT, "reload_refused", "v3");
+    assert_eq!(get(&app, "/v1/popular").await.body["model_version"], "v2");
+    let text = metrics.render();
+    assert_eq!(metric(&text, "recsys_serving_admin_requests_total{action=\"reload\",outcome=\"refused\"}"), 4.0);
+    assert_eq!(metric(&text, "recsys_serving_admin_requests_total{action=\"reload\",outcome=\"ok\"}"), 2.0);
+    assert_eq!(metric(&text, "recsys_serving_admin_requests_total{action=\"reload\",outcome=\"failed\"}"), 1.0);
+}
+
+/// The README's table of hostile requests to serving (`--nocapture` prints it):
+/// every one is a clear 4xx JSON error naming the parameter, none a 5xx.
+#[tokio::test]
+async fn hostile_requests_get_clear_4xx_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), "v1");
+    let s = settings(&redis_url());
+    let (state, _m) = state(&s, Some(catalog(dir.path())));
+    let app = router(state);
+    let long = "u".repeat(65);
+    // (60 kB: the `http` crate refuses longer URIs before they reach a server.)
+    let huge_query = format!("/v1/popular?k=5&x={}", "a".repeat(60_000));
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("user id of 65 characters", format!("/v1/recommendations/{long}"), "400 invalid_parameter user_id"),
+        ("user id with a control character (%07)", "/v1/recommendations/a%07b".into(), "400 invalid_parameter user_id"),
+        ("user id of invalid UTF-8 (%FF)", "/v1/recommendations/%FF%FE".into(), "400 invalid_parameter user_id"),
+        ("user id with an encoded slash", "/v1/recommendations/a%2F..%2Fb".into(), "400 invalid_parameter user_id"),
+        ("empty user id", "/v1/recommendations/".into(), "404 not_found"),
+        ("k = 0", "/v1/recommendations/u1?k=0".into(), "400 invalid_parameter k"),
+        ("k = 101", "/v1/recommendations/u1?k=101".into(), "400 invalid_parameter k"),
+        ("k = -1", "/v1/recommendations/u1?k=-1".into(), "400 invalid_parameter k"),
+        ("k = 2⁶⁴", "/v1/recommendations/u1?k=18446744073709551616".into(), "400 invalid_parameter k"),
+        ("k = 1e3", "/v1/recommendations/u1?k=1e3".into(), "400 invalid_parameter k"),
+        ("k = NaN", "/v1/recommendations/u1?k=NaN".into(), "400 invalid_parameter k"),
+        ("category = -3", "/v1/popular?category=-3".into(), "400 invalid_parameter category"),
+        ("category = 2⁶⁴", "/v1/popular?category=18446744073709551616".into(), "400 invalid_parameter category"),
+        ("user_id query with a space", "/v1/popular?user_id=a%20b".into(), "400 invalid_parameter user_id"),
+        ("item id with a quote", "/v1/items/a%22b/similar".into(), "400 invalid_parameter item_id"),
+        ("unknown item", "/v1/items/999999/similar".into(), "404 item_not_found"),
+        ("unknown route", "/v1/../../etc/passwd".into(), "404 not_found"),
+        ("60 kB query string (unknown parameter ignored)", huge_query, "200"),
+    ];
+    println!("| request | answer |\n| --- | --- |");
+    for (name, uri, want) in &cases {
+        let g = get(&app, uri).await;
+        let got = if g.status == StatusCode::OK {
+            "200".to_owned()
+        } else {
+            let detail = g.body["detail"].as_str().unwrap_or_default();
+            let param = detail.split(':').next().unwrap_or_default();
+            let code = g.body["error"].as_str().unwrap_or_default();
+            if code == "invalid_parameter" {
+                format!("{} {code} {param}", g.status.as_u16())
+            } else {
+                format!("{} {code}", g.status.as_u16())
+            }
+        };
+        println!("| {name} | {got} |");
+        assert_eq!(&got, want, "{name}: {:?}", g.body);
+    }
+    let g = send(&app, Request::delete("/v1/popular").body(Body::empty()).unwrap()).await;
+    println!("| DELETE /v1/popular | {} {} |", g.status.as_u16(), g.body["error"].as_str().unwrap());
+    assert_eq!(g.status, StatusCode::METHOD_NOT_ALLOWED);
 }

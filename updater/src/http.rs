@@ -24,12 +24,13 @@ pub fn router(metrics: Metrics, model: ModelHandle) -> Router {
 
 /// The router; `/metrics` also renders `extra` (the registries of tasks
 /// running in the same process, e.g. `recsys_tracking_*`).
+/// Bounded like every HTTP server here ([`common::http::INTERNAL`]).
 pub fn router_with(metrics: Metrics, model: ModelHandle, extra: Vec<prometheus::Registry>) -> Router {
-    Router::new()
+    let r = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(health))
-        .fallback(|| async { (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "not_found"}))) })
-        .with_state(AppState { metrics, model, extra })
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "not_found"}))) });
+    common::http::bounded(r, common::http::INTERNAL).with_state(AppState { metrics, model, extra })
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {

@@ -66,6 +66,10 @@ struct RunArgs {
     /// Measured duration, seconds.
     #[arg(long, short = 'd', default_value_t = 30.0)]
     duration: f64,
+    /// Total requests per second, spread over the connections (0 = as fast as
+    /// they answer). For soaks at a fixed share of the measured capacity.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Unmeasured warm-up, seconds.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
@@ -240,6 +244,7 @@ where
 
 async fn run(a: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.connections > 0 && a.k_min >= 1 && a.k_min <= a.k_max, "bad --connections or k range");
+    anyhow::ensure!(a.rate >= 0.0 && a.rate.is_finite(), "--rate must be ≥ 0");
     let api = target(&a.url)?;
     let ingest = a.ingest_url.as_deref().map(target).transpose()?;
     let start = Instant::now();
@@ -329,7 +334,16 @@ async fn worker(
     let mut sender: Option<SendRequest<Empty<Bytes>>> = None;
     let mut events: Option<SendRequest<Full<Bytes>>> = None;
     let mut cold = 0u64;
+    // Each connection sends every connections/rate seconds (when --rate is set).
+    let interval = (a.rate > 0.0).then(|| Duration::from_secs_f64(a.connections as f64 / a.rate));
+    let mut next = Instant::now();
     while Instant::now() < end {
+        if let Some(i) = interval {
+            next += i;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let user = if rng.random::<f64>() < a.cold_share {
             cold += 1;
             format!("cold-{w}-{cold}-{:x}", rng.random::<u32>())
