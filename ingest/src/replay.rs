@@ -128,8 +128,8 @@ fn spawn_reader(path: &Path, tx: tokio::sync::mpsc::Sender<anyhow::Result<Chunk>
 
 /// A CSV line as the JSON object `schemas::Event` parses. Fields are passed
 /// through as strings (`ts` as a number when it is an integer) so every check,
-/// and its reason, is the schema's.
-fn line_to_value(line: &[u8]) -> Result<Value, String> {
+/// and its reason, is the schema's (`schemas::Event::from_value_with`).
+pub fn line_to_value(line: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
     let fields: Vec<&str> = text.split(',').collect();
     let [ts, user, kind, item, txn] = fields[..] else {

@@ -388,3 +388,117 @@ async fn a_fatal_producer_error_fails_health_and_stops_the_server() {
     let err = res.expect_err("a fatal error ends run() with an error");
     assert!(err.to_string().contains("fatal"), "{err:#}");
 }
+
+/// What a hostile request got: `"{status} {error}"`, or `"rejected: {reason}"`
+/// for a 200 that refused its one event (which then went to the DLQ).
+async fn outcome(app: &Router, req: Request<Body>) -> String {
+    let (status, v) = send(app, req).await;
+    if status == StatusCode::OK {
+        assert_eq!(v["accepted"], 0, "a hostile event was accepted: {v}");
+        let r = v["rejected"].as_array().unwrap();
+        assert_eq!(r.len(), 1, "{v}");
+        return format!("rejected: {}", r[0]["reason"].as_str().unwrap());
+    }
+    assert!(status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE, "{status}: {v}");
+    assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    format!("{} {}", status.as_u16(), v["error"].as_str().unwrap())
+}
+
+/// The README's table of hostile inputs (run with `--nocapture` to print it):
+/// each gets a clear 4xx (or its event is refused with the reason and
+/// dead-lettered), none crashes the process, none reaches the events topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_inputs_get_clear_answers_and_never_reach_the_topic() {
+    let m = mock_with(|s| s.ingest.request_timeout_ms = 1_000);
+    let ev = |field: &str, value: &str| {
+        let mut v = json!({"ts": 1433221332117i64, "user_id": "u1", "item_id": "i1", "event": "view"});
+        v[field] = serde_json::from_str(value).unwrap();
+        v.to_string()
+    };
+    let far_future = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        + 3 * 86_400_000)
+        .to_string();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("body over 1 MiB", format!("[\"{}\"]", "x".repeat(1 << 20)).into_bytes(), "413 payload_too_large"),
+        (
+            "10⁵ events in one request",
+            format!("[{}]", vec!["{}"; 100_000].join(",")).into_bytes(),
+            "413 batch_too_large",
+        ),
+        ("nesting 100,000 deep", "[".repeat(100_000).into_bytes(), "400 invalid_json"),
+        (
+            "an event field nested 10,000 deep",
+            format!("{{\"user_id\":{}}}", "[".repeat(10_000)).into_bytes(),
+            "400 invalid_json",
+        ),
+        (
+            "invalid UTF-8 in a string",
+            b"{\"user_id\":\"u\xff\",\"item_id\":\"1\",\"event\":\"view\"}".to_vec(),
+            "400 invalid_json",
+        ),
+        ("not JSON", b"{user_id: 1}".to_vec(), "400 invalid_json"),
+        (
+            "NaN revenue (literal)",
+            br#"{"user_id":"u","item_id":"1","event":"transaction","transaction_id":"t","revenue":NaN}"#.to_vec(),
+            "400 invalid_json",
+        ),
+        ("NaN revenue (string)", ev("revenue", r#""NaN""#).into_bytes(), "rejected: revenue"),
+        ("negative revenue", ev("revenue", "-5").into_bytes(), "rejected: revenue"),
+        ("huge revenue (1e308)", ev("revenue", "1e308").into_bytes(), "rejected: revenue"),
+        (
+            "revenue out of f64 range (1e309)",
+            br#"{"user_id":"u","item_id":"1","event":"view","revenue":1e309}"#.to_vec(),
+            "rejected: number out of range",
+        ),
+        (
+            "user id of 65 characters",
+            ev("user_id", &format!("\"{}\"", "u".repeat(65))).into_bytes(),
+            "rejected: user_id",
+        ),
+        ("item id with a control character", ev("item_id", r#""a\u0007b""#).into_bytes(), "rejected: item_id"),
+        ("user id with a newline", ev("user_id", r#""a\nb""#).into_bytes(), "rejected: user_id"),
+        ("user id with a slash", ev("user_id", r#""a/b""#).into_bytes(), "rejected: user_id"),
+        ("negative timestamp", ev("ts", "-1").into_bytes(), "rejected: ts"),
+        ("timestamp before 2010", ev("ts", "1000").into_bytes(), "rejected: ts"),
+        ("timestamp 3 days ahead", ev("ts", &far_future).into_bytes(), "rejected: ts"),
+        ("timestamp beyond i64", ev("ts", "99999999999999999999").into_bytes(), "rejected: ts"),
+        ("unknown event kind", ev("event", r#""click""#).into_bytes(), "rejected: event"),
+        ("unknown field", ev("price", "3").into_bytes(), "rejected: price"),
+        ("empty body", Vec::new(), "400 invalid_json"),
+        ("JSON null", b"null".to_vec(), "rejected: object"),
+    ];
+    println!("| input | answer |\n| --- | --- |");
+    let mut wrong = Vec::new();
+    for (name, body, want) in &cases {
+        let got = outcome(&m.app, post(body.clone())).await;
+        println!("| {name} | {got} |");
+        let ok = match want.strip_prefix("rejected: ") {
+            // Refused and dead-lettered, with a reason that names the field.
+            Some(field) => got.starts_with("rejected: ") && got.contains(field),
+            None => got == *want,
+        };
+        if !ok {
+            wrong.push(format!("{name}: got {got:?}, want {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // Other request-level faults.
+    let text = Request::post("/v1/events").header(header::CONTENT_TYPE, "text/plain").body(Body::from("{}")).unwrap();
+    let got = outcome(&m.app, text).await;
+    println!("| Content-Type text/plain | {got} |");
+    assert_eq!(got, "415 unsupported_media_type");
+    // A client that sends part of its body and stalls: cut off at the request deadline.
+    use futures::StreamExt;
+    let stalled = futures::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"[{\"user_id\":"))])
+        .chain(futures::stream::pending());
+    let got = outcome(&m.app, post(Body::from_stream(stalled))).await;
+    println!("| slow client (body stalls) | {got} |");
+    assert_eq!(got, "503 request_timeout");
+    assert_eq!(m.count(schemas::topics::EVENTS), 0, "nothing hostile reached the events topic");
+    let dead = m.read(schemas::topics::EVENTS_DLQ);
+    assert_eq!(
+        dead.len(),
+        cases.iter().filter(|c| c.2.starts_with("rejected")).count(),
+        "every refused event is dead-lettered"
+    );
+}

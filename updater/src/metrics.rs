@@ -48,6 +48,9 @@ pub struct Metrics {
     pub refold_users: IntCounter,
     /// 1 while this instance runs that pass.
     pub refold_running: IntGauge,
+    /// Partitions re-read from the start of their log because Redis had lost
+    /// their stored offset (restarted empty, flushed).
+    pub state_rebuilds: IntCounter,
 }
 
 impl Metrics {
@@ -112,6 +115,10 @@ impl Metrics {
                 "Lists rewritten from a new model by the background pass",
             )?,
             refold_running: IntGauge::new("recsys_updater_refold_running", "1 while the background re-fold runs here")?,
+            state_rebuilds: IntCounter::new(
+                "recsys_updater_state_rebuilds_total",
+                "Partitions re-read from their log start because Redis lost their stored offset",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.events.clone()))?;
@@ -131,6 +138,7 @@ impl Metrics {
         m.registry.register(Box::new(m.new_items.clone()))?;
         m.registry.register(Box::new(m.refold_users.clone()))?;
         m.registry.register(Box::new(m.refold_running.clone()))?;
+        m.registry.register(Box::new(m.state_rebuilds.clone()))?;
         for o in ["applied", "duplicate", "rejected"] {
             m.events.with_label_values(&[o]);
         }

@@ -25,7 +25,7 @@ use crate::config::Settings;
 use crate::kafka::UpdaterContext;
 use crate::metrics::Metrics;
 use crate::served::{ModelHandle, ServedModel};
-use crate::store::{ApplyEvent, Store, StoreError, UserHistory};
+use crate::store::{ApplyEvent, Slice, Store, StoreError, UserHistory};
 
 /// Why a batch attempt failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,8 @@ pub enum BatchError {
     DeadLetter(rdkafka::error::KafkaError),
     #[error("compute task: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("partition {0}: the log start moved past the batch; retrying with the new floor")]
+    FloorMoved(i32),
 }
 
 impl BatchError {
@@ -48,6 +50,7 @@ impl BatchError {
             BatchError::Store { stage, .. } => stage,
             BatchError::DeadLetter(_) => "dead_letter",
             BatchError::Join(_) => "compute",
+            BatchError::FloorMoved(_) => "floor",
         }
     }
 }
@@ -73,6 +76,9 @@ pub struct Pipeline {
     dlq_topic: String,
     params: ComputeParams,
     new_items: NewItemState,
+    /// First offset of each partition's log (its low watermark), the floor of
+    /// the lost-state check (`store::APPLY_SCRIPT`); fetched once per partition.
+    floors: BTreeMap<i32, i64>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -117,6 +123,7 @@ impl Pipeline {
             dlq_topic,
             params,
             new_items: NewItemState::default(),
+            floors: BTreeMap::new(),
         }
     }
 
@@ -238,21 +245,51 @@ impl Pipeline {
                 unknown_item: model.as_ref().is_some_and(|m| !m.item_index.contains_key(v.event.item_id())),
             });
         }
+        // Every partition of the batch, with the offsets of its first and last
+        // messages (dead-lettered ones included: they advance the stored offset too).
+        let mut spans: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        for m in batch {
+            let s = spans.entry(m.partition()).or_insert((m.offset(), m.offset()));
+            s.0 = s.0.min(m.offset());
+            s.1 = s.1.max(m.offset());
+        }
+        for &p in spans.keys() {
+            by_partition.entry(p).or_default();
+            if !self.floors.contains_key(&p) {
+                let floor = self.log_start(p).await;
+                self.floors.insert(p, floor);
+            }
+        }
         let topic = self.events_topic.as_str();
         let store = &self.store;
+        let slices: BTreeMap<i32, Slice> = spans
+            .iter()
+            .map(|(&p, &(first, last))| (p, Slice { floor: self.floors.get(&p).copied().unwrap_or(-1), first, last }))
+            .collect();
+        let slices = &slices;
         let results = futures::future::join_all(
-            by_partition.iter().map(|(p, evs)| async move { store.apply(topic, *p, evs).await }),
+            by_partition
+                .iter()
+                .map(|(p, evs)| async move { (*p, store.apply_guarded(topic, *p, evs, slices[p]).await) }),
         )
         .await;
         let mut histories: Vec<UserHistory> = Vec::new();
         let mut unknown_items: Vec<(ItemId, usize)> = Vec::new();
         let (mut applied, mut duplicates) = (0usize, 0usize);
-        for r in results {
+        let mut lost: Vec<i32> = Vec::new();
+        for (p, r) in results {
             let a = r.map_err(|source| BatchError::Store { stage: "apply", source })?;
+            if a.lost {
+                lost.push(p);
+                continue;
+            }
             applied += a.applied;
             duplicates += a.duplicates;
             histories.extend(a.histories);
             unknown_items.extend(a.unknown_items);
+        }
+        for &p in &lost {
+            self.rebuild_partition(p, spans[&p].0).await?;
         }
         self.metrics.stage_seconds.with_label_values(&["apply"]).observe(t.elapsed().as_secs_f64());
 
@@ -301,7 +338,7 @@ impl Pipeline {
 
         // 5. Metrics, then the offsets (only now is everything in Redis).
         let done = now_ms();
-        for v in &valid {
+        for v in valid.iter().filter(|v| !lost.contains(&v.partition)) {
             if let Some(ts) = v.kafka_ts_ms {
                 self.metrics.freshness_seconds.observe(((done - ts).max(0)) as f64 / 1000.0);
             }
@@ -312,7 +349,7 @@ impl Pipeline {
         self.metrics.users_refreshed.inc_by(refreshed as u64);
         self.metrics.batches.inc();
         self.metrics.batch_events.observe(batch.len() as f64);
-        self.commit(batch);
+        self.commit(batch, &lost);
         self.metrics.stage_seconds.with_label_values(&["total"]).observe(started.elapsed().as_secs_f64());
 
         // 6. Items the model does not know, off the critical path of the batch.
@@ -322,9 +359,59 @@ impl Pipeline {
         Ok(())
     }
 
-    fn commit(&self, batch: &[OwnedMessage]) {
+    /// The first offset of partition `p`'s log (-1 when the broker cannot
+    /// tell: the lost-state check is then skipped for it).
+    async fn log_start(&self, p: i32) -> i64 {
+        let (consumer, topic) = (self.consumer.clone(), self.events_topic.clone());
+        let r = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, p, Duration::from_secs(5))).await;
+        match r {
+            Ok(Ok((low, _))) => low,
+            Ok(Err(e)) => {
+                tracing::warn!(partition = p, error = %e, "cannot read the log start; lost-state check off for it");
+                -1
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "watermark task failed");
+                -1
+            }
+        }
+    }
+
+    /// Redis has no stored offset for partition `p` although the batch starts
+    /// at `first`, past the log start: Redis lost the updater's state
+    /// (restarted empty, flushed). Re-read the partition from the start of its
+    /// log so every history is rebuilt whole; the stored offsets, written again
+    /// as events are re-applied, keep it exactly-once. Nothing of `p` in this
+    /// batch is applied or committed.
+    async fn rebuild_partition(&mut self, p: i32, first: i64) -> Result<(), BatchError> {
+        // Retention may have moved the log start since it was fetched.
+        let floor = self.log_start(p).await;
+        self.floors.insert(p, floor);
+        if floor >= first {
+            return Err(BatchError::FloorMoved(p));
+        }
+        tracing::error!(
+            partition = p,
+            from = floor,
+            batch_starts_at = first,
+            "Redis lost the updater's state (no stored offset): re-reading the partition from the start of its log"
+        );
+        self.metrics.state_rebuilds.inc();
+        let (consumer, topic) = (self.consumer.clone(), self.events_topic.clone());
+        let sought = tokio::task::spawn_blocking(move || {
+            consumer.seek(&topic, p, rdkafka::Offset::Offset(floor), Duration::from_secs(10))
+        })
+        .await?;
+        if let Err(e) = sought {
+            // Not ours any more (rebalance): the new owner finds the same gap.
+            tracing::warn!(partition = p, error = %e, "seek for the rebuild failed");
+        }
+        Ok(())
+    }
+
+    fn commit(&self, batch: &[OwnedMessage], skip: &[i32]) {
         let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-        for m in batch {
+        for m in batch.iter().filter(|m| !skip.contains(&m.partition())) {
             let e = last.entry(m.partition()).or_insert(m.offset());
             *e = (*e).max(m.offset());
         }

@@ -74,6 +74,17 @@ pub struct ApplyEvent {
     pub unknown_item: bool,
 }
 
+/// The offsets of one partition's slice of a batch (see [`Store::apply_guarded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// The partition's log start; -1 = no lost-state check.
+    pub floor: i64,
+    /// Offset of the slice's first message (valid or not).
+    pub first: i64,
+    /// Offset of its last message.
+    pub last: i64,
+}
+
 /// What one script run did.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -86,24 +97,40 @@ pub struct Applied {
     pub histories: Vec<UserHistory>,
     /// For each unknown item of the slice: how many users it now has.
     pub unknown_items: Vec<(ItemId, usize)>,
+    /// The partition's stored offset is gone although the slice starts past
+    /// the floor given to [`Store::apply_guarded`]: nothing was applied.
+    pub lost: bool,
 }
 
 /// See the module documentation. KEYS: the offset key, then `h` history keys,
-/// then `m` item user-set keys. ARGV: cap, ttl, n, h, m, then 7 per event
-/// (offset, history key number, item, kind index 0–2, ts, user-set key
-/// number or 0, user id).
+/// then `m` item user-set keys. ARGV: cap, ttl, n, h, m, floor, first, last,
+/// then 7 per event (offset, history key number, item, kind index 0–2, ts,
+/// user-set key number or 0, user id).
+///
+/// `first` and `last` are the offsets of the slice's first and last messages,
+/// valid or not (dead-lettered messages advance the stored offset too, so it
+/// always means "everything up to here was handled"). `floor` is the
+/// partition's log start (-1 = no check): no stored offset while the slice
+/// starts past the floor means Redis lost what was applied (restarted empty,
+/// flushed); the script then applies nothing and returns `{-1}`, and the
+/// caller re-reads from the floor.
 pub const APPLY_SCRIPT: &str = r#"
-local stored = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local raw = redis.call('GET', KEYS[1])
+local n = tonumber(ARGV[3])
+local floor = tonumber(ARGV[6])
+if not raw and floor >= 0 and tonumber(ARGV[7]) > floor then
+  return {-1, {}, {}}
+end
+local stored = tonumber(raw or '-1')
 local cap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
 local h = tonumber(ARGV[4])
 local m = tonumber(ARGV[5])
 local applied = 0
 local last = stored
 local touched = {}
 for e = 0, n - 1 do
-  local b = 6 + e * 7
+  local b = 9 + e * 7
   local off = tonumber(ARGV[b])
   if off > stored then
     local ki = tonumber(ARGV[b + 1])
@@ -151,6 +178,8 @@ for ki, _ in pairs(touched) do
   end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
+local slice_last = tonumber(ARGV[8])
+if slice_last > last then last = slice_last end
 if last > stored then redis.call('SET', KEYS[1], string.format('%.0f', last)) end
 local out = {applied, {}, {}}
 for ki = 1, h do out[2][ki] = redis.call('HGETALL', KEYS[1 + ki]) end
@@ -193,8 +222,26 @@ impl Store {
 
     /// Runs [`APPLY_SCRIPT`] for one partition's events (in offset order).
     pub async fn apply(&self, topic: &str, partition: i32, events: &[ApplyEvent]) -> Result<Applied, StoreError> {
-        apply(&mut self.conn.clone(), &self.script, &self.keys, topic, partition, events, self.history_cap, self.ttl_s)
-            .await
+        let first = events.first().map_or(-1, |e| e.offset);
+        let last = events.last().map_or(-1, |e| e.offset);
+        self.apply_guarded(topic, partition, events, Slice { floor: -1, first, last }).await
+    }
+
+    /// [`Store::apply`] for a slice whose messages span `slice.first..=slice.last`
+    /// (`events` are its valid ones, possibly none): the stored offset moves to
+    /// `slice.last`; refused (`lost`) when the stored offset is missing although
+    /// the slice starts above `slice.floor`, the partition's log start — Redis
+    /// lost the state, and applying from the middle of the log would leave
+    /// every history without its older events.
+    pub async fn apply_guarded(
+        &self,
+        topic: &str,
+        partition: i32,
+        events: &[ApplyEvent],
+        slice: Slice,
+    ) -> Result<Applied, StoreError> {
+        let (cap, ttl) = (self.history_cap, self.ttl_s);
+        apply(&mut self.conn.clone(), &self.script, &self.keys, topic, partition, events, cap, ttl, slice).await
     }
 }
 
@@ -208,6 +255,7 @@ async fn apply(
     events: &[ApplyEvent],
     history_cap: usize,
     ttl_s: u64,
+    slice: Slice,
 ) -> Result<Applied, StoreError> {
     let mut users: Vec<&UserId> = Vec::new();
     let mut user_no: rustc_hash::FxHashMap<&UserId, usize> = Default::default();
@@ -234,6 +282,7 @@ async fn apply(
         inv.key(keys.item_users(i));
     }
     inv.arg(history_cap).arg(ttl_s).arg(events.len()).arg(users.len()).arg(items.len());
+    inv.arg(slice.floor).arg(slice.first).arg(slice.last);
     for e in events {
         inv.arg(e.offset)
             .arg(user_no[&e.user])
@@ -247,7 +296,11 @@ async fn apply(
     let bad = |what: &str| StoreError::Reply(format!("apply script: {what}"));
     let Value::Array(parts) = reply else { return Err(bad("not an array")) };
     let [applied, hists, counts]: [Value; 3] = parts.try_into().map_err(|_| bad("not 3 parts"))?;
-    let applied = as_int(&applied).ok_or_else(|| bad("applied count"))? as usize;
+    let applied = as_int(&applied).ok_or_else(|| bad("applied count"))?;
+    if applied < 0 {
+        return Ok(Applied { applied: 0, duplicates: 0, histories: Vec::new(), unknown_items: Vec::new(), lost: true });
+    }
+    let applied = applied as usize;
     let Value::Array(hists) = hists else { return Err(bad("histories")) };
     let Value::Array(counts) = counts else { return Err(bad("item counts")) };
     if hists.len() != users.len() || counts.len() != items.len() {
@@ -263,7 +316,7 @@ async fn apply(
         .zip(&counts)
         .map(|(i, c)| Ok(((*i).clone(), as_int(c).ok_or_else(|| bad("count"))? as usize)))
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Applied { applied, duplicates: events.len() - applied, histories, unknown_items })
+    Ok(Applied { applied, duplicates: events.len() - applied, histories, unknown_items, lost: false })
 }
 
 fn as_int(v: &Value) -> Option<i64> {

@@ -122,6 +122,8 @@ impl Env {
             .env("RECSYS__UPDATER__SESSION_TIMEOUT_MS", "6000")
             .env("RECSYS__UPDATER__BATCH_MAX_EVENTS", "64")
             .env("RECSYS__UPDATER__METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            // Tracking's consumer group is shared across tests; it has tests of its own.
+            .env("RECSYS__TRACKING__ENABLED", "false")
             .env("RUST_LOG", std::env::var("RECSYS_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -409,15 +411,19 @@ async fn killed_mid_stream_and_restarted_every_event_is_applied_once() {
             produce_stream(&e, &events, 1_500.0).await;
         })
     };
-    // Kill the first process (SIGKILL: no commit, no goodbye) twice at
-    // different points, then let a third one finish.
+    // Kill the process (SIGKILL: no commit, no goodbye) at different points
+    // (twice in the suite; scripts/chaos.sh sets RECSYS_CHAOS_KILLS=10), then
+    // let a last one finish.
+    let kills: usize = std::env::var("RECSYS_CHAOS_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let keys = env.settings.redis.keys();
     let topic = env.topic(schemas::topics::EVENTS);
     let mut r = env.redis().await;
-    for round in 0..2 {
+    let step = 2_400 / (kills as i64 + 1);
+    for round in 0..kills {
         let mut child = env.spawn_process(free_port());
         let start = Instant::now();
-        let target = 400 * (round + 1);
+        // A random point within this round's stretch of the stream.
+        let target = step * round as i64 + 1 + rand::random::<u64>() as i64 % step;
         loop {
             let mut applied = 0i64;
             for p in 0..3 {
@@ -431,12 +437,40 @@ async fn killed_mid_stream_and_restarted_every_event_is_applied_once() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         child.kill();
+        eprintln!(
+            "kill {}/{kills}: SIGKILL after {applied_at_kill} events applied",
+            round + 1,
+            applied_at_kill = target
+        );
     }
     let mut child = env.spawn_process(free_port());
     producing.await.unwrap();
     env.wait_applied(Duration::from_secs(90)).await;
     child.kill();
     assert_histories(&env, &events).await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_state_rebuilds_every_history_from_the_log() {
+    let Some(b) = broker() else { return };
+    let env = Env::new(&b, 3).await;
+    env.write_model("v1", 7, true);
+    let events = stream(1_500, 120, 17);
+    let running = env.start(env.settings.clone()).await;
+    produce_stream(&env, &events[..1_000], f64::INFINITY).await;
+    env.wait_applied(Duration::from_secs(60)).await;
+    assert_histories(&env, &events[..1_000]).await;
+
+    // Redis comes back empty (it keeps nothing on disk here): every key gone.
+    env.cleanup().await;
+    produce_stream(&env, &events[1_000..], f64::INFINITY).await;
+    env.wait_applied(Duration::from_secs(90)).await;
+    // Not only the new events: the histories hold everything, exactly once.
+    assert_histories(&env, &events).await;
+    let text = running.metrics().await;
+    assert!(metric(&text, "recsys_updater_state_rebuilds_total") >= 1.0, "{text}");
+    running.stop().await;
     env.cleanup().await;
 }
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use schemas::{EventKind, ItemId, UserId};
-use updater::store::{ApplyEvent, Store};
+use updater::store::{ApplyEvent, Slice, Store};
 
 async fn store(cap: usize) -> Store {
     let mut cfg = common::RedisConfig::default();
@@ -75,4 +75,49 @@ async fn histories_are_capped_least_recently_touched_first() {
         .unwrap();
     let items: Vec<String> = r.histories[0].items.iter().map(|(i, _)| i.to_string()).collect();
     assert_eq!(items, vec!["12", "14", "99"]);
+}
+
+#[tokio::test]
+async fn a_missing_offset_past_the_log_start_is_reported_as_lost_state() {
+    let s = store(100).await;
+    let slice = |floor, first, last| Slice { floor, first, last };
+    let batch: Vec<ApplyEvent> = (0..4).map(|i| ev(i, "a", "1", EventKind::View, 10 + i)).collect();
+    // A partition's first batch starts at the log start: applied.
+    assert_eq!(s.apply_guarded("t", 0, &batch[..2], slice(0, 0, 1)).await.unwrap().applied, 2);
+    // Later batches find the stored offset: applied.
+    let r = s.apply_guarded("t", 0, &batch[2..], slice(0, 2, 3)).await.unwrap();
+    assert_eq!((r.applied, r.lost), (2, false));
+    // Redis loses the state: a batch from the middle of the log is refused.
+    let mut c = s.conn.clone();
+    let user = UserId::parse("a").unwrap();
+    let _: () =
+        redis::cmd("DEL").arg(s.keys.offsets("t", 0)).arg(s.keys.hist(&user)).query_async(&mut c).await.unwrap();
+    let more = [ev(4, "a", "1", EventKind::View, 20)];
+    let r = s.apply_guarded("t", 0, &more, slice(0, 4, 4)).await.unwrap();
+    assert!(r.lost && r.applied == 0 && r.histories.is_empty());
+    let h: Option<String> = redis::cmd("HGET").arg(s.keys.hist(&user)).arg("1").query_async(&mut c).await.unwrap();
+    assert_eq!(h, None, "nothing applied");
+    // Re-reading from the log start rebuilds it whole.
+    let all: Vec<ApplyEvent> = batch.iter().cloned().chain(more.iter().cloned()).collect();
+    let r = s.apply_guarded("t", 0, &all, slice(0, 0, 4)).await.unwrap();
+    assert_eq!((r.applied, r.lost), (5, false));
+    assert_eq!(counts(&r.histories[0]), vec![("1".into(), [5, 0, 0])]);
+    // Retention moved the log start: a batch starting there is not a loss; -1 turns the check off.
+    assert!(!s.apply_guarded("t", 1, &[ev(7, "b", "1", EventKind::View, 1)], slice(7, 7, 7)).await.unwrap().lost);
+    assert!(!s.apply_guarded("t", 2, &[ev(9, "b", "1", EventKind::View, 1)], slice(-1, 9, 9)).await.unwrap().lost);
+}
+
+#[tokio::test]
+async fn dead_lettered_messages_advance_the_stored_offset_too() {
+    let s = store(100).await;
+    // Offsets 0..=2 were invalid (dead-lettered): nothing to apply, but handled.
+    let r = s.apply_guarded("t", 0, &[], Slice { floor: 0, first: 0, last: 2 }).await.unwrap();
+    assert_eq!((r.applied, r.lost), (0, false));
+    let mut c = s.conn.clone();
+    let stored: Option<i64> = redis::cmd("GET").arg(s.keys.offsets("t", 0)).query_async(&mut c).await.unwrap();
+    assert_eq!(stored, Some(2));
+    // So the next valid event (offset 3) is not mistaken for lost state.
+    let next = [ev(3, "a", "1", EventKind::View, 1)];
+    let r = s.apply_guarded("t", 0, &next, Slice { floor: 0, first: 3, last: 3 }).await.unwrap();
+    assert_eq!((r.applied, r.lost), (1, false));
 }
