@@ -23,6 +23,8 @@ COPY ingest ingest
 COPY updater updater
 COPY serving serving
 COPY tracking tracking
+COPY e2e e2e
+COPY fuzz fuzz
 RUN cargo build --release --locked \
         --bin recsys-ingest --bin recsys-updater --bin recsys-serving \
         --bin recsys-trainer --bin recsys-loadtest \

@@ -106,6 +106,8 @@ export RECSYS__UPDATER__METRICS_LISTEN="127.0.0.1:$UPDATER"
 # The demo model: 64 factors train in seconds; production uses 256.
 export RECSYS__TRAINING__FACTORS=${DEMO_FACTORS:-64}
 export RUST_LOG=${RUST_LOG:-info}
+# For scripts that drive this demo further (scripts/soak.sh).
+env | grep -E '^RECSYS__' | sed 's/^/export /' >"$state/env"
 
 log "training on $state/data (gate, promote, publish)"
 "$bin/recsys-trainer" train --data-dir "$state/data" --quiet

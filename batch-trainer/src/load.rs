@@ -449,6 +449,16 @@ fn merge_chunks<T: Copy>(path: &Path, chunks: Vec<Chunk<T>>) -> (Vec<T>, LoadRep
     (kept, report)
 }
 
+/// Parses and cleans the bytes of an `events.csv` (as [`load_events`] does
+/// with the file's content); errors name the file as `events.csv`. For
+/// callers that hold the bytes already, and for the fuzzer. `chunks` = how
+/// many parallel pieces the body is cut into (0 = by size, as the loader does);
+/// the result does not depend on it.
+pub fn parse_events_bytes(bytes: &[u8], opts: &LoadOptions, chunks: usize) -> Result<EventLog, LoadError> {
+    let chunks = if chunks == 0 { default_chunks(bytes.len()) } else { chunks };
+    parse_events(Path::new("events.csv"), bytes, opts, chunks)
+}
+
 fn parse_events(path: &Path, bytes: &[u8], opts: &LoadOptions, chunks: usize) -> Result<EventLog, LoadError> {
     let body = split_header(path, bytes, EVENTS_HEADER)?;
     let parsed = parse_chunks(path, body, chunks, Chunk::<RawEvent>::default, |acc, line| event_row(acc, line, opts))?;

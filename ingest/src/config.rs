@@ -62,6 +62,10 @@ pub struct IngestConfig {
     pub compression: Compression,
     /// On shutdown, how long to wait for the producer to flush, ms.
     pub flush_timeout_ms: u64,
+    /// When every produce has failed with an error answered by the broker
+    /// (not a timeout) for this long, the producer is considered stuck:
+    /// `/health` turns 503 and the process exits to be replaced, ms.
+    pub stuck_after_ms: u64,
     /// `replay`: most deliveries awaiting the broker's acknowledgement at once.
     pub replay_max_in_flight: usize,
     /// Earliest accepted event `ts`, epoch ms.
@@ -83,6 +87,7 @@ impl Default for IngestConfig {
             linger_ms: 5,
             compression: Compression::Lz4,
             flush_timeout_ms: 10_000,
+            stuck_after_ms: 30_000,
             replay_max_in_flight: 50_000,
             min_ts: limits.min_ts,
             max_future_ms: limits.max_future_ms,

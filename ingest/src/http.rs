@@ -37,6 +37,7 @@ struct Inner {
     max_batch: usize,
     message_timeout: Duration,
     metrics: Metrics,
+    stuck: Arc<kafka::StuckDetector>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,6 +64,17 @@ pub struct IngestResponse {
 /// concurrency limit (excess requests are shed with 503 at once, so clients
 /// back off instead of queueing); `/health` and `/metrics` stay responsive.
 pub fn router(settings: &Settings, producer: FutureProducer, metrics: Metrics) -> Router {
+    let stuck = Arc::new(kafka::StuckDetector::new(Duration::from_millis(settings.ingest.stuck_after_ms)));
+    router_with(settings, producer, metrics, stuck)
+}
+
+/// [`router`] reporting a stuck producer to `stuck` (which [`crate::run`] watches).
+pub fn router_with(
+    settings: &Settings,
+    producer: FutureProducer,
+    metrics: Metrics,
+    stuck: Arc<kafka::StuckDetector>,
+) -> Router {
     let ingest = &settings.ingest;
     let state = AppState {
         inner: Arc::new(Inner {
@@ -73,6 +85,7 @@ pub fn router(settings: &Settings, producer: FutureProducer, metrics: Metrics) -
             max_batch: ingest.max_batch,
             message_timeout: std::time::Duration::from_millis(ingest.message_timeout_ms),
             metrics: metrics.clone(),
+            stuck,
         }),
     };
     let timeout_ms = ingest.request_timeout_ms;
@@ -115,16 +128,19 @@ async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Resp
     resp
 }
 
-/// `ok`, or 503 once the idempotent producer hit a fatal error: it can then
-/// never produce again (librdkafka refuses, to keep the log's order and
-/// uniqueness), so the process must be replaced; [`crate::run`] exits too.
+/// `ok`, or 503 once the producer can no longer produce: a fatal error of the
+/// idempotent producer (librdkafka then refuses everything, to keep the log's
+/// order and uniqueness) or a stuck one (see [`kafka::StuckDetector`]). The
+/// process must be replaced; [`crate::run`] exits too.
 async fn health(State(s): State<AppState>) -> Response {
-    match s.inner.producer.client().fatal_error() {
+    let failed = match (s.inner.producer.client().fatal_error(), s.inner.stuck.stuck_for()) {
+        (Some((code, reason)), _) => Some(format!("{code:?}: {reason}")),
+        (None, Some(d)) => Some(format!("the broker has refused every message for {} s", d.as_secs())),
+        (None, None) => None,
+    };
+    match failed {
         None => Json(serde_json::json!({"status": "ok"})).into_response(),
-        Some((code, reason)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "failed", "error": format!("{code:?}: {reason}")})),
-        )
+        Some(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "failed", "error": error})))
             .into_response(),
     }
 }
@@ -215,11 +231,16 @@ async fn post_events(
     records.extend(dead.into_iter().map(|payload| OutRecord { topic: &s.dlq_topic, key: None, payload }));
 
     let metrics = &s.metrics;
+    let stuck = &s.stuck;
     kafka::produce_all(&s.producer, &records, s.message_timeout, |topic, err| {
         metrics.produce_errors.with_label_values(&[topic, &kafka::error_label(err)]).inc();
+        stuck.failed(err);
     })
     .await
     .map_err(|e| {
+        if e.acked.iter().any(|&a| a) {
+            stuck.acknowledged();
+        }
         let persisted: Vec<usize> =
             event_index.iter().zip(&e.acked).filter(|(_, &ok)| ok).map(|(&index, _)| index).collect();
         if persisted.is_empty() {
@@ -230,6 +251,9 @@ async fn post_events(
         }
     })?;
 
+    if !records.is_empty() {
+        stuck.acknowledged();
+    }
     metrics.events_accepted.with_label_values(&["http"]).inc_by(events.len() as u64);
     for c in classes {
         metrics.events_rejected.with_label_values(&["http", c]).inc();

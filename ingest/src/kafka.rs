@@ -1,5 +1,6 @@
 //! The producer, topic creation, and "send these and wait for every acknowledgement".
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -115,5 +116,81 @@ pub fn error_label(e: &KafkaError) -> String {
     match e.rdkafka_error_code() {
         Some(code) => format!("{code:?}"),
         None => "other".to_owned(),
+    }
+}
+
+/// Notices a producer that the broker keeps refusing: every produce failing
+/// with an error the *broker answered* (not a local timeout or a transport
+/// error, which mean "down" and heal by themselves) for longer than `after`.
+/// Seen with tansu: an idempotent producer that lived across a broker restart
+/// gets "unknown broker error" for every message, forever; only a fresh
+/// producer (a fresh process) recovers.
+#[derive(Debug)]
+pub struct StuckDetector {
+    /// Epoch ms of the first broker error of the current streak (0 = none).
+    since_ms: std::sync::atomic::AtomicI64,
+    after: Duration,
+}
+
+impl StuckDetector {
+    pub fn new(after: Duration) -> StuckDetector {
+        StuckDetector { since_ms: std::sync::atomic::AtomicI64::new(0), after }
+    }
+
+    /// A message failed with `e`.
+    pub fn failed(&self, e: &KafkaError) {
+        if is_broker_error(e) {
+            let now = now_ms().max(1);
+            let _ = self.since_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Messages were acknowledged: the streak ends.
+    pub fn acknowledged(&self) {
+        self.since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the broker has refused everything, once that exceeds the limit.
+    pub fn stuck_for(&self) -> Option<Duration> {
+        let since = self.since_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let d = Duration::from_millis((now_ms() - since).max(0) as u64);
+        (d > self.after).then_some(d)
+    }
+}
+
+/// An error code the broker answered (Kafka protocol codes are ≥ -1;
+/// librdkafka's local ones, timeouts and transport failures included, are ≤ -100).
+fn is_broker_error(e: &KafkaError) -> bool {
+    e.rdkafka_error_code().is_some_and(|c| (c as i32) >= -1 && (c as i32) != 0)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn only_a_long_streak_of_broker_answers_is_stuck() {
+        let d = StuckDetector::new(Duration::from_millis(50));
+        let refused = KafkaError::MessageProduction(RDKafkaErrorCode::Unknown);
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        d.failed(&timed_out);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(d.stuck_for(), None, "a broker that is down is not a stuck producer");
+        d.failed(&refused);
+        assert_eq!(d.stuck_for(), None, "not for long yet");
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(d.stuck_for().is_some());
+        d.acknowledged();
+        assert_eq!(d.stuck_for(), None);
+        assert!(is_broker_error(&KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage)));
+        assert!(!is_broker_error(&KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure)));
     }
 }

@@ -34,7 +34,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
-    let app = http::router(&settings, producer.clone(), metrics);
+    let stuck = Arc::new(kafka::StuckDetector::new(std::time::Duration::from_millis(settings.ingest.stuck_after_ms)));
+    let app = http::router_with(&settings, producer.clone(), metrics, stuck.clone());
     tracing::info!(addr = %listener.local_addr()?, brokers = %settings.kafka.brokers, "recsys-ingest listening");
     // An idempotent producer's fatal error is permanent: stop serving (so the
     // orchestrator sees the process end and starts a fresh one) instead of
@@ -49,12 +50,16 @@ pub async fn run(
                         let _ = fatal.set(format!("{code:?}: {reason}"));
                         return;
                     }
+                    if let Some(d) = stuck.stuck_for() {
+                        let _ = fatal.set(format!("the broker has refused every message for {} s", d.as_secs()));
+                        return;
+                    }
                     tokio::time::sleep(FATAL_POLL).await;
                 }
             };
             tokio::select! {
                 () = shutdown => {}
-                () = watch => tracing::error!(error = ?fatal.get(), "the producer hit a fatal error; shutting down"),
+                () = watch => tracing::error!(error = ?fatal.get(), "the producer can no longer produce; shutting down"),
             }
         }
     };
@@ -63,7 +68,7 @@ pub async fn run(
     let timeout = settings.ingest.flush_timeout();
     tokio::task::spawn_blocking(move || producer.flush(timeout)).await??;
     if let Some(e) = fatal.get() {
-        anyhow::bail!("the Kafka producer hit a fatal error ({e}); exiting so a fresh process replaces this one");
+        anyhow::bail!("the Kafka producer can no longer produce ({e}); exiting so a fresh process replaces this one");
     }
     Ok(())
 }

@@ -40,6 +40,9 @@ pub const ITEMS_FILE: &str = "items.csv";
 pub const CATEGORIES_FILE: &str = "categories.csv";
 pub const POPULAR_FILE: &str = "popular.json";
 pub const CURRENT_FILE: &str = "CURRENT";
+/// Every file of a version directory.
+pub const VERSION_FILES: [&str; 6] =
+    [MANIFEST_FILE, FACTORS_FILE, USERS_FILE, ITEMS_FILE, CATEGORIES_FILE, POPULAR_FILE];
 
 /// Why an artifact could not be written or read.
 #[derive(Debug, Error)]
