@@ -248,3 +248,28 @@ pub fn view(user: &str, item: &str) -> serde_json::Value {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     serde_json::json!({"ts": now, "user_id": user, "item_id": item, "event": "view"})
 }
+
+/// Deletes every Redis key under `prefix` (a test's own), so test runs do not
+/// pile up keys in the shared Redis (and slow every SCAN of the others).
+pub async fn cleanup_redis(prefix: &str) {
+    let mut c = redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap()).await.unwrap();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(5_000)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await.unwrap();
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}

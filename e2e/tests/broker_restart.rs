@@ -227,6 +227,7 @@ async fn broker_stopped_and_restarted_under_ingest_load() {
     }
     updater.stop().await;
     ingest.stop().await;
+    cleanup_redis(&s.redis.prefix).await;
 }
 
 async fn common_topics(k: &common::KafkaConfig) {

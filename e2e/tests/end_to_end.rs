@@ -271,4 +271,5 @@ async fn replay_train_serve_personalise_swap_and_reject_a_worse_model() {
     serving.stop().await;
     updater.stop().await;
     ingest.stop().await;
+    cleanup_redis(&shared.redis.prefix).await;
 }

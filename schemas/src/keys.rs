@@ -171,8 +171,15 @@ impl RedisKeys {
         format!("{}track_offsets:{}:{}", self.prefix, topic, partition)
     }
 
+    /// `stats_index`: a set of every `stats:{variant}:{model_version}` key
+    /// (written with the counters), so `GET /v1/stats` reads them without
+    /// scanning a keyspace that holds every user's history.
+    pub fn stats_index(&self) -> String {
+        format!("{}stats_index", self.prefix)
+    }
+
     /// A `SCAN MATCH` pattern for every stats key under this prefix (glob
-    /// characters in the prefix are escaped), for `GET /v1/stats`.
+    /// characters in the prefix are escaped).
     pub fn stats_pattern(&self) -> String {
         format!("{}stats:*", escape_glob(&self.prefix))
     }
@@ -238,6 +245,8 @@ mod tests {
         }
         assert_eq!(k.stats_pattern(), "t\\*1:stats:*");
         assert_eq!(RedisKeys::default().stats_pattern(), "recsys:stats:*");
+        assert_eq!(RedisKeys::default().stats_index(), "recsys:stats_index");
+        assert_eq!(RedisKeys::default().parse_stats(&RedisKeys::default().stats_index()), None);
         for other in ["t*1:stats:als", "t*1:stats:ctr:v1", "t*1:stats:als:.x", "recsys:stats:als:v1", "t*1:popular"] {
             assert_eq!(k.parse_stats(other), None, "{other}");
         }

@@ -900,24 +900,11 @@ pub async fn stats(State(s): State<AppState>) -> Result<Json<StatsResponse>, Api
 
 async fn read_stats(s: &Inner) -> redis::RedisResult<Vec<ArmStats>> {
     let mut conn = s.redis.clone();
-    let pattern = s.keys.stats_pattern();
-    let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        keys.extend(batch.into_iter().filter_map(|k| s.keys.parse_stats(&k).map(|p| (k, p))));
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    // The index the tracking script maintains: no SCAN over a keyspace that
+    // holds every user's history.
+    let members: Vec<String> = redis::cmd("SMEMBERS").arg(s.keys.stats_index()).query_async(&mut conn).await?;
+    let mut keys: Vec<(String, (Variant, ModelVersion))> =
+        members.into_iter().filter_map(|k| s.keys.parse_stats(&k).map(|p| (k, p))).collect();
     keys.sort_by(|a, b| a.1.cmp(&b.1));
     keys.dedup_by(|a, b| a.0 == b.0);
     let mut pipe = redis::pipe();
@@ -929,6 +916,8 @@ async fn read_stats(s: &Inner) -> redis::RedisResult<Vec<ArmStats>> {
     Ok(keys
         .into_iter()
         .zip(hashes)
+        // An indexed key whose hash is gone (deleted by an operator) shows nothing.
+        .filter(|(_, h)| !h.is_empty())
         .map(|((_, (variant, version)), h)| {
             let int = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             let revenue = h.get("revenue").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);

@@ -141,6 +141,9 @@ async fn similar_popular_stats_and_the_meta_routes() {
         .await
         .unwrap();
     let _: () = r.hset(keys.stats(Variant::Popular, &v1), "impressions", "0").await.unwrap();
+    // (The tracking script indexes the keys it writes; done by hand here.)
+    let _: () =
+        r.sadd(keys.stats_index(), &[keys.stats(Variant::Als, &v1), keys.stats(Variant::Popular, &v1)]).await.unwrap();
     let g = get(&app, "/v1/stats").await;
     assert_eq!(g.status, StatusCode::OK, "{:?}", g.body);
     let arms = g.body["arms"].as_array().unwrap();

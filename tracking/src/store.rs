@@ -34,7 +34,8 @@
 //! first), and revenue is counted once per transaction key of the user, so
 //! matching an event twice counts nothing twice.
 //! - `stats:{variant}:{model_version}`: hash `impressions`, `clicks`, `carts`,
-//!   `purchases` (integers), `revenue` (float).
+//!   `purchases` (integers), `revenue` (float); each such key is also in the
+//!   set `stats_index`, which `GET /v1/stats` reads instead of scanning.
 //! - `stats_hourly:{variant}:{model_version}:{epoch hour of the impression}`:
 //!   the same fields, TTL `hourly_retention_h`.
 //! - `track_offsets:{topic}:{partition}`: the last offset applied (the
@@ -268,6 +269,7 @@ for _, k in ipairs(order) do
   end
   local rev = string.format('%.17g', c[7])
   if c[7] ~= 0 then redis.call('HINCRBYFLOAT', key, 'revenue', rev) end
+  redis.call('SADD', prefix .. 'stats_index', key)
   table.insert(out, {c[1], c[2], c[3], c[4], c[5], c[6], rev})
 end
 for _, hk in ipairs(horder) do
