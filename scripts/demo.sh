@@ -121,8 +121,10 @@ wait_http "http://127.0.0.1:$INGEST/health" ingest
 wait_http "http://127.0.0.1:$UPDATER/health" updater
 wait_http "http://127.0.0.1:$SERVING/ready" serving
 
-log "replaying the event log into Kafka"
-"$bin/recsys-ingest" replay "$state/data/events.csv" --max --quiet
+# Paced: at full speed the local broker (tansu, sqlite) falls behind its
+# group-coordinator duties and the updater's group keeps rebalancing.
+log "replaying the event log into Kafka (${DEMO_REPLAY_RATE:-4000} events/s)"
+"$bin/recsys-ingest" replay "$state/data/events.csv" --rate "${DEMO_REPLAY_RATE:-4000}" --quiet
 
 log "waiting for the updater to fold everyone in"
 sent=$(($(wc -l <"$state/data/events.csv") - 1))

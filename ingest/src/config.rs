@@ -68,6 +68,10 @@ pub struct IngestConfig {
     pub stuck_after_ms: u64,
     /// `replay`: most deliveries awaiting the broker's acknowledgement at once.
     pub replay_max_in_flight: usize,
+    /// `replay`: librdkafka `message.timeout.ms` of a bulk load, ms. Longer
+    /// than the API's: with many messages in flight, a broker slower than the
+    /// file keeps them queued for seconds, and a timeout there fails the replay.
+    pub replay_message_timeout_ms: u64,
     /// Earliest accepted event `ts`, epoch ms.
     pub min_ts: i64,
     /// How far past the receiver's clock an event `ts` may be, ms.
@@ -89,6 +93,7 @@ impl Default for IngestConfig {
             flush_timeout_ms: 10_000,
             stuck_after_ms: 30_000,
             replay_max_in_flight: 50_000,
+            replay_message_timeout_ms: 120_000,
             min_ts: limits.min_ts,
             max_future_ms: limits.max_future_ms,
         }

@@ -87,6 +87,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => anyhow::bail!("--rate and --speedup must be positive"),
             };
             ingest::kafka::ensure_topics(&settings.kafka, Duration::from_secs(10)).await?;
+            settings.ingest.message_timeout_ms = settings.ingest.replay_message_timeout_ms;
             let producer = ingest::kafka::producer(&settings)?;
             let opts = ReplayOptions { file, pace, progress: !quiet };
             let s = ingest::replay::replay(&settings, &producer, &opts).await?;
