@@ -171,12 +171,6 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// `POST /v1/events`: one event object or an array of them.
 async fn post_events(
     State(s): State<AppState>,
@@ -192,7 +186,7 @@ async fn post_events(
         }
     })?;
     let s = &s.inner;
-    let now = now_ms();
+    let now = crate::kafka::now_ms();
     // schemas owns the rules: one result per element, with its original text.
     let items = Event::parse_json_batch(&bytes, now, &s.limits).map_err(|e| match e {
         EventError::Json(msg) => ApiError::InvalidJson(msg),

@@ -143,12 +143,6 @@ pub fn line_to_value(line: &[u8]) -> Result<Value, String> {
     Ok(v)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Whether the acknowledgement was for an event or a dead letter.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -216,7 +210,7 @@ pub async fn replay(
         for (no, line) in chunk? {
             summary.lines += 1;
             bytes_read += line.len() as u64 + 1;
-            let now = now_ms();
+            let now = crate::kafka::now_ms();
             let parsed =
                 line_to_value(&line).and_then(|v| Event::from_value_with(&v, now, &limits).map_err(|e| e.to_string()));
             let (kind, topic, key, payload) = match &parsed {

@@ -157,12 +157,26 @@ impl Inner {
             self.metrics.impressions_anonymous.with_label_values(&[route]).inc();
             return;
         };
+        let variant = variant_of(&self.cfg.ab_salt, user.as_str(), self.cfg.treatment_percent);
+        self.publish_impression(user, variant, rec_id, items, model, source);
+    }
+
+    /// Queues the impression of one answer (never waits on Kafka).
+    fn publish_impression(
+        &self,
+        user: UserId,
+        variant: Variant,
+        rec_id: &RecId,
+        items: &[ScoredItem],
+        model: &ModelVersion,
+        source: Source,
+    ) {
         self.publisher.publish(Impression {
             rec_id: rec_id.clone(),
             ts: now_ms(),
-            variant: variant_of(&self.cfg.ab_salt, user.as_str(), self.cfg.treatment_percent),
             user_id: user,
             items: items.iter().map(|i| i.item_id.clone()).collect(),
+            variant,
             model_version: model.clone(),
             source,
         });
@@ -635,15 +649,7 @@ pub async fn recommendations(
     let m = &s.metrics;
     m.recommendations.with_label_values(&[variant.as_str(), answer.source.as_str()]).inc();
     let rec_id = s.rec_id();
-    s.publisher.publish(Impression {
-        rec_id: rec_id.clone(),
-        ts: now_ms(),
-        user_id: user.clone(),
-        items: answer.items.iter().map(|i| i.item_id.clone()).collect(),
-        variant,
-        model_version: answer.model.clone(),
-        source: answer.source,
-    });
+    s.publish_impression(user.clone(), variant, &rec_id, &answer.items, &answer.model, answer.source);
     let body = RecommendationsResponse {
         user_id: user.into_string(),
         rec_id: rec_id.into_string(),

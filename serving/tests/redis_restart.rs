@@ -33,6 +33,27 @@ fn start_redis(port: u16) -> Child {
     child
 }
 
+/// `serving::run` on a port-0 listener, following `CURRENT` only (no broker).
+async fn start_serving(
+    s: &serving::Settings,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = serving::Metrics::new().unwrap();
+    let deps = serving::Deps {
+        listener,
+        redis: support::redis_conn_lazy(s),
+        producer: serving::impressions::producer(s, &metrics).unwrap(),
+        announcements: None,
+        metrics,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serving::run(s.clone(), deps, async move {
+        let _ = stop_rx.await;
+    }));
+    (addr, stop_tx, server)
+}
+
 async fn seed(url: &str, keys: &schemas::RedisKeys, user: &str) {
     let mut c = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
     let list: Vec<String> = (10..20).map(item_id).collect();
@@ -60,20 +81,7 @@ async fn redis_stopped_and_restarted_while_requests_flow() {
     let user = user_in(Variant::Als, "restart");
     seed(&url, &keys, &user).await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let metrics = serving::Metrics::new().unwrap();
-    let deps = serving::Deps {
-        listener,
-        redis: support::redis_conn_lazy(&s),
-        producer: serving::impressions::producer(&s, &metrics).unwrap(),
-        announcements: None,
-        metrics,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serving::run(s.clone(), deps, async move {
-        let _ = stop_rx.await;
-    }));
+    let (addr, stop_tx, server) = start_serving(&s).await;
 
     let client = reqwest::Client::new();
     let rec_url = format!("http://{addr}/v1/recommendations/{user}?k=5");
@@ -167,20 +175,7 @@ async fn slow_redis_bounds_latency_by_the_redis_budget() {
     let keys = s.redis.keys();
     let user = user_in(Variant::Als, "slow");
     seed(&url, &keys, &user).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let metrics = serving::Metrics::new().unwrap();
-    let deps = serving::Deps {
-        listener,
-        redis: support::redis_conn_lazy(&s),
-        producer: serving::impressions::producer(&s, &metrics).unwrap(),
-        announcements: None,
-        metrics,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serving::run(s.clone(), deps, async move {
-        let _ = stop_rx.await;
-    }));
+    let (addr, stop_tx, server) = start_serving(&s).await;
     let client = reqwest::Client::new();
     let rec_url = format!("http://{addr}/v1/recommendations/{user}?k=5");
     let deadline = Instant::now() + Duration::from_secs(10);
