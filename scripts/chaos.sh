@@ -18,7 +18,7 @@ run() {
     local log=.dev/chaos-last.log
     if cargo test --release --locked "$@" -- --nocapture --test-threads 1 >"$log" 2>&1; then
         # What the test did and checked (its own eprintln lines), then the verdict.
-        grep -E '^(kill |broker |slow redis|[0-9]+ posts|test .* ok$)' "$log" || true
+        grep -E '^(kill |broker |slow redis|tracking state|[0-9]+ posts|test .* ok$)' "$log" || true
         echo "ok: $what" >&2
     else
         tail -40 "$log" >&2
@@ -35,7 +35,9 @@ run "2. broker SIGKILLed and restarted under ingest load: 503 while down, acknow
     -p e2e --test broker_restart
 run "3a. Redis loses every key mid-stream: the updater rebuilds histories from the log" \
     -p updater --test broker redis_losing_its_state
-run "3b. Redis stopped and restarted while requests flow: degraded, then personal again" \
+run "3b. Redis loses the tracking state: counters rebuilt from both logs, no restart" \
+    -p tracking --test broker counters_are_rebuilt
+run "3c. Redis stopped and restarted while requests flow: degraded, then personal again" \
     -p serving --test redis_restart redis_stopped
 run "4. corrupted models announced: refused, the old one keeps serving" \
     -p updater --test broker an_announced_model_is_swapped_in_and_a_corrupted_one_refused

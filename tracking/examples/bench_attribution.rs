@@ -4,8 +4,9 @@
 //! A synthetic stream (Zipf-like users, one impression of 10 items per two
 //! events, a fifth of the events on an item the user was just shown, a few
 //! carts and purchases) is cut into the batches each task would see at that
-//! rate — the updater closes a batch after `batch_max_wait_ms` = 5 ms, the
-//! tracking task after 20 ms — and each batch goes through, back to back:
+//! rate — each task closes a batch after its default `batch_max_wait_ms` or
+//! batch size (updater: 5 ms or 512 events; tracking: see
+//! `TrackingConfig::default`) — and each batch goes through, back to back:
 //! - updater: parse → `store.apply` (Redis script) → fold-in + scoring
 //!   (`compute::refresh`, 64 factors over 50,000 items) → `write_recs`;
 //! - tracking: parse both topics → `Store::attribute` (Redis script).
@@ -13,7 +14,7 @@
 //! The figure of merit is tracking's time per event over the updater's (both
 //! include their Redis round trips; the Lua runs on the Redis server).
 //!
-//! `cargo run [--release] -p tracking --example bench_attribution [-- RATE SECONDS ITEMS FACTORS]`
+//! `cargo run [--release] -p tracking --example bench_attribution [-- RATE SECONDS ITEMS FACTORS [TRACKING_WAIT_MS]]`
 
 #![allow(clippy::unwrap_used)]
 
@@ -139,14 +140,14 @@ fn stream(rate: f64, seconds: f64, items: u64, users: u64) -> Vec<Msg> {
 }
 
 /// Cuts the stream into the batches a task closing a batch `wait` after its
-/// first message would see (capped at 512 messages).
-fn batches<'a>(msgs: &'a [&'a Msg], wait: f64) -> Vec<&'a [&'a Msg]> {
+/// first message would see (capped at `max` messages).
+fn batches<'a>(msgs: &'a [&'a Msg], wait: f64, max: usize) -> Vec<&'a [&'a Msg]> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < msgs.len() {
         let until = msgs[start].at + wait;
         let mut end = start + 1;
-        while end < msgs.len() && msgs[end].at < until && end - start < 512 {
+        while end < msgs.len() && msgs[end].at < until && end - start < max {
             end += 1;
         }
         out.push(&msgs[start..end]);
@@ -188,7 +189,8 @@ async fn main() {
     };
     let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let ub = batches(&events, 0.005);
+    let ucfg = updater::config::UpdaterConfig::default();
+    let ub = batches(&events, ucfg.batch_max_wait_ms as f64 / 1000.0, ucfg.batch_max_events);
     let started = Instant::now();
     let mut redis_time = Duration::ZERO;
     for b in &ub {
@@ -222,12 +224,16 @@ async fn main() {
     let updater_s = started.elapsed().as_secs_f64();
 
     // Tracking: batches of 20 ms of both topics.
-    let cfg = tracking::TrackingConfig::default();
+    let mut cfg = tracking::TrackingConfig::default();
+    if let Some(ms) = args.get(4).and_then(|a| a.parse().ok()) {
+        cfg.batch_max_wait_ms = ms;
+    }
     let tstore = Store::new(conn.clone(), keys.clone(), cfg.windows());
-    let tb = batches(&all, 0.020);
+    let tb = batches(&all, cfg.batch_max_wait_ms as f64 / 1000.0, cfg.batch_max_records);
     let topics = ["imp", "ev"];
     let started = Instant::now();
     let mut attributed = 0u64;
+    let mut tracking_redis = Duration::ZERO;
     for b in &tb {
         let mut records = Vec::with_capacity(b.len());
         let mut highest: std::collections::BTreeMap<(usize, i32), i64> = Default::default();
@@ -252,29 +258,53 @@ async fn main() {
             });
         }
         let highest: Vec<_> = highest.into_iter().collect();
+        let t = Instant::now();
         let o = tstore.attribute(&topics, &records, &highest).await.unwrap();
+        tracking_redis += t.elapsed();
         attributed += o.attributed_on_event + o.attributed_late;
     }
     let tracking_s = started.elapsed().as_secs_f64();
 
     let per = |s: f64| s / n_events as f64 * 1e6;
     println!(
-        "updater : {} batches, {:.1} µs/event ({:.1} of it Redis), {:.0} events/s sustainable",
+        "updater : {} batches ({} ms / {} events), {:.1} µs/event ({:.1} of it Redis), {:.0} events/s sustainable",
         ub.len(),
+        ucfg.batch_max_wait_ms,
+        ucfg.batch_max_events,
         per(updater_s),
         per(redis_time.as_secs_f64()),
         n_events as f64 / updater_s
     );
     println!(
-        "tracking: {} batches, {:.1} µs/event (impressions included), {attributed} events attributed",
+        "tracking: {} batches ({} ms / {} records), {:.1} µs/event ({:.1} of it the script call; impressions included), {attributed} events attributed",
         tb.len(),
-        per(tracking_s)
+        cfg.batch_max_wait_ms,
+        cfg.batch_max_records,
+        per(tracking_s),
+        per(tracking_redis.as_secs_f64())
     );
     println!(
         "attribution adds {:.1} % to the updater's per-event cost (target ≤ 10 %)",
         100.0 * tracking_s / updater_s
     );
     let mut c = conn.clone();
+    // The join state the script decodes and re-encodes per touched user.
+    let tk: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}track:*")).query_async(&mut c).await.unwrap();
+    let mut sizes: Vec<usize> = Vec::with_capacity(tk.len());
+    for k in &tk {
+        sizes.push(redis::cmd("STRLEN").arg(k).query_async(&mut c).await.unwrap());
+    }
+    sizes.sort_unstable();
+    if !sizes.is_empty() {
+        println!(
+            "state   : {} users, {:.0} bytes mean, p50 {}, p99 {}, max {}",
+            sizes.len(),
+            sizes.iter().sum::<usize>() as f64 / sizes.len() as f64,
+            sizes[sizes.len() / 2],
+            sizes[sizes.len() * 99 / 100],
+            sizes[sizes.len() - 1]
+        );
+    }
     let ks: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut c).await.unwrap();
     for chunk in ks.chunks(1000) {
         let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut c).await.unwrap();

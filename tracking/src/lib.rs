@@ -33,6 +33,7 @@ pub mod store;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -44,7 +45,8 @@ use schemas::{Event, EventLimits, Impression};
 
 pub use config::{Settings, TrackingConfig};
 pub use metrics::Metrics;
-pub use store::{Outcome, Record, Store, StoreError};
+use rustc_hash::FxHashMap;
+pub use store::{Guard, Outcome, Record, Store, StoreError};
 
 /// Why the task could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,9 @@ fn now_ms() -> i64 {
 /// until the batch lands or shutdown comes, so no record is skipped.
 pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = ()>) -> Result<(), TrackingError> {
     let Deps { consumer, redis, metrics } = deps;
+    let consumer = Arc::new(consumer);
+    // The first offset of each partition's log, for the lost-state check.
+    let mut log_starts: BTreeMap<(usize, i32), i64> = BTreeMap::new();
     let t = &settings.tracking;
     let store = Store::new(redis, settings.redis.keys(), t.windows());
     let names = topic_names(&settings);
@@ -204,13 +209,39 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
             }
         }
         let (records, highest) = parse_batch(&batch, &topics, &metrics);
+        let firsts = first_offsets(&batch, &topics);
+        for &tp in firsts.keys() {
+            if let std::collections::btree_map::Entry::Vacant(v) = log_starts.entry(tp) {
+                v.insert(log_start(&consumer, topics[tp.0], tp.1).await);
+            }
+        }
         let mut backoff = Duration::from_millis(t.retry_backoff_ms);
+        let mut lost: Vec<(usize, i32)> = Vec::new();
         loop {
             let started = Instant::now();
-            match store.attribute(&topics, &records, &highest).await {
+            let guards: FxHashMap<(usize, i32), Guard> = firsts
+                .iter()
+                .map(|(&tp, &first)| (tp, Guard { log_start: log_starts.get(&tp).copied().unwrap_or(-1), first }))
+                .collect();
+            match store.attribute_guarded(&topics, &records, &highest, &guards).await {
                 Ok(outcome) => {
                     metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
                     metrics.record(&outcome);
+                    if !outcome.lost.is_empty() {
+                        // Retention may have moved a log start since it was
+                        // read: then this batch is all there is; apply it.
+                        let mut moved = false;
+                        for &tp in &outcome.lost {
+                            let start = log_start(&consumer, topics[tp.0], tp.1).await;
+                            moved |= start >= firsts[&tp];
+                            log_starts.insert(tp, start);
+                        }
+                        if moved {
+                            continue;
+                        }
+                        lost = outcome.lost;
+                        rebuild(&consumer, &store, &topics, &log_starts, &metrics).await;
+                    }
                     metrics.batches.inc();
                     metrics.batch_records.observe(batch.len() as f64);
                     break;
@@ -229,7 +260,8 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
                 }
             }
         }
-        commit(&consumer, &topics, &highest, &metrics);
+        let kept: Vec<Highest> = highest.into_iter().filter(|(tp, _)| !lost.contains(tp)).collect();
+        commit(&consumer, &topics, &kept, &metrics);
     }
     tracing::info!("tracking: consumer stopped; committing offsets");
     // A synchronous commit and the consumer's drop (leaving the group) block:
@@ -283,6 +315,102 @@ pub fn parse_batch(batch: &[OwnedMessage], topics: &[&str; 2], metrics: &Metrics
         }
     }
     (records, highest.into_iter().collect())
+}
+
+/// The batch's first offset per (topic index, partition), invalid records included.
+fn first_offsets(batch: &[OwnedMessage], topics: &[&str; 2]) -> BTreeMap<(usize, i32), i64> {
+    let mut out: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let Some(topic) = topics.iter().position(|t| *t == m.topic()) else { continue };
+        let e = out.entry((topic, m.partition())).or_insert(m.offset());
+        *e = (*e).min(m.offset());
+    }
+    out
+}
+
+/// The first offset of a partition's log; -1 when the broker cannot tell (the
+/// lost-state check is then off for it).
+async fn log_start(consumer: &Arc<StreamConsumer<TrackingContext>>, topic: &str, p: i32) -> i64 {
+    let (c, name) = (consumer.clone(), topic.to_owned());
+    match tokio::task::spawn_blocking(move || c.fetch_watermarks(&name, p, Duration::from_secs(5))).await {
+        Ok(Ok((low, _))) => low,
+        Ok(Err(e)) => {
+            tracing::warn!(topic, partition = p, error = %e, "tracking: cannot read the log start; lost-state check off for it");
+            -1
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition = p, error = %e, "tracking: watermark task failed");
+            -1
+        }
+    }
+}
+
+/// Redis lost the tracking state (restarted empty, or flushed). An outcome
+/// depends on records of both topics, so every partition this instance owns,
+/// of both topics, that has no stored offset is re-read from the start of its
+/// log — safe for any of them: no stored offset means nothing of it was
+/// applied since the state was lost, and the stored offsets written again
+/// keep the re-reading exactly-once.
+async fn rebuild(
+    consumer: &Arc<StreamConsumer<TrackingContext>>,
+    store: &Store,
+    topics: &[&str; 2],
+    log_starts: &BTreeMap<(usize, i32), i64>,
+    metrics: &Metrics,
+) {
+    metrics.state_rebuilds.inc();
+    let assigned: Vec<(usize, i32)> = match consumer.assignment() {
+        Ok(tpl) => tpl
+            .elements()
+            .iter()
+            .filter_map(|e| Some((topics.iter().position(|t| *t == e.topic())?, e.partition())))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "tracking: no assignment to rebuild");
+            return;
+        }
+    };
+    let keys: Vec<String> = assigned.iter().map(|&(t, p)| store.keys.track_offsets(topics[t], p)).collect();
+    let stored: Vec<Option<i64>> = if keys.is_empty() {
+        Vec::new()
+    } else {
+        match redis::cmd("MGET").arg(&keys).query_async(&mut store.conn.clone()).await {
+            Ok(v) => v,
+            Err(e) => {
+                // The next batch of a lost partition finds the same gap.
+                tracing::warn!(error = %e, "tracking: cannot read the stored offsets; rebuild postponed");
+                return;
+            }
+        }
+    };
+    for (&(t, p), s) in assigned.iter().zip(stored) {
+        if s.is_some() {
+            continue;
+        }
+        let from = match log_starts.get(&(t, p)) {
+            Some(&start) if start >= 0 => start,
+            _ => log_start(consumer, topics[t], p).await.max(0),
+        };
+        tracing::error!(
+            topic = topics[t],
+            partition = p,
+            from,
+            "Redis lost the tracking state (no stored offset): re-reading the partition from the start of its log"
+        );
+        let (c, name) = (consumer.clone(), topics[t].to_owned());
+        let sought = tokio::task::spawn_blocking(move || {
+            c.seek(&name, p, rdkafka::Offset::Offset(from), Duration::from_secs(10))
+        })
+        .await;
+        match sought {
+            Ok(Ok(())) => {}
+            // Not ours any more (rebalance): its new owner finds the same gap.
+            Ok(Err(e)) => {
+                tracing::warn!(topic = topics[t], partition = p, error = %e, "tracking: seek for the rebuild failed")
+            }
+            Err(e) => tracing::warn!(error = %e, "tracking: seek task failed"),
+        }
+    }
 }
 
 fn commit(consumer: &StreamConsumer<TrackingContext>, topics: &[&str; 2], highest: &[Highest], metrics: &Metrics) {

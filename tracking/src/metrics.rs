@@ -49,6 +49,9 @@ pub struct Metrics {
     pub retries: IntCounter,
     /// Kafka offset commits that failed (the next commit covers them).
     pub commit_errors: IntCounter,
+    /// Times Redis was found to have lost the tracking state (no stored
+    /// offsets) and the partitions were re-read from the start of their logs.
+    pub state_rebuilds: IntCounter,
     /// Messages behind the high watermark, by `topic` and `partition`.
     pub consumer_lag: IntGaugeVec,
 }
@@ -117,6 +120,10 @@ impl Metrics {
                 "recsys_tracking_commit_errors_total",
                 "Kafka offset commits of the tracking consumer that failed",
             )?,
+            state_rebuilds: IntCounter::new(
+                "recsys_tracking_state_rebuilds_total",
+                "Times Redis had lost the tracking state and both topics were re-read from the start of their logs",
+            )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new("recsys_tracking_consumer_lag", "Messages behind the high watermark per topic and partition"),
                 &["topic", "partition"],
@@ -136,6 +143,7 @@ impl Metrics {
         m.registry.register(Box::new(m.batch_records.clone()))?;
         m.registry.register(Box::new(m.batch_seconds.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
+        m.registry.register(Box::new(m.state_rebuilds.clone()))?;
         m.registry.register(Box::new(m.commit_errors.clone()))?;
         m.registry.register(Box::new(m.consumer_lag.clone()))?;
         for t in ["impressions", "events"] {

@@ -15,7 +15,9 @@
 //! and process memory is bounded by one batch.
 //!
 //! Keys (all under the configured prefix, see [`schemas::RedisKeys`]):
-//! - `track:{user}`: JSON `{"l": latest impression ts, "i": [impression], "e": [pending event]}`
+//! - `track:{user}`: MessagePack (JSON costs twice as much to decode and
+//!   re-encode in the script; [`read_state`] shows one as JSON) of
+//!   `{"l": latest impression ts, "i": [impression], "e": [pending event]}`
 //!   — impression `{"r": rec_id, "t": ts, "v": variant, "m": model_version,
 //!   "s": ",item,item,", "c"/"a"/"p": counted as click/cart/purchase (0/1)}`;
 //!   recent event `{"t", "k": v|a|t, "i": item, "r": rec_id or "", "v":
@@ -57,7 +59,9 @@ use crate::config::Windows;
 /// `track:{user}` keys. ARGV: prefix, click_ms, conversion_ms,
 /// max_impressions, max_pending, grace_ms, state_ttl_s, hourly_ttl_s, n_off,
 /// n_users, n_records, now (epoch ms), then the batch's highest offset per offset key (also
-/// of records that did not parse), then 10 fields per record:
+/// of records that did not parse), then per offset key the log start of its
+/// partition and the batch's first offset in it (-1 -1: no lost-state check),
+/// then 10 fields per record:
 /// impression `i, offset key no, offset, user no, ts, rec_id, variant, model_version, items joined by ',', ""`;
 /// event `e, offset key no, offset, user no, ts, kind v|a|t, item, rec_id or "", revenue or "", transaction key`.
 pub const ATTRIBUTE_SCRIPT: &str = r#"
@@ -75,10 +79,20 @@ local n_rec = tonumber(ARGV[11])
 local now = tonumber(ARGV[12])
 local longest = math.max(click_ms, conv_ms)
 
-local stored, initial = {}, {}
+-- A partition with no stored offset whose batch starts past the start of its
+-- log has lost its state (Redis restarted empty, or flushed): none of its
+-- records are applied, and the caller re-reads it from the log start.
+local stored, initial, lost, lost_list = {}, {}, {}, {}
 for o = 1, n_off do
-  stored[o] = tonumber(redis.call('GET', KEYS[o]) or '-1')
+  local raw = redis.call('GET', KEYS[o])
+  stored[o] = tonumber(raw or '-1')
   initial[o] = stored[o]
+  local floor = tonumber(ARGV[12 + n_off + 2 * o - 1])
+  local first = tonumber(ARGV[12 + n_off + 2 * o])
+  if not raw and floor >= 0 and first > floor then
+    lost[o] = true
+    table.insert(lost_list, o)
+  end
 end
 
 local states = {}
@@ -87,7 +101,11 @@ local function state(u)
   if s then return s end
   local raw = redis.call('GET', KEYS[n_off + u])
   if raw then
-    local ok, v = pcall(cjson.decode, raw)
+    -- MessagePack (half the cost of JSON here); '{' is a JSON state written
+    -- by an earlier version, still read.
+    local decode = cmsgpack.unpack
+    if string.byte(raw, 1) == 123 then decode = cjson.decode end
+    local ok, v = pcall(decode, raw)
     -- Something else wrote the key: start over rather than fail every retry.
     if ok and type(v) == 'table' then s = v end
   end
@@ -204,13 +222,15 @@ local function event(s, kind, ts, item, rec, rev, tx)
   end
 end
 
-local base = 12 + n_off
+local base = 12 + 3 * n_off
 for r = 0, n_rec - 1 do
   local b = base + r * 10
   local o = tonumber(ARGV[b + 2])
   local off = tonumber(ARGV[b + 3])
   local typ = ARGV[b + 1]
-  if off <= stored[o] then
+  if lost[o] then
+    -- read again from the log start
+  elseif off <= stored[o] then
     if typ == 'i' then dup_i = dup_i + 1 else dup_e = dup_e + 1 end
   else
     stored[o] = off
@@ -255,7 +275,7 @@ for u, s in pairs(states) do
   else
     s.i = imps
     s.e = evs
-    redis.call('SET', KEYS[n_off + u], cjson.encode(s), 'EX', state_ttl)
+    redis.call('SET', KEYS[n_off + u], cmsgpack.pack(s), 'EX', state_ttl)
   end
 end
 
@@ -285,9 +305,9 @@ end
 for o = 1, n_off do
   local mx = tonumber(ARGV[12 + o])
   if mx > stored[o] then stored[o] = mx end
-  if stored[o] > initial[o] then redis.call('SET', KEYS[o], string.format('%.0f', stored[o])) end
+  if not lost[o] and stored[o] > initial[o] then redis.call('SET', KEYS[o], string.format('%.0f', stored[o])) end
 end
-return {applied_i, dup_i, applied_e, dup_e, on_event, late, buffered, expired, out}
+return {applied_i, dup_i, applied_e, dup_e, on_event, late, buffered, expired, out, lost_list}
 "#;
 
 /// Redis failed, or answered something this code did not write.
@@ -355,6 +375,17 @@ pub struct Outcome {
     pub expired: u64,
     /// The counters the batch moved.
     pub deltas: Vec<Delta>,
+    /// (topic index, partition) whose state Redis lost: nothing of them was
+    /// applied; the caller re-reads them from the start of their logs.
+    pub lost: Vec<(usize, i32)>,
+}
+
+/// The lost-state check of one topic-partition of a batch: the start of its
+/// log and the batch's first offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    pub log_start: i64,
+    pub first: i64,
 }
 
 /// The tracking task's Redis: a reconnecting connection, the key builder,
@@ -412,6 +443,19 @@ impl Store {
         records: &[Record],
         highest: &[((usize, i32), i64)],
     ) -> Result<Outcome, StoreError> {
+        self.attribute_guarded(topics, records, highest, &FxHashMap::default()).await
+    }
+
+    /// [`Store::attribute`] with the lost-state check for the topic-partitions
+    /// in `guards`: one with no stored offset whose batch starts past its log
+    /// start is skipped whole and reported in [`Outcome::lost`].
+    pub async fn attribute_guarded(
+        &self,
+        topics: &[&str],
+        records: &[Record],
+        highest: &[((usize, i32), i64)],
+        guards: &FxHashMap<(usize, i32), Guard>,
+    ) -> Result<Outcome, StoreError> {
         let mut offset_no: FxHashMap<(usize, i32), usize> = FxHashMap::default();
         let mut offset_keys: Vec<String> = Vec::new();
         let mut offset_max: Vec<i64> = Vec::new();
@@ -466,6 +510,14 @@ impl Store {
         for m in &offset_max {
             inv.arg(*m);
         }
+        let mut by_no: Vec<(usize, i32)> = vec![(0, 0); offset_keys.len()];
+        for (&tp, &n) in &offset_no {
+            by_no[n - 1] = tp;
+        }
+        for tp in &by_no {
+            let g = guards.get(tp).copied().unwrap_or(Guard { log_start: -1, first: -1 });
+            inv.arg(g.log_start).arg(g.first);
+        }
         let mut items = String::new();
         for r in ordered {
             match r {
@@ -505,15 +557,18 @@ impl Store {
             }
         }
         let reply: Value = inv.invoke_async(&mut self.conn.clone()).await?;
-        parse_outcome(reply)
+        let (mut outcome, lost) = parse_outcome(reply)?;
+        outcome.lost = lost.iter().filter_map(|&n| by_no.get(n.checked_sub(1)?).copied()).collect();
+        Ok(outcome)
     }
 }
 
-fn parse_outcome(reply: Value) -> Result<Outcome, StoreError> {
+/// The outcome, and the numbers (1-based) of the offset keys found lost.
+fn parse_outcome(reply: Value) -> Result<(Outcome, Vec<usize>), StoreError> {
     let bad = |what: &str| StoreError::Reply(format!("attribution script: {what}"));
     let Value::Array(parts) = reply else { return Err(bad("not an array")) };
-    if parts.len() != 9 {
-        return Err(bad("not 9 parts"));
+    if parts.len() != 10 {
+        return Err(bad("not 10 parts"));
     }
     let n = |i: usize| as_int(&parts[i]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("a count"));
     let mut o = Outcome {
@@ -526,6 +581,7 @@ fn parse_outcome(reply: Value) -> Result<Outcome, StoreError> {
         buffered: n(6)?,
         expired: n(7)?,
         deltas: Vec::new(),
+        lost: Vec::new(),
     };
     let Value::Array(rows) = &parts[8] else { return Err(bad("deltas")) };
     for row in rows {
@@ -545,7 +601,12 @@ fn parse_outcome(reply: Value) -> Result<Outcome, StoreError> {
             revenue: text(6)?.parse().map_err(|_| bad("revenue"))?,
         });
     }
-    Ok(o)
+    let Value::Array(lost) = &parts[9] else { return Err(bad("lost partitions")) };
+    let lost = lost
+        .iter()
+        .map(|v| as_int(v).and_then(|n| usize::try_from(n).ok()).ok_or_else(|| bad("a lost partition")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((o, lost))
 }
 
 fn as_int(v: &Value) -> Option<i64> {
@@ -584,4 +645,21 @@ pub async fn read_counters(conn: &mut ConnectionManager, key: &str) -> Result<Co
         purchases: int("purchases"),
         revenue: h.get("revenue").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
     })
+}
+
+/// Turns one `track:{user}` state (MessagePack) into JSON inside Redis.
+const STATE_AS_JSON: &str = r"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+if string.byte(raw, 1) == 123 then return raw end
+return cjson.encode(cmsgpack.unpack(raw))
+";
+
+/// One user's join state (`track:{user}`, stored as MessagePack) as JSON,
+/// `None` when the user has none: for tests, and the way to look at a user by
+/// hand (`redis-cli EVAL "return cjson.encode(cmsgpack.unpack(redis.call('GET',
+/// KEYS[1])))" 1 recsys:track:USER`).
+pub async fn read_state(conn: &mut ConnectionManager, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    let raw: Option<String> = redis::Script::new(STATE_AS_JSON).key(key).invoke_async(conn).await?;
+    raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Reply(format!("state of {key}: {e}")))).transpose()
 }

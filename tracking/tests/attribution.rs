@@ -184,8 +184,7 @@ async fn state_stays_bounded_under_a_flood_of_impressions_or_events() {
     for b in placed.chunks(200) {
         apply(&s, b).await;
     }
-    let state: String = redis::cmd("GET").arg(keys.track(&template.user_id)).query_async(&mut conn).await.unwrap();
-    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let v = tracking::store::read_state(&mut conn, &keys.track(&template.user_id)).await.unwrap().unwrap();
     let kept: Vec<&str> = v["i"].as_array().unwrap().iter().map(|i| i["r"].as_str().unwrap()).collect();
     assert_eq!(kept, ["flood-1995", "flood-1996", "flood-1997", "flood-1998", "flood-1999"], "the newest are kept");
     let ttl: i64 = redis::cmd("TTL").arg(keys.track(&template.user_id)).query_async(&mut conn).await.unwrap();
@@ -200,8 +199,7 @@ async fn state_stays_bounded_under_a_flood_of_impressions_or_events() {
     for b in place(evs).chunks(64) {
         apply(&s, b).await;
     }
-    let state: String = redis::cmd("GET").arg(keys.track(&u)).query_async(&mut conn).await.unwrap();
-    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let v = tracking::store::read_state(&mut conn, &keys.track(&u)).await.unwrap().unwrap();
     assert_eq!(v["e"].as_array().unwrap().len(), 4);
     // Impressions older than the longest window before the user's latest impression go.
     let mut late = template.clone();
@@ -211,9 +209,34 @@ async fn state_stays_bounded_under_a_flood_of_impressions_or_events() {
         unreachable!()
     };
     apply(&s, &[Record::Impression { topic, partition, offset: 1_000_000, impression }]).await;
-    let state: String = redis::cmd("GET").arg(keys.track(&template.user_id)).query_async(&mut conn).await.unwrap();
-    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let v = tracking::store::read_state(&mut conn, &keys.track(&template.user_id)).await.unwrap().unwrap();
     let kept: Vec<&str> = v["i"].as_array().unwrap().iter().map(|i| i["r"].as_str().unwrap()).collect();
     assert_eq!(kept, ["late"], "impressions past the longest window are dropped");
+    cleanup(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_json_state_written_by_an_earlier_version_is_still_read() {
+    let cfg = TrackingConfig::default();
+    let t = tag();
+    let prefix = format!("tt-{t}:");
+    let (s, mut conn) = store(&prefix, &cfg).await;
+    let keys = RedisKeys::new(prefix.clone());
+    let u = user(&t, "upgraded");
+    // What the JSON-state version left: one impression of items 7 and 8.
+    let old = format!(
+        r#"{{"l":{T0},"i":[{{"r":"{t}-r0","t":{T0},"v":"als","m":"v1","s":",7,8,","c":0,"a":0,"p":0}}],"e":[],"x":[]}}"#
+    );
+    let _: () = redis::cmd("SET").arg(keys.track(&u)).arg(&old).query_async(&mut conn).await.unwrap();
+    let click = Rec::Ev(Event::new(T0 + MIN, u.clone(), ItemId::from_u64(8), EventKind::View));
+    let o = apply(&s, &place(vec![click])).await;
+    assert_eq!(o.attributed_on_event, 1, "the click matched the impression of the old state");
+    let c = tracking::store::read_counters(&mut conn, &keys.stats(Variant::Als, &"v1".parse_version())).await.unwrap();
+    assert_eq!(c.clicks, 1);
+    let raw: Vec<u8> = redis::cmd("GET").arg(keys.track(&u)).query_async(&mut conn).await.unwrap();
+    assert_ne!(raw.first(), Some(&b'{'), "rewritten as MessagePack");
+    let v = tracking::store::read_state(&mut conn, &keys.track(&u)).await.unwrap().unwrap();
+    assert_eq!(v["i"][0]["c"], 1, "the impression is marked clicked");
+    assert_eq!(v["e"].as_array().unwrap().len(), 1, "the click waits for impressions read later");
     cleanup(&mut conn, &prefix).await;
 }
