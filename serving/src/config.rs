@@ -62,6 +62,9 @@ pub struct ServingConfig {
     /// Producer: librdkafka `message.timeout.ms`; an impression not acknowledged
     /// by then is dropped (and counted).
     pub impression_timeout_ms: u64,
+    /// Producer: librdkafka `queue.buffering.max.kbytes`, the memory impressions
+    /// waiting for a slow or absent broker may take (then `producer_queue_full`).
+    pub impression_buffer_kbytes: u64,
 }
 
 impl Default for ServingConfig {
@@ -83,6 +86,7 @@ impl Default for ServingConfig {
             impression_queue: 10_000,
             impression_linger_ms: 5,
             impression_timeout_ms: 5_000,
+            impression_buffer_kbytes: 16_384,
         }
     }
 }
@@ -123,6 +127,7 @@ impl Settings {
             (s.popular_refresh_ms > 0, "serving.popular_refresh_ms must be > 0"),
             (s.model_poll_interval_s > 0, "serving.model_poll_interval_s must be > 0"),
             (s.impression_queue > 0, "serving.impression_queue must be > 0"),
+            (s.impression_buffer_kbytes >= 1, "serving.impression_buffer_kbytes must be ≥ 1"),
             (
                 s.impression_timeout_ms > s.impression_linger_ms,
                 "serving.impression_timeout_ms must exceed impression_linger_ms",
@@ -144,6 +149,7 @@ impl Settings {
             .set("linger.ms", self.serving.impression_linger_ms.to_string())
             .set("message.timeout.ms", self.serving.impression_timeout_ms.to_string())
             .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", self.serving.impression_buffer_kbytes.to_string())
             .set("compression.type", "lz4")
             .set("partitioner", "murmur2_random")
             .set("client.id", "recsys-serving");
