@@ -1,10 +1,13 @@
 //! Topic creation at start-up (the local broker does not auto-create topics,
-//! and a deployment should not rely on broker defaults for partition counts).
+//! and a deployment should not rely on broker defaults for partition counts),
+//! and the log-start lookup of the consumers' lost-state checks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -40,4 +43,23 @@ pub async fn ensure_topics(kafka: &KafkaConfig, timeout: Duration) -> anyhow::Re
         }
     }
     Ok(out)
+}
+
+/// The first offset of partition `p` of `topic` (its low watermark), asked
+/// off the async workers (the call blocks). -1 when the broker cannot tell: a
+/// lost-state check (no stored offset although the batch starts past the log
+/// start) is then skipped for that partition.
+pub async fn log_start<C: ConsumerContext + 'static>(consumer: &Arc<StreamConsumer<C>>, topic: &str, p: i32) -> i64 {
+    let (c, name) = (consumer.clone(), topic.to_owned());
+    match tokio::task::spawn_blocking(move || c.fetch_watermarks(&name, p, Duration::from_secs(5))).await {
+        Ok(Ok((low, _))) => low,
+        Ok(Err(e)) => {
+            tracing::warn!(topic, partition = p, error = %e, "cannot read the log start; lost-state check off for it");
+            -1
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition = p, error = %e, "watermark task failed");
+            -1
+        }
+    }
 }

@@ -208,11 +208,10 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
                 },
             }
         }
-        let (records, highest) = parse_batch(&batch, &topics, &metrics);
-        let firsts = first_offsets(&batch, &topics);
+        let (records, highest, firsts) = parse_batch(&batch, &topics, &metrics);
         for &tp in firsts.keys() {
             if let std::collections::btree_map::Entry::Vacant(v) = log_starts.entry(tp) {
-                v.insert(log_start(&consumer, topics[tp.0], tp.1).await);
+                v.insert(common::kafka::log_start(&consumer, topics[tp.0], tp.1).await);
             }
         }
         let mut backoff = Duration::from_millis(t.retry_backoff_ms);
@@ -232,7 +231,7 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
                         // read: then this batch is all there is; apply it.
                         let mut moved = false;
                         for &tp in &outcome.lost {
-                            let start = log_start(&consumer, topics[tp.0], tp.1).await;
+                            let start = common::kafka::log_start(&consumer, topics[tp.0], tp.1).await;
                             moved |= start >= firsts[&tp];
                             log_starts.insert(tp, start);
                         }
@@ -279,21 +278,31 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
 /// ((topic index, partition), highest offset of the batch).
 pub type Highest = ((usize, i32), i64);
 
-/// The batch's valid records and the highest offset per (topic index,
-/// partition), invalid records included. Invalid records are counted and
-/// skipped: the updater dead-letters invalid events, and an impression that
-/// does not parse cannot be attributed.
-pub fn parse_batch(batch: &[OwnedMessage], topics: &[&str; 2], metrics: &Metrics) -> (Vec<Record>, Vec<Highest>) {
+/// The batch's first offset per (topic index, partition).
+pub type Firsts = BTreeMap<(usize, i32), i64>;
+
+/// The batch's valid records, and the highest and the first offset per
+/// (topic index, partition), invalid records included. Invalid records are
+/// counted and skipped: the updater dead-letters invalid events, and an
+/// impression that does not parse cannot be attributed.
+pub fn parse_batch(
+    batch: &[OwnedMessage],
+    topics: &[&str; 2],
+    metrics: &Metrics,
+) -> (Vec<Record>, Vec<Highest>, Firsts) {
     let received = now_ms();
     // Tracking never rejects an event for its age: the updater already
     // decided what enters the system.
     let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
     let mut records = Vec::with_capacity(batch.len());
     let mut highest: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    let mut firsts = Firsts::new();
     for m in batch {
         let Some(topic) = topics.iter().position(|t| *t == m.topic()) else { continue };
         let e = highest.entry((topic, m.partition())).or_insert(m.offset());
         *e = (*e).max(m.offset());
+        let f = firsts.entry((topic, m.partition())).or_insert(m.offset());
+        *f = (*f).min(m.offset());
         let payload = m.payload().unwrap_or_default();
         let (partition, offset) = (m.partition(), m.offset());
         if topic == 0 {
@@ -314,35 +323,7 @@ pub fn parse_batch(batch: &[OwnedMessage], topics: &[&str; 2], metrics: &Metrics
             }
         }
     }
-    (records, highest.into_iter().collect())
-}
-
-/// The batch's first offset per (topic index, partition), invalid records included.
-fn first_offsets(batch: &[OwnedMessage], topics: &[&str; 2]) -> BTreeMap<(usize, i32), i64> {
-    let mut out: BTreeMap<(usize, i32), i64> = BTreeMap::new();
-    for m in batch {
-        let Some(topic) = topics.iter().position(|t| *t == m.topic()) else { continue };
-        let e = out.entry((topic, m.partition())).or_insert(m.offset());
-        *e = (*e).min(m.offset());
-    }
-    out
-}
-
-/// The first offset of a partition's log; -1 when the broker cannot tell (the
-/// lost-state check is then off for it).
-async fn log_start(consumer: &Arc<StreamConsumer<TrackingContext>>, topic: &str, p: i32) -> i64 {
-    let (c, name) = (consumer.clone(), topic.to_owned());
-    match tokio::task::spawn_blocking(move || c.fetch_watermarks(&name, p, Duration::from_secs(5))).await {
-        Ok(Ok((low, _))) => low,
-        Ok(Err(e)) => {
-            tracing::warn!(topic, partition = p, error = %e, "tracking: cannot read the log start; lost-state check off for it");
-            -1
-        }
-        Err(e) => {
-            tracing::warn!(topic, partition = p, error = %e, "tracking: watermark task failed");
-            -1
-        }
-    }
+    (records, highest.into_iter().collect(), firsts)
 }
 
 /// Redis lost the tracking state (restarted empty, or flushed). An outcome
@@ -389,7 +370,7 @@ async fn rebuild(
         }
         let from = match log_starts.get(&(t, p)) {
             Some(&start) if start >= 0 => start,
-            _ => log_start(consumer, topics[t], p).await.max(0),
+            _ => common::kafka::log_start(consumer, topics[t], p).await.max(0),
         };
         tracing::error!(
             topic = topics[t],

@@ -456,26 +456,24 @@ impl Store {
         highest: &[((usize, i32), i64)],
         guards: &FxHashMap<(usize, i32), Guard>,
     ) -> Result<Outcome, StoreError> {
+        // Offset key numbers (1-based, in first-seen order) with their
+        // topic-partition and the batch's highest offset in it.
         let mut offset_no: FxHashMap<(usize, i32), usize> = FxHashMap::default();
-        let mut offset_keys: Vec<String> = Vec::new();
+        let mut offset_tps: Vec<(usize, i32)> = Vec::new();
         let mut offset_max: Vec<i64> = Vec::new();
-        for &((t, p), off) in highest {
-            let n = *offset_no.entry((t, p)).or_insert_with(|| {
-                offset_keys.push(self.keys.track_offsets(topics[t], p));
-                offset_max.push(-1);
-                offset_keys.len()
-            });
-            offset_max[n - 1] = offset_max[n - 1].max(off);
-        }
-        for r in records {
+        let coords = highest.iter().copied().chain(records.iter().map(|r| {
             let (t, p, off) = r.coords();
-            let n = *offset_no.entry((t, p)).or_insert_with(|| {
-                offset_keys.push(self.keys.track_offsets(topics[t], p));
+            ((t, p), off)
+        }));
+        for (tp, off) in coords {
+            let n = *offset_no.entry(tp).or_insert_with(|| {
+                offset_tps.push(tp);
                 offset_max.push(-1);
-                offset_keys.len()
+                offset_tps.len()
             });
             offset_max[n - 1] = offset_max[n - 1].max(off);
         }
+        let offset_keys: Vec<String> = offset_tps.iter().map(|&(t, p)| self.keys.track_offsets(topics[t], p)).collect();
         let mut user_no: FxHashMap<&UserId, usize> = FxHashMap::default();
         let mut users: Vec<&UserId> = Vec::new();
         for r in records {
@@ -510,11 +508,7 @@ impl Store {
         for m in &offset_max {
             inv.arg(*m);
         }
-        let mut by_no: Vec<(usize, i32)> = vec![(0, 0); offset_keys.len()];
-        for (&tp, &n) in &offset_no {
-            by_no[n - 1] = tp;
-        }
-        for tp in &by_no {
+        for tp in &offset_tps {
             let g = guards.get(tp).copied().unwrap_or(Guard { log_start: -1, first: -1 });
             inv.arg(g.log_start).arg(g.first);
         }
@@ -558,7 +552,7 @@ impl Store {
         }
         let reply: Value = inv.invoke_async(&mut self.conn.clone()).await?;
         let (mut outcome, lost) = parse_outcome(reply)?;
-        outcome.lost = lost.iter().filter_map(|&n| by_no.get(n.checked_sub(1)?).copied()).collect();
+        outcome.lost = lost.iter().filter_map(|&n| offset_tps.get(n.checked_sub(1)?).copied()).collect();
         Ok(outcome)
     }
 }

@@ -359,22 +359,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The first offset of partition `p`'s log (-1 when the broker cannot
-    /// tell: the lost-state check is then skipped for it).
+    /// The first offset of partition `p`'s log (-1: check skipped for it).
     async fn log_start(&self, p: i32) -> i64 {
-        let (consumer, topic) = (self.consumer.clone(), self.events_topic.clone());
-        let r = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, p, Duration::from_secs(5))).await;
-        match r {
-            Ok(Ok((low, _))) => low,
-            Ok(Err(e)) => {
-                tracing::warn!(partition = p, error = %e, "cannot read the log start; lost-state check off for it");
-                -1
-            }
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "watermark task failed");
-                -1
-            }
-        }
+        common::kafka::log_start(&self.consumer, &self.events_topic, p).await
     }
 
     /// Redis has no stored offset for partition `p` although the batch starts
