@@ -15,8 +15,8 @@
 //! and process memory is bounded by one batch.
 //!
 //! Keys (all under the configured prefix, see [`schemas::RedisKeys`]):
-//! - `track:{user}`: MessagePack (JSON costs twice as much to decode and
-//!   re-encode in the script; [`read_state`] shows one as JSON) of
+//! - `track:{user}`: MessagePack (JSON costs 1.7 × as much to decode and
+//!   re-encode in the script, `bench/state_codec.sh`; [`read_state`] shows one as JSON) of
 //!   `{"l": latest impression ts, "i": [impression], "e": [pending event]}`
 //!   — impression `{"r": rec_id, "t": ts, "v": variant, "m": model_version,
 //!   "s": ",item,item,", "c"/"a"/"p": counted as click/cart/purchase (0/1)}`;
@@ -101,7 +101,7 @@ local function state(u)
   if s then return s end
   local raw = redis.call('GET', KEYS[n_off + u])
   if raw then
-    -- MessagePack (half the cost of JSON here); '{' is a JSON state written
+    -- MessagePack (JSON costs 1.7 × as much to decode and re-encode); '{' is a JSON state written
     -- by an earlier version, still read.
     local decode = cmsgpack.unpack
     if string.byte(raw, 1) == 123 then decode = cjson.decode end
