@@ -2,7 +2,13 @@
 
 use clap::Parser;
 
+// Counted so /metrics can tell live heap from what the allocator retains.
+#[global_allocator]
+static ALLOC: common::memory::CountingAlloc<std::alloc::System> =
+    common::memory::CountingAlloc::new(std::alloc::System);
+
 fn main() {
+    common::memory::install(&ALLOC);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

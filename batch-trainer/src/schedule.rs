@@ -101,6 +101,7 @@ impl Metrics {
             )?,
             running: IntGauge::new("recsys_trainer_running", "1 while a training run is in progress")?,
         };
+        common::memory::register(&m.registry)?;
         m.registry.register(Box::new(m.last_success.clone()))?;
         m.registry.register(Box::new(m.last_duration.clone()))?;
         m.registry.register(Box::new(m.runs.clone()))?;

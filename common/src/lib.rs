@@ -8,6 +8,7 @@
 //!   never printed).
 //! - [`http`]: concurrency, time and body bounds for the internal HTTP servers.
 //! - [`kafka`]: topic creation at start-up.
+//! - [`memory`]: a counting global allocator and the RSS / live-heap gauges.
 //! - [`redis_conn`]: a reconnecting Redis connection with a response timeout.
 //! - [`signal`]: SIGINT/SIGTERM as a future, for graceful shutdown.
 //! - [`telemetry`]: `tracing` set up the same way in every binary.
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod memory;
 pub mod redis_conn;
 pub mod signal;
 pub mod telemetry;

@@ -8,6 +8,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ingest::replay::{Pace, ReplayOptions};
 
+// Counted so /metrics can tell live heap from what the allocator retains.
+#[global_allocator]
+static ALLOC: common::memory::CountingAlloc<std::alloc::System> =
+    common::memory::CountingAlloc::new(std::alloc::System);
+
 #[derive(Debug, Parser)]
 #[command(name = "recsys-ingest", version, about = "Storefront events -> Kafka (HTTP API and CSV replay)")]
 struct Cli {
@@ -46,6 +51,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    common::memory::install(&ALLOC);
     common::telemetry::init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {

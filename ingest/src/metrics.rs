@@ -42,6 +42,7 @@ impl Metrics {
         registry.register(Box::new(events_rejected.clone()))?;
         registry.register(Box::new(produce_errors.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
+        common::memory::register(&registry)?;
         Ok(Metrics { registry, events_accepted, events_rejected, produce_errors, request_duration })
     }
 

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Counted so /metrics can tell live heap from what the allocator retains.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: common::memory::CountingAlloc<mimalloc::MiMalloc> =
+    common::memory::CountingAlloc::new(mimalloc::MiMalloc);
 
 #[derive(Debug, Parser)]
 #[command(name = "recsys-serving", version, about = "The recommendation API over Redis")]
@@ -21,6 +23,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::memory::install(&ALLOC);
     common::telemetry::init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {

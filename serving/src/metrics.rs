@@ -115,6 +115,7 @@ impl Metrics {
         ] {
             registry.register(c)?;
         }
+        common::memory::register(&registry)?;
         // Present (at 0) from the start, so dashboards and alerts see them.
         for r in ["timeout", "error"] {
             degraded.with_label_values(&[r]);

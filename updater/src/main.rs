@@ -11,6 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+// Counted so /metrics can tell live heap from what the allocator retains.
+#[global_allocator]
+static ALLOC: common::memory::CountingAlloc<std::alloc::System> =
+    common::memory::CountingAlloc::new(std::alloc::System);
+
 #[derive(Debug, Parser)]
 #[command(name = "recsys-updater", version, about = "Kafka events -> ALS fold-in -> top-N lists in Redis")]
 struct Cli {
@@ -23,6 +28,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::memory::install(&ALLOC);
     common::telemetry::init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {

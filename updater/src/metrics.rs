@@ -121,6 +121,7 @@ impl Metrics {
             )?,
             registry,
         };
+        common::memory::register(&m.registry)?;
         m.registry.register(Box::new(m.events.clone()))?;
         m.registry.register(Box::new(m.rejected.clone()))?;
         m.registry.register(Box::new(m.batches.clone()))?;
