@@ -1,7 +1,10 @@
 //! Topic creation at start-up (the local broker does not auto-create topics,
 //! and a deployment should not rely on broker defaults for partition counts),
-//! and the log-start lookup of the consumers' lost-state checks.
+//! the micro-batch read of the updater's and tracking's consumers, and the
+//! log-start lookup of their lost-state checks.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +12,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::OwnedMessage;
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
@@ -62,4 +66,65 @@ pub async fn log_start<C: ConsumerContext + 'static>(consumer: &Arc<StreamConsum
             -1
         }
     }
+}
+
+/// One micro-batch of a consumer (see [`next_batch`]).
+#[derive(Debug)]
+pub struct Batch {
+    /// At least one message, at most the asked maximum.
+    pub messages: Vec<OwnedMessage>,
+    /// Shutdown came while the batch was filling: process it, then stop.
+    pub stopping: bool,
+}
+
+/// Waits for one message, then gathers more until `max` or until `wait` has
+/// passed since the first; `None` when `shutdown` resolves before any message.
+/// The batch is all the caller holds (bounded), and a lone event waits at most
+/// `wait`. Consumer errors are logged (`task` names the caller) and reading
+/// goes on: librdkafka retries by itself.
+pub async fn next_batch<C, F>(
+    consumer: &StreamConsumer<C>,
+    max: usize,
+    wait: Duration,
+    shutdown: &mut Pin<&mut F>,
+    task: &'static str,
+) -> Option<Batch>
+where
+    C: ConsumerContext + 'static,
+    F: Future<Output = ()>,
+{
+    let mut messages = Vec::with_capacity(max);
+    while messages.is_empty() {
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return None,
+            m = consumer.recv() => match m {
+                Ok(m) => messages.push(m.detach()),
+                Err(e) => {
+                    tracing::warn!(task, error = %e, "consumer error");
+                    // Not a busy loop on a broker that keeps failing, and still
+                    // prompt to stop.
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => return None,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            },
+        }
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut stopping = false;
+    while messages.len() < max {
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => { stopping = true; break; }
+            () = tokio::time::sleep_until(deadline) => break,
+            m = consumer.recv() => match m {
+                Ok(m) => messages.push(m.detach()),
+                Err(e) => tracing::warn!(task, error = %e, "consumer error"),
+            },
+        }
+    }
+    Some(Batch { messages, stopping })
 }

@@ -183,31 +183,11 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     let mut stopping = false;
     while !stopping {
         // Bounded: one batch of at most `max` records is all the task holds.
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max);
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            m = consumer.recv() => match m {
-                Ok(m) => batch.push(m.detach()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "tracking: consumer error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        }
-        let deadline = tokio::time::Instant::now() + wait;
-        while batch.len() < max {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => { stopping = true; break; }
-                () = tokio::time::sleep_until(deadline) => break,
-                m = consumer.recv() => match m {
-                    Ok(m) => batch.push(m.detach()),
-                    Err(e) => tracing::warn!(error = %e, "tracking: consumer error"),
-                },
-            }
-        }
+        let Some(next) = common::kafka::next_batch(&consumer, max, wait, &mut shutdown, "tracking").await else {
+            break;
+        };
+        stopping = next.stopping;
+        let batch = next.messages;
         let (records, highest, firsts) = parse_batch(&batch, &topics, &metrics);
         for &tp in firsts.keys() {
             if let std::collections::btree_map::Entry::Vacant(v) = log_starts.entry(tp) {

@@ -135,31 +135,12 @@ impl Pipeline {
         let wait = self.settings.updater.batch_max_wait();
         let mut stopping = false;
         while !stopping {
-            let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max);
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                m = self.consumer.recv() => match m {
-                    Ok(m) => batch.push(m.detach()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consumer error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            }
-            let deadline = tokio::time::Instant::now() + wait;
-            while batch.len() < max {
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => { stopping = true; break; }
-                    () = tokio::time::sleep_until(deadline) => break,
-                    m = self.consumer.recv() => match m {
-                        Ok(m) => batch.push(m.detach()),
-                        Err(e) => tracing::warn!(error = %e, "consumer error"),
-                    },
-                }
-            }
+            let Some(next) = common::kafka::next_batch(&self.consumer, max, wait, &mut shutdown, "updater").await
+            else {
+                break;
+            };
+            stopping = next.stopping;
+            let batch = next.messages;
             // Retry until the batch is in Redis. On shutdown in the middle of
             // an outage, give up without committing: the events are read again.
             let mut backoff = Duration::from_millis(self.settings.updater.retry_backoff_ms);
