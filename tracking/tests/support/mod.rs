@@ -248,6 +248,18 @@ pub async fn produce(p: &FutureProducer, s: &Settings, recs: &[Rec]) {
     }
 }
 
+/// Produces `rec` to partition `partition` of its topic (not by its key).
+pub async fn produce_to(p: &FutureProducer, s: &Settings, rec: &Rec, partition: i32) {
+    let [imp, ev] = tracking::topic_names(s);
+    let (topic, payload) = match rec {
+        Rec::Imp(i) => (&imp, i.to_json()),
+        Rec::Ev(e) => (&ev, e.to_json()),
+    };
+    let key = rec.user().as_str().as_bytes();
+    let record = FutureRecord::to(topic).key(key).payload(&payload).partition(partition);
+    p.send(record, Timeout::After(Duration::from_secs(10))).await.map_err(|(e, _)| e).unwrap();
+}
+
 pub fn high_watermarks(brokers: &str, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     (0..partitions).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap().1)).collect()
