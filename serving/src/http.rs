@@ -3,6 +3,7 @@
 //! the OpenAPI document.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -459,15 +460,14 @@ fn middleware_error(e: BoxError, timeout_ms: u64, retry_after_s: u64) -> ApiErro
 /// Records every response under its route template (never a raw path).
 async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route: Cow<'static, str> = match req.extensions().get::<MatchedPath>() {
-        Some(m) => Cow::Owned(m.as_str().to_owned()),
-        None => Cow::Borrowed("unmatched"),
-    };
+    // MatchedPath holds an Arc<str>: cloning it costs no allocation per request.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |m| m.as_str());
     let resp = next.run(req).await;
     let status = resp.status();
     let source = resp.extensions().get::<SourceLabel>().map_or("none", |s| s.0);
-    metrics.request_duration.with_label_values(&[&route, status.as_str()]).observe(start.elapsed().as_secs_f64());
-    metrics.requests.with_label_values(&[&route, status.as_str(), source]).inc();
+    metrics.request_duration.with_label_values(&[route, status.as_str()]).observe(start.elapsed().as_secs_f64());
+    metrics.requests.with_label_values(&[route, status.as_str(), source]).inc();
     resp
 }
 
@@ -518,9 +518,12 @@ fn parse_hist(v: &str) -> Option<[u64; 3]> {
 }
 
 /// `recs:{user}` read lazily: ids are borrowed from the reply (no string per
-/// item), and once `k` items passed the filter the rest of the list is only
-/// skipped over, not decoded. A list whose ids need JSON unescaping (no valid
-/// id does) goes through the strict [`RecsList`] parser and is refused.
+/// item), and once `k` items passed the filter the rest of the list is not
+/// read at all when the list is in the updater's canonical form (`model`
+/// before `items`, ending in `}]}`: a value cut short fails that check and
+/// gets the strict reading); otherwise the rest is skipped over and checked.
+/// A list whose ids need JSON unescaping (no valid id does) goes through the
+/// strict [`RecsList`] parser and is refused.
 struct CachedList<'a> {
     model: ModelVersion,
     items: Vec<BorrowedItem<'a>>,
@@ -533,32 +536,49 @@ struct BorrowedItem<'a> {
     score: f32,
 }
 
-/// The first `k` items of the list that `keep` accepts.
-struct ItemsSeed<'f> {
-    k: usize,
-    keep: &'f dyn Fn(&str) -> bool,
+/// What a reading stopped early (by an error, serde's only way out of a
+/// visitor) had found by then.
+#[derive(Default)]
+struct Found<'a> {
+    model: Cell<Option<&'a str>>,
+    items: Cell<Option<Vec<BorrowedItem<'a>>>>,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_> {
-    type Value = Vec<BorrowedItem<'de>>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+/// The message of the deliberate stop; never shown (see [`CachedList::parse`]).
+const ENOUGH: &str = "k items found";
+
+/// The first `k` items of the list that `keep` accepts.
+struct ItemsSeed<'f, 'a> {
+    k: usize,
+    keep: &'f dyn Fn(&str) -> bool,
+    /// `Some`: stop once `k` items are found and leave them here.
+    stop: Option<&'f Found<'a>>,
+}
+
+impl<'a> serde::de::DeserializeSeed<'a> for ItemsSeed<'_, 'a> {
+    type Value = Vec<BorrowedItem<'a>>;
+    fn deserialize<D: serde::Deserializer<'a>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_> {
-    type Value = Vec<BorrowedItem<'de>>;
+impl<'a> serde::de::Visitor<'a> for ItemsSeed<'_, 'a> {
+    type Value = Vec<BorrowedItem<'a>>;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a list of {item_id, score}")
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'a>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(self.k);
         while out.len() < self.k {
-            match seq.next_element::<BorrowedItem<'de>>()? {
+            match seq.next_element::<BorrowedItem<'a>>()? {
                 Some(it) if (self.keep)(it.item_id) => out.push(it),
                 Some(_) => {}
                 None => return Ok(out),
             }
+        }
+        if let Some(found) = self.stop {
+            found.items.set(Some(out));
+            return Err(serde::de::Error::custom(ENOUGH));
         }
         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
         Ok(out)
@@ -566,20 +586,24 @@ impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_> {
 }
 
 /// The top-level object `{"model", "updated_ms", "items"}`.
-struct ListVisitor<'f>(ItemsSeed<'f>);
+struct ListVisitor<'f, 'a>(ItemsSeed<'f, 'a>);
 
-impl<'de, 'f> serde::de::Visitor<'de> for ListVisitor<'f> {
-    type Value = (Option<&'de str>, Option<Vec<BorrowedItem<'de>>>);
+impl<'a> serde::de::Visitor<'a> for ListVisitor<'_, 'a> {
+    type Value = (Option<&'a str>, Option<Vec<BorrowedItem<'a>>>);
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a cached list")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let (mut model, mut items) = (None, None);
         let mut seed = Some(self.0);
-        while let Some(key) = map.next_key::<&'de str>()? {
+        while let Some(key) = map.next_key::<&'a str>()? {
             match (key, seed.take()) {
                 ("model", s) => {
-                    model = Some(map.next_value::<&'de str>()?);
+                    let m = map.next_value::<&'a str>()?;
+                    if let Some(found) = s.as_ref().and_then(|s| s.stop) {
+                        found.model.set(Some(m));
+                    }
+                    model = Some(m);
                     seed = s;
                 }
                 ("items", Some(s)) => items = Some(map.next_value_seed(s)?),
@@ -596,8 +620,25 @@ impl<'de, 'f> serde::de::Visitor<'de> for ListVisitor<'f> {
 impl<'a> CachedList<'a> {
     fn parse(bytes: &'a [u8], k: usize, keep: &dyn Fn(&str) -> bool) -> Result<CachedList<'a>, String> {
         use serde::Deserializer;
+        let found = Found::default();
+        // Stopping early is safe only when what is not read is known to be
+        // whole: the writer's form ends with the last item, the array and
+        // the object; a value cut short anywhere does not.
+        let canonical = bytes.trim_ascii_end().ends_with(b"}]}");
+        let seed = ItemsSeed { k, keep, stop: canonical.then_some(&found) };
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let parsed = de.deserialize_map(ListVisitor(ItemsSeed { k, keep })).and_then(|v| de.end().map(|()| v));
+        let parsed = de.deserialize_map(ListVisitor(seed)).and_then(|v| de.end().map(|()| v));
+        let parsed = match (parsed, found.model.take(), found.items.take()) {
+            // Stopped once k items were found, the model already read.
+            (Err(_), Some(model), Some(items)) => Ok((Some(model), Some(items))),
+            // Stopped before the model was read (not the writer's order):
+            // read it all.
+            (Err(_), None, Some(_)) => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                de.deserialize_map(ListVisitor(ItemsSeed { k, keep, stop: None })).and_then(|v| de.end().map(|()| v))
+            }
+            (parsed, _, _) => parsed,
+        };
         match parsed {
             Ok((Some(model), Some(items))) => {
                 Ok(CachedList { model: ModelVersion::parse(model).map_err(|e| e.to_string())?, items })
@@ -1088,6 +1129,14 @@ mod tests {
         // Field order does not matter; a broken tail or trailing bytes are refused.
         let reordered = br#"{"items":[{"score":1,"item_id":"x"}],"updated_ms":1,"model":"v1"}"#;
         assert_eq!(ids(&CachedList::parse(reordered, 5, &all).unwrap()), ["x"]);
+        let model_last = br#"{"items":[{"item_id":"x","score":2},{"item_id":"y","score":1}],"model":"v2"}"#;
+        let l = CachedList::parse(model_last, 1, &all).unwrap();
+        assert_eq!((l.model.as_str(), ids(&l)), ("v2", vec!["x".to_owned()]), "stopped early, model read after");
+        // The canonical form's tail is not read once k items are found...
+        let canonical = br#"{"model":"v1","updated_ms":1,"items":[{"item_id":"a","score":1},{"bad":[}]}"#;
+        assert_eq!(ids(&CachedList::parse(canonical, 1, &all).unwrap()), ["a"]);
+        // ...but is when the head has fewer than k.
+        assert!(CachedList::parse(canonical, 2, &all).is_err());
         assert!(CachedList::parse(br#"{"model":"v1","updated_ms":1,"items":[{"item_id":"a","score":1},{"#, 1, &all)
             .is_err());
         assert!(CachedList::parse(br#"{"model":"v1","updated_ms":1,"items":[]} x"#, 1, &all).is_err());
