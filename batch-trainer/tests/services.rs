@@ -39,10 +39,29 @@ fn redis_url() -> String {
     std::env::var("RECSYS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Deletes the test's keys from the shared Redis when dropped, also after a
+/// failed assertion (the re-fold pass SCANs the whole keyspace: keys left
+/// behind slow every later run).
+struct KeysCleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for KeysCleanup {
+    fn drop(&mut self) {
+        let Ok(mut c) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) else { return };
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut c).unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
+        }
+    }
+}
+
 /// One isolated environment: topics, Redis keys, artifacts, small fast models.
 struct Env {
     s: Settings,
     dir: tempfile::TempDir,
+    _cleanup: KeysCleanup,
 }
 
 impl Env {
@@ -61,7 +80,8 @@ impl Env {
         s.trainer.kafka_idle_timeout_ms = 15_000;
         s.trainer.publish.similar_size = 10;
         common::kafka::ensure_topics(&s.kafka, Duration::from_secs(10)).await.unwrap();
-        Env { s, dir }
+        let _cleanup = KeysCleanup { url: s.redis.url.clone(), prefix: s.redis.prefix.clone() };
+        Env { s, dir, _cleanup }
     }
 
     fn root(&self) -> PathBuf {

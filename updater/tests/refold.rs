@@ -13,14 +13,33 @@ use updater::refold::Pass;
 use updater::store::{read_histories, write_recs, ApplyEvent, Store};
 use updater::{Metrics, ServedModel, Settings};
 
-async fn store() -> Store {
+/// Deletes the test's keys from the shared Redis when dropped, also after a
+/// failed assertion (the re-fold pass SCANs the whole keyspace: keys left
+/// behind slow every later run).
+struct KeysCleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for KeysCleanup {
+    fn drop(&mut self) {
+        let Ok(mut c) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) else { return };
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut c).unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
+        }
+    }
+}
+
+async fn store() -> (Store, KeysCleanup) {
     let mut cfg = common::RedisConfig::default();
     if let Ok(url) = std::env::var("RECSYS_TEST_REDIS") {
         cfg.url = url;
     }
     cfg.prefix = format!("rf-{:x}:", rand::random::<u64>());
     let conn = common::redis_conn::connect(&cfg).await.unwrap();
-    Store::new(conn, cfg.keys(), 100, 600)
+    let cleanup = KeysCleanup { url: cfg.url.clone(), prefix: cfg.prefix.clone() };
+    (Store::new(conn, cfg.keys(), 100, 600), cleanup)
 }
 
 fn model(version: &str, seed: u64) -> Arc<ServedModel> {
@@ -51,7 +70,7 @@ async fn list(s: &Store, u: &UserId) -> Option<RecsList> {
 /// not repeated once done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_user_with_a_history_gets_the_new_models_list() {
-    let s = store().await;
+    let (s, _cleanup) = store().await;
     let (old, new) = (model("v1", 1), model("v2", 2));
     let users: Vec<UserId> = (0..100).map(|u| UserId::parse(&format!("user{u}")).unwrap()).collect();
     let events: Vec<ApplyEvent> = users
@@ -107,7 +126,7 @@ async fn every_user_with_a_history_gets_the_new_models_list() {
 /// nothing; the lock expiring (its holder died) lets it take over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_runs_a_pass_at_a_time() {
-    let s = store().await;
+    let (s, _cleanup) = store().await;
     let new = model("v2", 2);
     let u = UserId::parse("solo").unwrap();
     let ev = ApplyEvent {
