@@ -234,29 +234,28 @@ pub fn producer(brokers: &str) -> FutureProducer {
 /// Produces `recs` in order, key = user id (each acknowledged before the next,
 /// so the production order is the log order).
 pub async fn produce(p: &FutureProducer, s: &Settings, recs: &[Rec]) {
-    let [imp, ev] = tracking::topic_names(s);
     for r in recs {
-        let (topic, payload) = match r {
-            Rec::Imp(i) => (&imp, i.to_json()),
-            Rec::Ev(e) => (&ev, e.to_json()),
-        };
-        let key = r.user().as_str().as_bytes();
-        p.send(FutureRecord::to(topic).key(key).payload(&payload), Timeout::After(Duration::from_secs(10)))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        send(p, s, r, None).await;
     }
 }
 
 /// Produces `rec` to partition `partition` of its topic (not by its key).
 pub async fn produce_to(p: &FutureProducer, s: &Settings, rec: &Rec, partition: i32) {
+    send(p, s, rec, Some(partition)).await;
+}
+
+/// One record to its topic, keyed by its user; to `partition` when given.
+async fn send(p: &FutureProducer, s: &Settings, rec: &Rec, partition: Option<i32>) {
     let [imp, ev] = tracking::topic_names(s);
     let (topic, payload) = match rec {
         Rec::Imp(i) => (&imp, i.to_json()),
         Rec::Ev(e) => (&ev, e.to_json()),
     };
     let key = rec.user().as_str().as_bytes();
-    let record = FutureRecord::to(topic).key(key).payload(&payload).partition(partition);
+    let mut record = FutureRecord::to(topic).key(key).payload(&payload);
+    if let Some(n) = partition {
+        record = record.partition(n);
+    }
     p.send(record, Timeout::After(Duration::from_secs(10))).await.map_err(|(e, _)| e).unwrap();
 }
 
