@@ -41,22 +41,34 @@ pub enum IdError {
 }
 
 fn check(s: &str) -> Result<(), IdError> {
-    if s.is_empty() {
-        return Err(IdError::Empty);
-    }
-    if s.len() > MAX_ID_LEN {
-        return Err(IdError::TooLong(s.chars().count()));
-    }
-    for (i, c) in s.char_indices() {
-        if !is_id_char(c) {
-            return Err(IdError::BadChar(c, i));
-        }
-    }
-    Ok(())
+    check_bytes(s.as_bytes()).map(|_| ())
 }
 
-fn is_id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+/// Checks raw bytes against the id rules (the one definition, shared by the
+/// JSON parsers and the CSV reader) and returns them as text. Valid ids are
+/// ASCII, so a byte outside the alphabet is reported as the character it
+/// starts (U+FFFD when the bytes are not UTF-8).
+pub fn check_bytes(b: &[u8]) -> Result<&str, IdError> {
+    if b.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if b.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong(String::from_utf8_lossy(b).chars().count()));
+    }
+    if let Some(i) = b.iter().position(|&c| !is_id_byte(c)) {
+        let c = std::str::from_utf8(&b[i..])
+            .ok()
+            .and_then(|s| s.chars().next())
+            .or_else(|| String::from_utf8_lossy(&b[i..]).chars().next())
+            .unwrap_or(char::REPLACEMENT_CHARACTER);
+        return Err(IdError::BadChar(c, i));
+    }
+    // Every byte is ASCII here.
+    std::str::from_utf8(b).map_err(|_| IdError::Empty)
+}
+
+fn is_id_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-')
 }
 
 /// The JSON Schema of a string id.

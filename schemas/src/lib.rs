@@ -20,6 +20,8 @@
 //! - [`topics`]: Kafka topic names.
 //! - [`keys`]: the Redis key builder [`RedisKeys`] (DESIGN.md §5).
 //! - [`recs`]: the cached list [`RecsList`] stored under `recs:{user}`.
+//! - [`csv`]: CSV event logs and item-property files, the one reader of the
+//!   trainer and `replay`: header by name, clocks, row rules, [`csv::Rejections`].
 //! - [`json_schema`]: the JSON Schema documents of the four records, published
 //!   in `schemas/json/` for producers in other languages.
 //!
@@ -30,6 +32,7 @@
 //! to the producer.
 
 pub mod announcement;
+pub mod csv;
 pub mod dead_letter;
 pub mod event;
 pub mod id;
