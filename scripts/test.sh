@@ -25,6 +25,12 @@ fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
+# cargo audit (and cargo deny when installed) against the offline RustSec
+# snapshot in ../shared/advisory-db; installs cargo-audit on first use. A
+# finding not ignored with its reason in .cargo/audit.toml fails the suite.
+log "dependency audit (scripts/audit.sh)"
+scripts/audit.sh
+
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
