@@ -8,6 +8,8 @@
 //! | `item_users:{item}` | users with events on an item the served model does not know |
 //! | `new_items:{model_version}` | factors of items folded in against that version |
 //! | `popular`, `popular:cat:{cat}` | JSON top lists |
+//! | `trending:{window}` | sorted set item → forward-decayed event weight (see [`crate::popularity`]), bounded, written in the apply step |
+//! | `trending_landmarks` | hash window → landmark time (epoch ms) of that ranking's scores |
 //! | `model:current` | the served model version |
 //! | `model:published` | JSON `{"version", "manifest_sha256", "published_ms"}`: the trainer's last complete publication |
 //! | `similar:{item}` | JSON `{"model", "updated_ms", "items": [{"item_id","score"}]}`: the item's nearest items |
@@ -24,6 +26,7 @@
 use crate::announcement::ModelVersion;
 use crate::id::{ItemId, UserId};
 use crate::impression::Variant;
+use crate::popularity::Window;
 
 /// Builds every Redis key under a configurable prefix (default `recsys:`), so
 /// several deployments or test runs can share one Redis.
@@ -103,6 +106,19 @@ impl RedisKeys {
     /// `popular:cat:{cat}`: the popular list of one category (JSON).
     pub fn popular_category(&self, category: u64) -> String {
         format!("{}popular:cat:{}", self.prefix, category)
+    }
+
+    /// `trending:{window}`: the live popularity ranking of one window, a
+    /// sorted set of item → forward-decayed event weight (see
+    /// [`crate::popularity`]); kept to a bounded size.
+    pub fn trending(&self, window: &Window) -> String {
+        format!("{}trending:{}", self.prefix, window)
+    }
+
+    /// `trending_landmarks`: hash of window name → the landmark (epoch ms)
+    /// the scores of `trending:{window}` are relative to.
+    pub fn trending_landmarks(&self) -> String {
+        format!("{}trending_landmarks", self.prefix)
     }
 
     /// `model:current`: the served model version.
@@ -234,6 +250,8 @@ mod tests {
         assert_eq!(k.model_published(), "recsys:model:published");
         assert_eq!(k.similar_pattern(), "recsys:similar:*");
         assert_eq!(RedisKeys::new("t*1:").popular_category_pattern(), "t\\*1:popular:cat:*");
+        assert_eq!(k.trending(&Window::parse("24h").unwrap()), "recsys:trending:24h");
+        assert_eq!(k.trending_landmarks(), "recsys:trending_landmarks");
     }
 
     #[test]

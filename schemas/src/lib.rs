@@ -20,6 +20,9 @@
 //! - [`topics`]: Kafka topic names.
 //! - [`keys`]: the Redis key builder [`RedisKeys`] (DESIGN.md §5).
 //! - [`recs`]: the cached list [`RecsList`] stored under `recs:{user}`.
+//! - [`popularity`]: the live rankings `trending:{window}` (forward-decayed
+//!   counts), their [`Window`]s, `[popularity]` ([`PopularityConfig`]) and the
+//!   sentinel model version [`LIVE_POPULAR_VERSION`] of the lists served from them.
 //! - [`csv`]: CSV event logs and item-property files, the one reader of the
 //!   trainer and `replay`: header by name, clocks, row rules, [`csv::Rejections`].
 //! - [`json_schema`]: the JSON Schema documents of the four records, published
@@ -39,6 +42,7 @@ pub mod id;
 pub mod impression;
 pub mod json_schema;
 pub mod keys;
+pub mod popularity;
 pub mod recs;
 pub mod topics;
 
@@ -52,6 +56,7 @@ pub use id::{IdError, ItemId, RecId, TransactionId, UserId, ID_PATTERN, MAX_ID_L
 pub use impression::{Impression, ParseNameError, Source, Variant};
 pub use json_schema::{json_schemas, write_json_schemas, JSON_SCHEMA_DIR};
 pub use keys::RedisKeys;
+pub use popularity::{live_popular_version, PopularityConfig, Window, WindowError, LIVE_POPULAR_VERSION};
 pub use recs::{RecItem, RecsList};
 
 /// A record of `recsys.impressions`, `recsys.models` or `recsys.events.dlq`
