@@ -87,11 +87,21 @@ fn mounts(svc: &Value) -> Vec<(String, String)> {
 
 /// `(host, container)` port pairs.
 fn ports(svc: &Value) -> Vec<(u16, u16)> {
+    port_bindings(svc).into_iter().map(|(_, h, c)| (h, c)).collect()
+}
+
+/// `(host address, host port, container port)`: `"8080:8080"` binds every
+/// host address (`None`), `"127.0.0.1:29092:29092"` only the loopback.
+fn port_bindings(svc: &Value) -> Vec<(Option<String>, u16, u16)> {
     strings(&svc["ports"])
         .iter()
         .map(|p| {
-            let (h, c) = p.split_once(':').unwrap();
-            (h.parse().unwrap(), c.parse().unwrap())
+            let (rest, c) = p.rsplit_once(':').unwrap();
+            let (ip, h) = match rest.rsplit_once(':') {
+                Some((ip, h)) => (Some(ip.to_owned()), h),
+                None => (None, rest),
+            };
+            (ip, h.parse().unwrap(), c.parse().unwrap())
         })
         .collect()
 }
@@ -320,20 +330,271 @@ fn datasource_file() -> String {
     format!("configs/grafana/provisioning/datasources/{}", f.to_string_lossy())
 }
 
+/// One `FROM … [AS name]` stage of a Dockerfile: its base (an image or an
+/// earlier stage) and its instructions, continuation lines joined.
+#[derive(Debug)]
+struct Stage {
+    name: String,
+    base: String,
+    instructions: Vec<String>,
+}
+
+fn stages(dockerfile: &str) -> Vec<Stage> {
+    let mut logical = Vec::new();
+    let mut cur = String::new();
+    for line in dockerfile.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && cur.is_empty()) {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(part) => {
+                cur.push_str(part.trim_end());
+                cur.push(' ');
+            }
+            None => {
+                cur.push_str(t);
+                logical.push(std::mem::take(&mut cur));
+            }
+        }
+    }
+    let mut out: Vec<Stage> = Vec::new();
+    for ins in logical {
+        let words: Vec<&str> = ins.split_whitespace().collect();
+        if words[0].eq_ignore_ascii_case("FROM") {
+            let base = words.iter().skip(1).find(|w| !w.starts_with("--")).unwrap().to_string();
+            let name = match words.iter().position(|w| w.eq_ignore_ascii_case("AS")) {
+                Some(i) => words[i + 1].to_owned(),
+                None => out.len().to_string(),
+            };
+            out.push(Stage { name, base, instructions: Vec::new() });
+        } else {
+            out.last_mut().expect("an instruction before the first FROM").instructions.push(ins);
+        }
+    }
+    out
+}
+
+fn stage<'a>(all: &'a [Stage], name: &str) -> &'a Stage {
+    all.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("Dockerfile has no stage {name:?}"))
+}
+
+/// The stage and the stages it is built `FROM`, the stage itself first.
+fn lineage<'a>(all: &'a [Stage], name: &str) -> Vec<&'a Stage> {
+    let mut chain = vec![stage(all, name)];
+    while let Some(parent) = all.iter().find(|s| s.name == chain.last().unwrap().base) {
+        chain.push(parent);
+    }
+    chain
+}
+
+/// The `--bin` names of a cargo (or cargo chef) command line.
+fn bins(cmd: &str) -> BTreeSet<String> {
+    let w: Vec<&str> = cmd.split_whitespace().collect();
+    w.windows(2).filter(|p| p[0] == "--bin").map(|p| p[1].trim_end_matches(';').to_owned()).collect()
+}
+
+fn workspace_members() -> Vec<String> {
+    let ws: toml::Table = read("Cargo.toml").parse().unwrap();
+    ws["workspace"]["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect()
+}
+
+/// The stage whose instructions run `cargo build --release`: the builder.
+fn builder(all: &[Stage]) -> &Stage {
+    let found: Vec<&Stage> =
+        all.iter().filter(|s| s.instructions.iter().any(|i| i.contains("cargo build --release"))).collect();
+    assert_eq!(found.len(), 1, "exactly one stage runs `cargo build --release`: {found:?}");
+    found[0]
+}
+
 #[test]
 fn the_image_builds_every_binary_compose_runs_from_every_workspace_member() {
     let c = compose();
     let docker = read("Dockerfile");
-    let ws: toml::Table = read("Cargo.toml").parse().unwrap();
-    for m in ws["workspace"]["members"].as_array().unwrap() {
-        let m = m.as_str().unwrap();
-        assert!(docker.lines().any(|l| l.trim() == format!("COPY {m} {m}")), "Dockerfile does not COPY member {m}");
+    let all = stages(&docker);
+    let build = builder(&all);
+    let copies = |s: &Stage, m: &str| s.instructions.iter().any(|i| *i == format!("COPY {m} {m}"));
+    for m in workspace_members() {
+        assert!(copies(build, &m), "the {} stage does not COPY member {m}", build.name);
     }
+    let cargo_build = build.instructions.iter().find(|i| i.contains("cargo build --release")).unwrap();
+    assert!(cargo_build.contains("--locked"), "{cargo_build}");
+    let built = bins(cargo_build);
     for (name, bin, ..) in PROCESSES {
         let cmd = strings(&service(&c, name)["command"]);
         assert_eq!(cmd[0], bin, "{name}");
-        assert!(docker.contains(&format!("--bin {bin}")), "Dockerfile does not build {bin}");
-        assert!(docker.contains(&format!("target/release/{bin}")), "Dockerfile does not install {bin}");
+        assert!(built.contains(bin), "Dockerfile does not build {bin}: {built:?}");
+        assert!(cargo_build.contains(&format!("target/release/{bin}")), "Dockerfile does not install {bin}");
     }
+    // The image that runs is the last stage, and takes the binaries from the
+    // builder.
+    let run = all.last().unwrap();
+    assert!(
+        run.instructions.iter().any(|i| i.starts_with(&format!("COPY --from={} /out/ /usr/local/bin/", build.name))),
+        "the final stage does not install the builder's binaries: {:?}",
+        run.instructions
+    );
     assert!(docker.contains("ENV RECSYS_CONFIG=/etc/recsys/recsys.toml"));
+}
+
+/// cargo-chef: a plan stage reduces the workspace to recipe.json (manifests
+/// and lock); the builder cooks the dependencies (librdkafka among them) from
+/// the recipe alone, and only then copies the sources. Docker reuses a layer
+/// while every input before it is unchanged, so a source change rebuilds the
+/// workspace crates and nothing below them. Returns what breaks that.
+fn check_dependency_layer(dockerfile: &str) -> Result<(), String> {
+    let all = stages(dockerfile);
+    let build = builder(&all);
+    let plan = all
+        .iter()
+        .find(|s| s.instructions.iter().any(|i| i.contains("cargo chef prepare --recipe-path recipe.json")))
+        .ok_or("no stage runs `cargo chef prepare --recipe-path recipe.json`")?;
+    // Everything the builder's layers see up to the cook, base stages first.
+    let mut before_cook = Vec::new();
+    let mut cook = None;
+    'outer: for s in lineage(&all, &build.name).iter().rev() {
+        for i in &s.instructions {
+            if i.contains("cargo chef cook") {
+                cook = Some(i.clone());
+                break 'outer;
+            }
+            before_cook.push(format!("{}: {i}", s.name));
+        }
+    }
+    let cook = cook.ok_or_else(|| format!("the {} stage (or its bases) never runs `cargo chef cook`", build.name))?;
+    for flag in ["--release", "--locked", "--recipe-path recipe.json"] {
+        if !cook.contains(flag) {
+            return Err(format!("cook without {flag}: {cook}"));
+        }
+    }
+    let recipe_copy = format!("COPY --from={} /src/recipe.json recipe.json", plan.name);
+    if !before_cook.iter().any(|i| i.ends_with(&recipe_copy)) {
+        return Err(format!("the builder does not `{recipe_copy}` before it cooks"));
+    }
+    // Nothing but the recipe is copied in before the cook: a source file
+    // there would make the cook layer (and librdkafka's build) depend on it.
+    let stray: Vec<&String> = before_cook
+        .iter()
+        .filter(|i| i.contains(": COPY ") || i.contains(": ADD "))
+        .filter(|i| !i.ends_with(&recipe_copy))
+        .collect();
+    if !stray.is_empty() {
+        return Err(format!("copied before `cargo chef cook`: {stray:?}"));
+    }
+    // The cook builds the dependencies of exactly the binaries the build
+    // builds: another set unifies other features and the build recompiles.
+    let cargo_build = build.instructions.iter().find(|i| i.contains("cargo build --release")).unwrap();
+    if bins(&cook) != bins(cargo_build) {
+        return Err(format!("cook builds {:?}, the build {:?}", bins(&cook), bins(cargo_build)));
+    }
+    // Planner and builder share the toolchain stage (e2e/tests/toolchain.rs
+    // checks its tag against rust-toolchain.toml).
+    let root = |name: &str| lineage(&all, name).last().unwrap().base.clone();
+    if root(&plan.name) != root(&build.name) {
+        return Err(format!("plan starts from {}, build from {}", root(&plan.name), root(&build.name)));
+    }
+    Ok(())
+}
+
+#[test]
+fn dependencies_are_cooked_in_a_layer_no_source_change_invalidates() {
+    check_dependency_layer(&read("Dockerfile")).unwrap_or_else(|e| panic!("Dockerfile: {e}"));
+}
+
+#[test]
+fn the_dependency_layer_check_fails_where_sources_reach_the_dependency_build() {
+    // The Dockerfile before cargo-chef: sources copied, then one build.
+    let single_stage = "FROM rust:1.95.0-bookworm AS build\nCOPY Cargo.toml Cargo.lock ./\nCOPY serving serving\n\
+                        RUN cargo build --release --locked --bin recsys-serving\nFROM debian:bookworm-slim\n";
+    assert!(check_dependency_layer(single_stage).unwrap_err().contains("cargo chef prepare"));
+    let real = read("Dockerfile");
+    // A source copied into the toolchain stage reaches the cook's layer.
+    let polluted = real.replacen("WORKDIR /src\n", "WORKDIR /src\nCOPY common common\n", 1);
+    assert_ne!(polluted, real);
+    assert!(check_dependency_layer(&polluted).unwrap_err().contains("COPY common common"));
+    // Cooking for fewer binaries than the build builds.
+    let fewer = real.replacen("recipe.json \\\n        --bin recsys-ingest ", "recipe.json \\\n        ", 1);
+    assert_ne!(fewer, real);
+    assert!(check_dependency_layer(&fewer).unwrap_err().contains("cook builds"));
+}
+
+#[test]
+fn kafka_has_a_listener_the_host_can_reach() {
+    // A client bootstraps from any listener but then connects to the address
+    // the broker advertises for it: kafka:9092 means nothing to the host, so
+    // the host needs its own listener, advertised as the published address.
+    let c = compose();
+    let kafka = service(&c, "kafka");
+    let env = env_of(kafka);
+    let listeners = |key: &str| -> BTreeMap<String, String> {
+        env[key].split(',').map(|l| l.split_once("://").map(|(n, a)| (n.to_owned(), a.to_owned())).unwrap()).collect()
+    };
+    let bound = listeners("KAFKA_LISTENERS");
+    let advertised = listeners("KAFKA_ADVERTISED_LISTENERS");
+    let protocols: BTreeMap<&str, &str> =
+        env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(',').map(|p| p.split_once(':').unwrap()).collect();
+    let published = port_bindings(kafka);
+    let mut host_listeners = Vec::new();
+    for (name, addr) in &advertised {
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        let port: u16 = port.parse().unwrap();
+        assert!(protocols.contains_key(name.as_str()), "listener {name} has no security protocol");
+        let bound_port: u16 = bound[name].rsplit_once(':').unwrap().1.parse().unwrap();
+        if host == "localhost" || host == "127.0.0.1" {
+            // Published on the advertised port, so the address the broker
+            // hands out is the one the host dials.
+            assert!(
+                published.iter().any(|(_, h, c)| *h == port && *c == bound_port),
+                "{name} is advertised as {addr} but kafka publishes {published:?}"
+            );
+            host_listeners.push(name.clone());
+        } else {
+            assert!(service(&c, host).as_mapping().is_some(), "{name} advertises {host}, not a service");
+        }
+    }
+    assert_eq!(host_listeners.len(), 1, "one listener for the host: {advertised:?}");
+    // The containers keep theirs, and the controller is not published.
+    assert_eq!(advertised.get("PLAINTEXT").map(String::as_str), Some("kafka:9092"));
+    assert_eq!(env["KAFKA_INTER_BROKER_LISTENER_NAME"], "PLAINTEXT");
+    let controller_port: u16 = bound["CONTROLLER"].rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(published.iter().all(|(_, _, c)| *c != controller_port), "the controller port is published");
+    // The host listener has no authentication: loopback only.
+    for (ip, h, _) in &published {
+        assert_eq!(ip.as_deref(), Some("127.0.0.1"), "kafka port {h} is published on every address");
+    }
+}
+
+/// `${NAME:?message}`: compose stops with the message when NAME is unset or
+/// empty. Returns NAME.
+fn required_variable(v: &str) -> Option<&str> {
+    let inner = v.strip_prefix("${")?.strip_suffix('}')?;
+    let (name, message) = inner.split_once(":?")?;
+    (!message.trim().is_empty()).then_some(name)
+}
+
+#[test]
+fn grafana_needs_an_admin_password_from_the_environment_and_no_secret_has_a_default() {
+    let raw: Value = serde_yaml::from_str(&read("docker-compose.kafka.yml")).unwrap();
+    let pw = raw["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+        .as_str()
+        .expect("grafana: GF_SECURITY_ADMIN_PASSWORD is not set (Grafana would start with admin/admin)");
+    assert_eq!(
+        required_variable(pw),
+        Some("GRAFANA_ADMIN_PASSWORD"),
+        "grafana's admin password must be ${{GRAFANA_ADMIN_PASSWORD:?…}} (required, no default): {pw}"
+    );
+    assert_eq!(required_variable("${X:-admin}"), None);
+    assert_eq!(required_variable("${X:?}"), None, "a requirement without a message");
+    // Nothing secret falls back to a value written in the file; an empty
+    // default (the admin token: routes off) is allowed.
+    let text = read("docker-compose.kafka.yml");
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("${") {
+        let expr = &rest[i..=i + rest[i..].find('}').unwrap()];
+        rest = &rest[i + expr.len()..];
+        if let Some((name, default)) = expr[2..expr.len() - 1].split_once(":-") {
+            let secret = ["PASSWORD", "TOKEN", "SECRET", "KEY"].iter().any(|s| name.to_uppercase().contains(s));
+            assert!(!secret || default.is_empty(), "{expr}: a secret with a default in the file");
+        }
+    }
 }
