@@ -123,6 +123,11 @@ pub struct ScheduleArgs {
     /// Train once at start, then follow the cron expression.
     #[arg(long)]
     pub run_now: bool,
+    /// One run (data check, retries, webhook), then exit: 0 promoted or
+    /// skipped for lack of data, 3 rejected, 4 publication failed, 1 failed.
+    /// For an external scheduler; no /metrics.
+    #[arg(long, conflicts_with = "run_now")]
+    pub once: bool,
     /// Move CURRENT only: no Redis lists, no announcement.
     #[arg(long)]
     pub no_publish: bool,
@@ -456,6 +461,30 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> 
     fs::write(path, serde_json::to_vec_pretty(value)?).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Prints the report of `schedule --once` and maps its outcome to the exit code.
+fn once_exit(r: &RunReport) -> i32 {
+    match r.outcome {
+        notify::Outcome::Failed => {
+            eprint!("error: {}", r.text);
+            // A version means training worked and the publication failed.
+            if r.version.is_some() {
+                EXIT_PUBLISH_FAILED
+            } else {
+                1
+            }
+        }
+        notify::Outcome::Rejected => {
+            say!("{}", r.text);
+            EXIT_REJECTED
+        }
+        // Not enough data yet is an answer, not an error: the message says so.
+        notify::Outcome::Promoted | notify::Outcome::Skipped => {
+            say!("{}", r.text);
+            0
+        }
+    }
+}
+
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let show = !cli.quiet;
@@ -546,6 +575,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 run_now: a.run_now,
                 show_progress: false,
             };
+            if a.once {
+                let report = runtime()?
+                    .block_on(schedule::run_once(s, opts, common::shutdown_signal()))
+                    .context("schedule --once")?;
+                return Ok(once_exit(&report));
+            }
             let addr = a.metrics_listen.unwrap_or(s.trainer.schedule.metrics_listen);
             let rt = runtime()?;
             rt.block_on(async move {

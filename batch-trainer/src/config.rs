@@ -137,6 +137,15 @@ pub struct ScheduleConfig {
     pub backoff_max_s: u64,
     /// `/metrics` and `/health` (the `--metrics-listen` flag overrides it).
     pub metrics_listen: std::net::SocketAddr,
+    /// A scheduled run trains only when the source holds at least this many
+    /// events (after cleaning); otherwise it is a skipped run, "waiting for data".
+    pub min_events: u64,
+    /// … and at least this many distinct users.
+    pub min_users: u64,
+    /// While no model is served (no `CURRENT`), the data is checked again this
+    /// often (s), and the first model is trained as soon as there is enough;
+    /// afterwards only the cron expression starts runs. 0: the cron only.
+    pub bootstrap_interval_s: u64,
 }
 
 impl Default for ScheduleConfig {
@@ -147,6 +156,9 @@ impl Default for ScheduleConfig {
             backoff_initial_s: 60,
             backoff_max_s: 1_800,
             metrics_listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9103)),
+            min_events: 1_000,
+            min_users: 50,
+            bootstrap_interval_s: 300,
         }
     }
 }

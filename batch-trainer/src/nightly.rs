@@ -1,7 +1,14 @@
 //! One training run as `train` and `schedule` do it: load (CSV, topic, or an
 //! archive plus the topic's newer part) → evaluate, fit, write, gate, promote
 //! → prune → publish → report.
+//!
+//! A scheduled run ([`scheduled_run`]) first checks the loaded data against
+//! `[trainer.schedule] min_events` / `min_users` and `[training.filter]`
+//! ([`check_data`]): too little is a skipped run ("waiting for data"), not a
+//! failure. The check reuses the load that training then uses, so it costs
+//! one pass over the events in memory, not a second read of the source.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,6 +20,7 @@ use crate::lifecycle::{self, LifecycleError};
 use crate::load::{self, LoadError};
 use crate::notify::{MetricRow, Outcome, RunReport};
 use crate::pipeline;
+use crate::preprocess;
 use crate::publish::{self, PublishError, PublishReport};
 use crate::train::{self, TrainError, TrainOptions, TrainOutcome};
 
@@ -164,6 +172,78 @@ pub fn train_loaded(
     Ok(RunResult { loaded, train: out, pruned })
 }
 
+/// The size of a loaded data set, as the schedule's minimums see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataCounts {
+    /// Events after cleaning.
+    pub events: u64,
+    /// Distinct users among them.
+    pub users: u64,
+    /// (user, item) pairs `[training.filter]` keeps; `None` when the minimums
+    /// already failed (not computed).
+    pub trainable_pairs: Option<u64>,
+}
+
+/// Not enough data to train on: what was seen and the operator's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub counts: DataCounts,
+    /// `waiting for data: N events, M users in SOURCE, need K events and L users`.
+    pub message: String,
+    /// The data source (`kafka:TOPIC`, a directory, or both).
+    pub source: String,
+}
+
+/// Whether `ds` is enough for a scheduled run: at least `min_events` events
+/// from `min_users` users, and some pair left by `[training.filter]` (the
+/// pairs the model is fitted on: with none, training would fail with "no
+/// pairs left after filtering", so that is waiting for data too).
+pub fn check_data(ds: &Dataset, s: &Settings, source: &str) -> Result<DataCounts, Waiting> {
+    let sched = &s.trainer.schedule;
+    let events = &ds.events.events;
+    let users: HashSet<u64> = events.iter().map(|e| e.user).collect();
+    let mut counts = DataCounts { events: events.len() as u64, users: users.len() as u64, trainable_pairs: None };
+    let seen = format!("waiting for data: {} events, {} users in {source}", counts.events, counts.users);
+    let need = format!("need {} events and {} users", sched.min_events, sched.min_users);
+    let waiting = |counts, message| Waiting { counts, message, source: source.to_owned() };
+    if counts.events < sched.min_events || counts.users < sched.min_users {
+        return Err(waiting(counts, format!("{seen}, {need}")));
+    }
+    let (pairs, _) = preprocess::filter_pairs(preprocess::build_pairs(events, &s.training.weights), &s.training.filter);
+    counts.trainable_pairs = Some(pairs.len() as u64);
+    if pairs.is_empty() {
+        let f = &s.training.filter;
+        let message = format!(
+            "{seen}, {need} and a pair that passes training.filter (a user with ≥ {} items, an item with ≥ {} \
+             users): none does yet",
+            f.min_user_items, f.min_item_users
+        );
+        return Err(waiting(counts, message));
+    }
+    Ok(counts)
+}
+
+/// What a scheduled run did: trained (whatever the gate said), or found too
+/// little data.
+#[derive(Debug)]
+pub enum Scheduled {
+    Trained { result: Box<RunResult>, counts: DataCounts },
+    Waiting(Waiting),
+}
+
+/// Load, check the data ([`check_data`]), then train on the same load
+/// ([`train_loaded`]) when there is enough.
+pub fn scheduled_run(s: &Settings, src: &Source, root: &Path, show: bool) -> Result<Scheduled, RunError> {
+    let loaded = load_source(src, s, show)?;
+    match check_data(&loaded.ds, s, &loaded.description) {
+        Ok(counts) => {
+            let result = Box::new(train_loaded(s, loaded, root, None, false, show)?);
+            Ok(Scheduled::Trained { result, counts })
+        }
+        Err(w) => Ok(Scheduled::Waiting(w)),
+    }
+}
+
 /// Publishes `version` when publication is on: `Ok(None)` when it is off.
 pub async fn publish_if_enabled(
     s: &Settings,
@@ -221,6 +301,25 @@ pub fn report_of(s: &Settings, r: &RunResult, duration: Duration, published: boo
         metrics: metric_rows(s, &r.train),
         error,
         published,
+        reason: None,
+        text: String::new(),
+    }
+    .with_text()
+}
+
+/// The report of a skipped run: `rows` is the events seen, `reason` the message.
+pub fn skipped_report(duration: Duration, w: &Waiting) -> RunReport {
+    RunReport {
+        source: "recsys-trainer",
+        outcome: Outcome::Skipped,
+        version: None,
+        served_before: None,
+        duration_s: duration.as_secs_f64(),
+        rows: w.counts.events,
+        metrics: Vec::new(),
+        error: None,
+        published: false,
+        reason: Some(w.message.clone()),
         text: String::new(),
     }
     .with_text()
@@ -238,7 +337,101 @@ pub fn failure_report(duration: Duration, error: String) -> RunReport {
         metrics: Vec::new(),
         error: Some(error),
         published: false,
+        reason: None,
         text: String::new(),
     }
     .with_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{EventLog, RawEvent};
+    use schemas::EventKind;
+
+    fn dataset(pairs: &[(u64, u64)]) -> Dataset {
+        let events = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, &(user, item))| RawEvent { ts: i as i64, user, item, kind: EventKind::View, txn: None })
+            .collect();
+        Dataset { events: EventLog { events, ..EventLog::default() }, ..Dataset::default() }
+    }
+
+    /// `users` users who each viewed the same `items` items.
+    fn dense(users: u64, items: u64) -> Dataset {
+        let pairs: Vec<(u64, u64)> = (0..users).flat_map(|u| (0..items).map(move |i| (u, i))).collect();
+        dataset(&pairs)
+    }
+
+    fn settings(min_events: u64, min_users: u64) -> Settings {
+        let mut s = Settings::default();
+        s.trainer.schedule.min_events = min_events;
+        s.trainer.schedule.min_users = min_users;
+        s
+    }
+
+    #[test]
+    fn empty_data_waits_with_its_counts() {
+        let w = check_data(&Dataset::default(), &settings(1000, 50), "kafka:t").unwrap_err();
+        assert_eq!(w.counts, DataCounts { events: 0, users: 0, trainable_pairs: None });
+        assert_eq!(w.message, "waiting for data: 0 events, 0 users in kafka:t, need 1000 events and 50 users");
+        assert_eq!(w.source, "kafka:t");
+    }
+
+    #[test]
+    fn each_minimum_holds_on_its_own() {
+        // 10 users x 6 items = 60 events: passes the default filter (5 and 5).
+        let ds = dense(10, 6);
+        let w = check_data(&ds, &settings(61, 10), "d").unwrap_err();
+        assert!(w.message.starts_with("waiting for data: 60 events, 10 users in d, need 61 events"), "{}", w.message);
+        let w = check_data(&ds, &settings(60, 11), "d").unwrap_err();
+        assert_eq!(w.counts.users, 10);
+        let c = check_data(&ds, &settings(60, 10), "d").unwrap();
+        assert_eq!(c, DataCounts { events: 60, users: 10, trainable_pairs: Some(60) });
+    }
+
+    #[test]
+    fn data_that_the_filter_empties_waits_instead_of_failing_training() {
+        // Enough events and users, but every user has one item: no pair passes
+        // min_user_items = 5, which would be train's "no pairs left" failure.
+        let pairs: Vec<(u64, u64)> = (0..200).map(|u| (u, u % 7)).collect();
+        let ds = dataset(&pairs);
+        let w = check_data(&ds, &settings(100, 100), "d").unwrap_err();
+        assert_eq!(w.counts.trainable_pairs, Some(0));
+        assert!(w.message.contains("training.filter"), "{}", w.message);
+        assert!(w.message.contains("200 events, 200 users"), "{}", w.message);
+        // Zero minimums still never let an empty data set through.
+        assert!(check_data(&Dataset::default(), &settings(0, 0), "d").is_err());
+    }
+
+    #[test]
+    fn data_that_passes_the_check_trains_and_is_promoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(100, 20);
+        s.training.factors = 4;
+        s.training.iterations = 2;
+        s.trainer.publish.enabled = false;
+        let ds = dense(30, 8);
+        let counts = check_data(&ds, &s, "d").unwrap();
+        assert_eq!(counts.events, 240);
+        let loaded = Loaded { ds, description: "d".into(), ..Loaded::default() };
+        let r = train_loaded(&s, loaded, dir.path(), Some("v1".into()), false, false).unwrap();
+        assert!(r.train.promoted);
+        assert_eq!(model::artifact::current_version(dir.path()).unwrap().as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn a_skipped_report_carries_the_message() {
+        let w = Waiting {
+            counts: DataCounts { events: 3, users: 2, trainable_pairs: None },
+            message: "waiting for data: 3 events, 2 users in d, need 1000 events and 50 users".into(),
+            source: "d".into(),
+        };
+        let r = skipped_report(Duration::from_millis(5), &w);
+        assert_eq!(r.outcome, Outcome::Skipped);
+        assert_eq!(r.rows, 3);
+        assert_eq!(r.text, format!("recsys-trainer: SKIPPED: {}\n", w.message));
+        assert_eq!(serde_json::to_value(&r).unwrap()["reason"], w.message.as_str());
+    }
 }

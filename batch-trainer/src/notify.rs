@@ -1,5 +1,6 @@
 //! The notification webhook: one POST after every run (promoted, rejected,
-//! failed). Best effort: a webhook that fails is logged, never fails the run.
+//! failed; `schedule` also posts the first of a streak of skipped runs, with
+//! its `reason`). Best effort: a webhook that fails is logged, never fails the run.
 //!
 //! `format = "generic"` posts [`RunReport`] as JSON:
 //!
@@ -29,6 +30,8 @@ pub enum Outcome {
     Promoted,
     Rejected,
     Failed,
+    /// Not enough data to train (see `reason`); nothing served changes.
+    Skipped,
 }
 
 impl Outcome {
@@ -38,6 +41,7 @@ impl Outcome {
             Outcome::Promoted => "promoted",
             Outcome::Rejected => "rejected",
             Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
         }
     }
 }
@@ -69,6 +73,9 @@ pub struct RunReport {
     pub error: Option<String>,
     /// Whether Redis lists and the announcement went out.
     pub published: bool,
+    /// Why the run was skipped (`skipped` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// A human summary (what the Telegram shape sends).
     pub text: String,
 }
@@ -84,6 +91,10 @@ impl RunReport {
 /// The human summary: outcome line, then one line per metric.
 pub fn render_text(r: &RunReport) -> String {
     let mut s = String::new();
+    if let Some(reason) = &r.reason {
+        let _ = writeln!(s, "recsys-trainer: {}: {reason}", r.outcome.as_str().to_uppercase());
+        return s;
+    }
     let version = r.version.as_deref().unwrap_or("-");
     let _ = write!(s, "recsys-trainer: {} model {version}", r.outcome.as_str().to_uppercase());
     let _ = write!(s, " in {:.0} s, {} events", r.duration_s, r.rows);
@@ -170,6 +181,7 @@ mod tests {
             }],
             error: None,
             published: false,
+            reason: None,
             text: String::new(),
         }
         .with_text()

@@ -12,11 +12,24 @@
 //!   retry. A publication that fails after `CURRENT` moved is retried on its
 //!   own (never by training again); what still fails is re-published by the
 //!   reconciliation at the next tick and at start-up ([`publish::reconcile`]).
+//! - **Not enough data** is an answer, not a failure: a run whose source holds
+//!   fewer than `min_events` events or `min_users` users (or nothing that
+//!   passes `[training.filter]`) is *skipped* ("waiting for data: N events,
+//!   M users, need …"; see [`nightly::check_data`]), without retry, and the
+//!   served model, if any, stays. The first skipped run of a streak is logged
+//!   at warn and sent to the webhook; the checks repeating it are logged at info.
+//! - **Day one.** While there is no model (no `CURRENT`), the data is checked
+//!   at start and then every `bootstrap_interval_s` (besides the cron), so
+//!   the first model is trained as soon as there is enough; once `CURRENT`
+//!   exists, only the cron expression (and `--run-now`) start runs.
 //! - **Shutdown.** The signal stops the loop while idle or backing off at
 //!   once; a run in progress is finished (its version is written atomically
 //!   either way), then the process exits.
 //! - **Metrics** (`recsys_trainer_*`): see [`Metrics`]. One increment of
 //!   `runs_total` per attempt.
+//! - **`--once`** ([`run_once`]): one run with the same check, retries and
+//!   webhook, then exit, for an external scheduler (a Kubernetes CronJob, a
+//!   systemd timer).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -33,7 +46,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Settings;
 use crate::lifecycle::RunLock;
-use crate::nightly::{self, Source};
+use crate::nightly::{self, DataCounts, Scheduled, Source};
 use crate::notify::{self, Outcome, RunReport};
 use crate::publish;
 
@@ -62,7 +75,7 @@ pub struct Metrics {
     pub last_success: Gauge,
     /// Seconds of the last attempt, whatever its outcome.
     pub last_duration: Gauge,
-    /// Attempts by outcome: `promoted`, `rejected`, `failed`.
+    /// Attempts by outcome: `promoted`, `rejected`, `failed`, `skipped`.
     pub runs: IntCounterVec,
     /// Events the last trained model used (after cleaning).
     pub last_rows: IntGauge,
@@ -71,6 +84,12 @@ pub struct Metrics {
     pub last_metric: GaugeVec,
     /// 1 while a run is in progress.
     pub running: IntGauge,
+    /// Events (after cleaning) the last data check saw.
+    pub data_events: IntGauge,
+    /// Distinct users the last data check saw.
+    pub data_users: IntGauge,
+    /// 1 when the last run was skipped for lack of data.
+    pub waiting_for_data: IntGauge,
 }
 
 /// Key metrics exported, with their `metric` label.
@@ -100,6 +119,15 @@ impl Metrics {
                 &["metric"],
             )?,
             running: IntGauge::new("recsys_trainer_running", "1 while a training run is in progress")?,
+            data_events: IntGauge::new(
+                "recsys_trainer_data_events",
+                "Events (after cleaning) the last data check saw",
+            )?,
+            data_users: IntGauge::new("recsys_trainer_data_users", "Distinct users the last data check saw")?,
+            waiting_for_data: IntGauge::new(
+                "recsys_trainer_waiting_for_data",
+                "1 when the last run was skipped: fewer events or users than the minimums",
+            )?,
         };
         common::memory::register(&m.registry)?;
         m.registry.register(Box::new(m.last_success.clone()))?;
@@ -108,8 +136,11 @@ impl Metrics {
         m.registry.register(Box::new(m.last_rows.clone()))?;
         m.registry.register(Box::new(m.last_metric.clone()))?;
         m.registry.register(Box::new(m.running.clone()))?;
+        m.registry.register(Box::new(m.data_events.clone()))?;
+        m.registry.register(Box::new(m.data_users.clone()))?;
+        m.registry.register(Box::new(m.waiting_for_data.clone()))?;
         // Every outcome is exported from the start, so rate() works from the first run.
-        for o in [Outcome::Promoted, Outcome::Rejected, Outcome::Failed] {
+        for o in [Outcome::Promoted, Outcome::Rejected, Outcome::Failed, Outcome::Skipped] {
             m.runs.with_label_values(&[o.as_str()]);
         }
         Ok(m)
@@ -120,6 +151,11 @@ impl Metrics {
         self.runs.with_label_values(&[r.outcome.as_str()]).inc();
         self.last_duration.set(r.duration_s);
         if r.outcome != Outcome::Failed {
+            self.waiting_for_data.set(i64::from(r.outcome == Outcome::Skipped));
+        }
+        // A skipped run is no success: no new model, and the staleness alert
+        // must still fire when the data dries up under a served model.
+        if matches!(r.outcome, Outcome::Promoted | Outcome::Rejected) {
             self.last_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
         }
         if r.version.is_some() {
@@ -130,6 +166,12 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// What a data check saw.
+    pub fn record_data(&self, c: &DataCounts) {
+        self.data_events.set(c.events.try_into().unwrap_or(i64::MAX));
+        self.data_users.set(c.users.try_into().unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition.
@@ -178,6 +220,13 @@ pub enum ScheduleError {
     Io(#[from] std::io::Error),
 }
 
+/// The state of a running schedule between runs.
+#[derive(Debug, Default)]
+struct Streak {
+    /// The previous run was skipped: a repeat is logged at info, not notified.
+    skipped: bool,
+}
+
 /// Runs the schedule until `shutdown` resolves. `triggers` starts a run now
 /// (tests; a closed channel is simply never heard again). Returns the metrics
 /// for inspection.
@@ -191,11 +240,7 @@ pub async fn run(
     let cron = parse_cron(&settings.trainer.schedule.cron)
         .map_err(|e| ScheduleError::Cron { expr: settings.trainer.schedule.cron.clone(), message: e.to_string() })?;
     let metrics = Metrics::new()?;
-    let (stop_tx, mut stop) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let mut stop = stop_watch(shutdown);
     tracing::info!(addr = %listener.local_addr()?, "recsys-trainer schedule metrics listening");
     let mut http_stop = stop.clone();
     let app = router(metrics.clone());
@@ -208,21 +253,31 @@ pub async fn run(
     });
 
     reconcile(&settings, &opts).await;
-    let mut pending_now = opts.run_now;
+    let bootstrap_every = Duration::from_secs(settings.trainer.schedule.bootstrap_interval_s);
+    let mut pending_now = opts.run_now || bootstrapping(&settings, &opts);
     let mut triggers_open = true;
+    let mut streak = Streak::default();
     loop {
         if *stop.borrow() {
             break;
         }
         if !pending_now {
             let now = Utc::now();
-            let Some(next) = next_after(&cron, now) else {
+            let until_cron = next_after(&cron, now).map(|next| (next, (next - now).to_std().unwrap_or_default()));
+            let wait = if bootstrapping(&settings, &opts) {
+                tracing::info!(every = ?bootstrap_every, "no model yet: checking the data again");
+                Some(until_cron.map_or(bootstrap_every, |(_, w)| w.min(bootstrap_every)))
+            } else {
+                if let Some((next, _)) = until_cron {
+                    tracing::info!(next = %next.to_rfc3339(), "next training run");
+                }
+                until_cron.map(|(_, w)| w)
+            };
+            let Some(wait) = wait else {
                 tracing::error!(cron = %settings.trainer.schedule.cron, "the cron expression never fires again");
                 let _ = stop.changed().await;
                 break;
             };
-            let wait = (next - now).to_std().unwrap_or_default();
-            tracing::info!(next = %next.to_rfc3339(), "next training run");
             tokio::select! {
                 _ = stop.changed() => break,
                 () = tokio::time::sleep(wait) => {}
@@ -236,11 +291,44 @@ pub async fn run(
             }
         }
         pending_now = false;
-        run_with_retries(&settings, &opts, &metrics, &mut stop).await;
+        run_with_retries(&settings, &opts, &metrics, &mut stop, &mut streak).await;
     }
     tracing::info!("schedule stopped");
-    let _ = server.await;
+    // A panic of the server task is an error of the process, not dropped.
+    common::tasks::join("metrics server", server).await.map_err(std::io::Error::other)??;
     Ok(metrics)
+}
+
+/// One run (data check, retries, webhook) and its final report, without the
+/// loop or the metrics listener: `schedule --once`. `shutdown` cuts a backoff
+/// short, as in [`run`].
+pub async fn run_once(
+    settings: Settings,
+    opts: ScheduleOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunReport, ScheduleError> {
+    let metrics = Metrics::new()?;
+    let mut stop = stop_watch(shutdown);
+    reconcile(&settings, &opts).await;
+    Ok(run_with_retries(&settings, &opts, &metrics, &mut stop, &mut Streak::default()).await)
+}
+
+/// A watch that turns true when `shutdown` resolves.
+fn stop_watch(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    stop
+}
+
+/// True while no model is served and the bootstrap checks are on. An
+/// unreadable `CURRENT` is not "no model": the cron alone then runs, and the
+/// run's own error says what is wrong.
+fn bootstrapping(settings: &Settings, opts: &ScheduleOptions) -> bool {
+    settings.trainer.schedule.bootstrap_interval_s > 0
+        && matches!(model::artifact::current_version(&opts.artifacts_dir), Ok(None))
 }
 
 /// Re-publishes `CURRENT` if its publication is incomplete (logged, not fatal).
@@ -267,19 +355,20 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 }
 
 /// One scheduled run: attempts until one does not fail (or attempts run out),
-/// then the webhook with the final outcome.
+/// then the webhook with the final outcome, which is returned.
 async fn run_with_retries(
     settings: &Settings,
     opts: &ScheduleOptions,
     metrics: &Metrics,
     stop: &mut watch::Receiver<bool>,
-) {
+    streak: &mut Streak,
+) -> RunReport {
     let cfg = &settings.trainer.schedule;
     let mut attempt = 1;
     loop {
         reconcile(settings, opts).await;
         metrics.running.set(1);
-        let (report, retry) = attempt_once(settings, opts, stop).await;
+        let (report, retry) = attempt_once(settings, opts, metrics, stop).await;
         metrics.running.set(0);
         metrics.record(&report);
         let more = retry && attempt < cfg.max_attempts;
@@ -289,14 +378,26 @@ async fn run_with_retries(
                 report.error = report.error.map(|e| format!("{e} (after {attempt} attempts)"));
                 report = report.with_text();
             }
-            notify::notify_logged(&settings.trainer.webhook, &report).await;
-            return;
+            let repeat = report.outcome == Outcome::Skipped && streak.skipped;
+            streak.skipped = report.outcome == Outcome::Skipped;
+            if let Some(reason) = &report.reason {
+                if repeat {
+                    tracing::info!(events = report.rows, "{reason}");
+                } else {
+                    tracing::warn!(events = report.rows, "{reason}");
+                }
+            }
+            if !repeat {
+                notify::notify_logged(&settings.trainer.webhook, &report).await;
+            }
+            return report;
         }
         let delay = backoff(cfg.backoff_initial_s, cfg.backoff_max_s, attempt);
         tracing::warn!(attempt, error = ?report.error, ?delay, "training run failed; retrying");
         if sleep_or_stop(delay, stop).await {
+            streak.skipped = false;
             notify::notify_logged(&settings.trainer.webhook, &report).await;
-            return;
+            return report;
         }
         attempt += 1;
     }
@@ -306,6 +407,7 @@ async fn run_with_retries(
 async fn attempt_once(
     settings: &Settings,
     opts: &ScheduleOptions,
+    metrics: &Metrics,
     stop: &mut watch::Receiver<bool>,
 ) -> (RunReport, bool) {
     let t = Instant::now();
@@ -314,12 +416,18 @@ async fn attempt_once(
         Err(e) => return (nightly::failure_report(t.elapsed(), e.to_string()), true),
     };
     let (s, o) = (settings.clone(), opts.clone());
-    let trained = tokio::task::spawn_blocking(move || {
-        nightly::train_run(&s, &o.source, &o.artifacts_dir, None, false, o.show_progress)
-    })
-    .await;
+    let trained =
+        tokio::task::spawn_blocking(move || nightly::scheduled_run(&s, &o.source, &o.artifacts_dir, o.show_progress))
+            .await;
     let r = match trained {
-        Ok(Ok(r)) => r,
+        Ok(Ok(Scheduled::Trained { result, counts })) => {
+            metrics.record_data(&counts);
+            result
+        }
+        Ok(Ok(Scheduled::Waiting(w))) => {
+            metrics.record_data(&w.counts);
+            return (nightly::skipped_report(t.elapsed(), &w), false);
+        }
         Ok(Err(e)) => return (nightly::failure_report(t.elapsed(), e.to_string()), true),
         Err(e) => return (nightly::failure_report(t.elapsed(), format!("training task: {e}")), true),
     };
@@ -413,6 +521,7 @@ mod tests {
             }],
             error: None,
             published: true,
+            reason: None,
             text: String::new(),
         };
         m.record(&r);
@@ -423,9 +532,36 @@ mod tests {
             "recsys_trainer_runs_total{outcome=\"promoted\"} 1",
             "recsys_trainer_runs_total{outcome=\"rejected\"} 0",
             "recsys_trainer_runs_total{outcome=\"failed\"} 0",
+            "recsys_trainer_runs_total{outcome=\"skipped\"} 0",
+            "recsys_trainer_data_events 0",
+            "recsys_trainer_data_users 0",
+            "recsys_trainer_waiting_for_data 0",
             "recsys_trainer_last_rows 1234",
             "recsys_trainer_last_metric{metric=\"recall_at_20\"} 0.25",
             "recsys_trainer_running 0",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_skipped_run_is_counted_and_is_no_success() {
+        let m = Metrics::new().unwrap();
+        let w = nightly::Waiting {
+            counts: DataCounts { events: 7, users: 3, trainable_pairs: None },
+            message: "waiting for data: 7 events, 3 users in d, need 1000 events and 50 users".into(),
+            source: "d".into(),
+        };
+        m.record_data(&w.counts);
+        m.record(&nightly::skipped_report(Duration::from_millis(20), &w));
+        let text = m.render();
+        for needle in [
+            "recsys_trainer_runs_total{outcome=\"skipped\"} 1",
+            "recsys_trainer_data_events 7",
+            "recsys_trainer_data_users 3",
+            "recsys_trainer_waiting_for_data 1",
+            "recsys_trainer_last_success_timestamp_seconds 0",
+            "recsys_trainer_last_rows 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
