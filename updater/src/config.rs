@@ -21,9 +21,11 @@ pub struct Settings {
     pub kafka: KafkaConfig,
     pub redis: RedisConfig,
     pub model: ModelConfig,
-    /// Only `[training.rerank]` is read: the updater serves what the trainer
-    /// evaluated and gated.
+    /// Only `[training.rerank]` and `[training.weights]` are read: the updater
+    /// serves what the trainer evaluated and gated.
     pub training: TrainingSection,
+    /// `[popularity]`: the live rankings kept in the apply step.
+    pub popularity: schemas::PopularityConfig,
 }
 
 /// The part of `[training]` the updater reads.
@@ -31,6 +33,9 @@ pub struct Settings {
 #[serde(default)]
 pub struct TrainingSection {
     pub rerank: RerankConfig,
+    /// The model's confidence weights: what one event of each kind adds to
+    /// the live rankings (a model's own weights fold its users in).
+    pub weights: model::EventWeights,
 }
 
 /// How a user is folded in.
@@ -140,6 +145,7 @@ impl Settings {
             (u.retry_backoff_ms > 0, "updater.retry_backoff_ms must be > 0"),
             (u.refold_batch > 0 && u.refold_batch <= 10_000, "updater.refold_batch must be in 1..=10000"),
         ])?;
+        self.popularity.validate()?;
         self.kafka.validate()?;
         self.redis.validate()
     }

@@ -103,7 +103,8 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     let settings = Arc::new(settings);
     let Deps { listener, consumer, announcements, producer, redis, metrics, extra_metrics } = deps;
     let store =
-        Store::new(redis, settings.redis.keys(), settings.updater.history_max_items, settings.updater.recs_ttl_s);
+        Store::new(redis, settings.redis.keys(), settings.updater.history_max_items, settings.updater.recs_ttl_s)
+            .with_live_rankings(store::LiveRankings::new(&settings.popularity, settings.training.weights));
     let handle = ModelHandle::default();
     match watch::load_current(&settings.model.artifacts_dir).await {
         Ok(Some(m)) => watch::serve(&handle, &store, &metrics, m).await,

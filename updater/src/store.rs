@@ -3,7 +3,8 @@
 //! The heart is [`APPLY_SCRIPT`]: for one partition's slice of a batch it
 //! compares each event's offset with `offsets:{topic}:{partition}`, folds the
 //! newer ones into `hist:{user}` (and, for items the model does not know, the
-//! item's user set), caps the histories, advances the offset, and returns the
+//! item's user set) and into the live popularity rankings `trending:{window}`,
+//! caps the histories and the rankings, advances the offset, and returns the
 //! touched users' full histories — all in one atomic script. A restart, a
 //! rebalance or two owners of one partition for a moment (old owner finishing a
 //! batch while the new one starts) can therefore never apply an event twice or
@@ -103,9 +104,21 @@ pub struct Applied {
 }
 
 /// See the module documentation. KEYS: the offset key, then `h` history keys,
-/// then `m` item user-set keys. ARGV: cap, ttl, n, h, m, floor, first, last,
-/// then 7 per event (offset, history key number, item, kind index 0–2, ts,
-/// user-set key number or 0, user id).
+/// then `m` item user-set keys, then — with `nw` > 0 live rankings — the
+/// landmarks hash and the `nw` ranking keys. ARGV: cap, ttl, n, h, m, floor,
+/// first, last, nw, ranking size, now (ms), the weights of view, addtocart and
+/// transaction, the rescale bound (windows), then a name and a time constant
+/// (ms) per ranking, then 7 per event (offset, history key number, item, kind
+/// index 0–2, ts, user-set key number or 0, user id).
+///
+/// Every applied event (offset above the stored one, so a replayed slice adds
+/// nothing) also adds its kind's weight to the item in each ranking, forward
+/// decayed (`schemas::popularity`): `w · exp((t − L) / W)` with `t` the
+/// event's time, capped at `now` (a producer's clock running ahead must not
+/// pin an item to the top), and `L` the ranking's landmark — set to the
+/// newest event's time by the first batch, moved forward (every score
+/// rescaled with one `ZUNIONSTORE`) once the newest event is more than the
+/// rescale bound of windows past it. Each ranking is then trimmed to its size.
 ///
 /// `first` and `last` are the offsets of the slice's first and last messages,
 /// valid or not (dead-lettered messages advance the stored offset too, so it
@@ -126,11 +139,16 @@ local cap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local h = tonumber(ARGV[4])
 local m = tonumber(ARGV[5])
+local nw = tonumber(ARGV[9])
+local now = tonumber(ARGV[11])
+local ebase = 16 + 2 * nw
 local applied = 0
 local last = stored
 local touched = {}
+local ranked = {}
+local newest = nil
 for e = 0, n - 1 do
-  local b = 9 + e * 7
+  local b = ebase + e * 7
   local off = tonumber(ARGV[b])
   if off > stored then
     local ki = tonumber(ARGV[b + 1])
@@ -138,6 +156,15 @@ for e = 0, n - 1 do
     local item = ARGV[b + 2]
     local kind = tonumber(ARGV[b + 3])
     local ts = tonumber(ARGV[b + 4])
+    if nw > 0 then
+      local w = tonumber(ARGV[12 + kind])
+      if w > 0 then
+        local rts = ts
+        if rts > now then rts = now end
+        table.insert(ranked, {item, w, rts})
+        if newest == nil or rts > newest then newest = rts end
+      end
+    end
     local c = {0, 0, 0}
     local cur = redis.call('HGET', key, item)
     if cur then
@@ -178,6 +205,34 @@ for ki, _ in pairs(touched) do
   end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
+if newest then
+  local lkey = KEYS[2 + h + m]
+  local size = tonumber(ARGV[10])
+  local bound = tonumber(ARGV[15])
+  for j = 0, nw - 1 do
+    local name = ARGV[16 + 2 * j]
+    local win = tonumber(ARGV[17 + 2 * j])
+    local zkey = KEYS[3 + h + m + j]
+    local landmark = tonumber(redis.call('HGET', lkey, name) or '')
+    if not landmark or (newest - landmark) / win > bound then
+      if landmark and redis.call('EXISTS', zkey) == 1 then
+        local factor = string.format('%.17g', math.exp((landmark - newest) / win))
+        redis.call('ZUNIONSTORE', zkey, 1, zkey, 'WEIGHTS', factor)
+      end
+      landmark = newest
+      redis.call('HSET', lkey, name, string.format('%.0f', landmark))
+    end
+    local inc = {}
+    for _, r in ipairs(ranked) do
+      inc[r[1]] = (inc[r[1]] or 0) + r[2] * math.exp((r[3] - landmark) / win)
+    end
+    for item, v in pairs(inc) do
+      redis.call('ZINCRBY', zkey, string.format('%.17g', v), item)
+    end
+    local card = redis.call('ZCARD', zkey)
+    if card > size then redis.call('ZREMRANGEBYRANK', zkey, 0, card - size - 1) end
+  end
+end
 local slice_last = tonumber(ARGV[8])
 if slice_last > last then last = slice_last end
 if last > stored then redis.call('SET', KEYS[1], string.format('%.0f', last)) end
@@ -207,6 +262,27 @@ pub struct Store {
     pub history_cap: usize,
     /// TTL of histories, lists and item user sets, s (0 = none).
     pub ttl_s: u64,
+    /// The live rankings kept in the same step (none unless
+    /// [`Store::with_live_rankings`]).
+    pub live: LiveRankings,
+}
+
+/// The live popularity rankings the apply step keeps (`schemas::popularity`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveRankings {
+    /// One ranking per window (empty = none).
+    pub windows: Vec<schemas::Window>,
+    /// Items kept per ranking.
+    pub size: usize,
+    /// What one event of each kind adds (the model's confidence weights).
+    pub weights: model::EventWeights,
+}
+
+impl LiveRankings {
+    /// The rankings `[popularity]` asks for, weighted as `[training.weights]`.
+    pub fn new(cfg: &schemas::PopularityConfig, weights: model::EventWeights) -> LiveRankings {
+        LiveRankings { windows: cfg.windows.clone(), size: cfg.size, weights }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -217,7 +293,20 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     pub fn new(conn: ConnectionManager, keys: RedisKeys, history_cap: usize, ttl_s: u64) -> Store {
-        Store { conn, keys, script: redis::Script::new(APPLY_SCRIPT), history_cap, ttl_s }
+        Store {
+            conn,
+            keys,
+            script: redis::Script::new(APPLY_SCRIPT),
+            history_cap,
+            ttl_s,
+            live: LiveRankings::default(),
+        }
+    }
+
+    /// Keeps `live` in the apply step from now on.
+    pub fn with_live_rankings(mut self, live: LiveRankings) -> Store {
+        self.live = live;
+        self
     }
 
     /// Runs [`APPLY_SCRIPT`] for one partition's events (in offset order).
@@ -240,23 +329,24 @@ impl Store {
         events: &[ApplyEvent],
         slice: Slice,
     ) -> Result<Applied, StoreError> {
-        let (cap, ttl) = (self.history_cap, self.ttl_s);
-        apply(&mut self.conn.clone(), &self.script, &self.keys, topic, partition, events, cap, ttl, slice).await
+        apply(&mut self.conn.clone(), self, topic, partition, events, slice, now_ms()).await
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the script's inputs, spelled out once
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 async fn apply(
     conn: &mut ConnectionManager,
-    script: &redis::Script,
-    keys: &RedisKeys,
+    store: &Store,
     topic: &str,
     partition: i32,
     events: &[ApplyEvent],
-    history_cap: usize,
-    ttl_s: u64,
     slice: Slice,
+    now_ms: i64,
 ) -> Result<Applied, StoreError> {
+    let (script, keys, live) = (&store.script, &store.keys, &store.live);
     let mut users: Vec<&UserId> = Vec::new();
     let mut user_no: rustc_hash::FxHashMap<&UserId, usize> = Default::default();
     let mut items: Vec<&ItemId> = Vec::new();
@@ -281,8 +371,21 @@ async fn apply(
     for i in &items {
         inv.key(keys.item_users(i));
     }
-    inv.arg(history_cap).arg(ttl_s).arg(events.len()).arg(users.len()).arg(items.len());
+    if !live.windows.is_empty() {
+        inv.key(keys.trending_landmarks());
+        for w in &live.windows {
+            inv.key(keys.trending(w));
+        }
+    }
+    inv.arg(store.history_cap).arg(store.ttl_s).arg(events.len()).arg(users.len()).arg(items.len());
     inv.arg(slice.floor).arg(slice.first).arg(slice.last);
+    let wt = &live.weights;
+    inv.arg(live.windows.len()).arg(live.size).arg(now_ms);
+    inv.arg(f64::from(wt.view)).arg(f64::from(wt.addtocart)).arg(f64::from(wt.transaction));
+    inv.arg(schemas::popularity::RESCALE_AFTER_WINDOWS);
+    for w in &live.windows {
+        inv.arg(w.as_str()).arg(w.ms());
+    }
     for e in events {
         inv.arg(e.offset)
             .arg(user_no[&e.user])
