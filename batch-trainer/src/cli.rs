@@ -77,6 +77,71 @@ pub enum Command {
     /// Write the event log (an archive's events, then the topic's newer ones) as
     /// a new archive directory with its kafka_offsets.json.
     Archive(ArchiveArgs),
+    /// Profile a data directory before training: rows, users, items, clock,
+    /// rejections with examples, count distributions, what the split keeps.
+    /// Exits 1 when `train` would refuse the data.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Directory with events.csv (and optionally item_properties_part*.csv, category_tree.csv).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Print the profile as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// How CSV files are read (override `[training]`; see docs/data-format.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LoadArgs {
+    /// Header names of fields under other names, e.g. `user_id=customer,item_id=sku`
+    /// (fields: ts, user_id, event, item_id, transaction_id, property, value).
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// Clock of the timestamps: auto (detected per file), s, ms, us, ns or iso.
+    #[arg(long)]
+    pub time_unit: Option<String>,
+    /// Largest share of a file's rows that may be rejected (0..1, default 0.05).
+    #[arg(long)]
+    pub max_bad_rows: Option<f64>,
+    /// Only events at or after this time (epoch ms or ISO-8601); default: no bound.
+    #[arg(long, value_parser = parse_time)]
+    pub min_ts: Option<i64>,
+    /// Only events before this time (epoch ms or ISO-8601); default: no bound.
+    #[arg(long, value_parser = parse_time)]
+    pub max_ts: Option<i64>,
+}
+
+/// Epoch milliseconds or ISO-8601 (`2015-06-01`, `2015-06-01T12:00:00Z`).
+fn parse_time(s: &str) -> Result<i64, String> {
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| schemas::csv::TimeUnit::Iso8601.to_ms(s.as_bytes()))
+        .ok_or_else(|| format!("{s:?} is neither epoch milliseconds nor ISO-8601"))
+}
+
+impl LoadArgs {
+    fn apply(&self, t: &mut TrainingConfig) {
+        if let Some(v) = &self.columns {
+            t.columns = v.clone();
+        }
+        if let Some(v) = &self.time_unit {
+            t.time_unit = v.clone();
+        }
+        if let Some(v) = self.max_bad_rows {
+            t.max_bad_rows = v;
+        }
+        if let Some(v) = self.min_ts {
+            t.min_ts = Some(v);
+        }
+        if let Some(v) = self.max_ts {
+            t.max_ts = Some(v);
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +229,8 @@ pub struct HyperArgs {
     /// Serve and gate on plain ALS (the table still shows ALS + re-rank).
     #[arg(long)]
     pub no_rerank: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 impl HyperArgs {
@@ -198,6 +265,7 @@ impl HyperArgs {
         if self.no_rerank {
             t.rerank.enabled = false;
         }
+        self.load.apply(t);
     }
 }
 
@@ -351,15 +419,16 @@ pub fn render_load(ds: &crate::data::Dataset) -> String {
     for r in reports {
         let _ = writeln!(
             s,
-            "loaded {}: {} rows, {} kept; rejected {} empty field, {} unknown event, {} bad timestamp, {} duplicate",
+            "loaded {}: {} rows, {} kept, {} rejected, {} duplicate{}{}",
             r.file.display(),
             r.rows,
             r.kept,
-            r.null_field,
-            r.unknown_event,
-            r.bad_timestamp,
-            r.duplicate
+            r.rejected_rows(),
+            r.duplicate,
+            if r.skipped > 0 { format!(", {} other properties skipped", r.skipped) } else { String::new() },
+            r.clock.map_or(String::new(), |c| format!("; clock: {c}"))
         );
+        s.push_str(&r.rejected.render("  "));
     }
     match &ds.tree {
         Some(t) => {
@@ -501,6 +570,35 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             say!("{}", render_report(&report));
             if let Some(p) = &a.json {
                 write_json(p, &report)?;
+            }
+            if report.test_users == 0 {
+                // A table of zeros is not an evaluation.
+                let split = crate::split::split(
+                    s.training.protocol,
+                    &ds.events.events,
+                    &s.training.weights,
+                    &s.training.filter,
+                    &s.training.split,
+                );
+                bail!("{}", crate::inspect::no_test_users(&split.filter, &s.training));
+            }
+            Ok(0)
+        }
+        Command::Inspect(a) => {
+            let mut s = config::load_settings(cli.config.as_deref()).context("reading configuration")?;
+            a.load.apply(&mut s.training);
+            s.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+            let opts = s.training.load_options();
+            let ds = crate::load::read_dir(&a.data_dir, &opts)
+                .with_context(|| format!("reading {}", a.data_dir.display()))?;
+            let p = crate::inspect::profile(&ds, &s.training, &opts);
+            if a.json {
+                sayln!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                say!("{}", crate::inspect::render(&p));
+            }
+            if let Some(first) = p.problems.first() {
+                bail!("the data would not train: {first}");
             }
             Ok(0)
         }

@@ -216,9 +216,16 @@ pub struct TrainingConfig {
     pub seed: u64,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
-    /// Accepted event time range (epoch ms, end exclusive).
-    pub min_ts: i64,
-    pub max_ts: i64,
+    /// An explicit event-time window (epoch ms, end exclusive); none by
+    /// default: a log's whole history is used.
+    pub min_ts: Option<i64>,
+    pub max_ts: Option<i64>,
+    /// The CSV files' clock: `auto` (detected per file), `s`, `ms`, `us`, `ns` or `iso`.
+    pub time_unit: String,
+    /// Header names of fields under other names, `user_id=customer,item_id=sku`.
+    pub columns: String,
+    /// Largest share of a file's rows that may be rejected (0..=1); more fails the load.
+    pub max_bad_rows: f64,
     pub weights: Weights,
     pub filter: FilterConfig,
     pub protocol: Protocol,
@@ -235,7 +242,6 @@ pub struct TrainingConfig {
 
 impl Default for TrainingConfig {
     fn default() -> Self {
-        let load = LoadOptions::default();
         TrainingConfig {
             factors: 256,
             iterations: 25,
@@ -245,8 +251,11 @@ impl Default for TrainingConfig {
             cg_steps: 3,
             seed: 42,
             threads: 0,
-            min_ts: load.min_ts,
-            max_ts: load.max_ts,
+            min_ts: None,
+            max_ts: None,
+            time_unit: "auto".into(),
+            columns: String::new(),
+            max_bad_rows: crate::load::DEFAULT_MAX_BAD_ROWS,
             weights: Weights::default(),
             filter: FilterConfig::default(),
             protocol: Protocol::Seed,
@@ -276,14 +285,23 @@ impl TrainingConfig {
         }
     }
 
-    /// Loader options.
+    /// Loader options. Call [`TrainingConfig::validate`] first: a bad
+    /// `time_unit` or `columns` falls back to the default here.
     pub fn load_options(&self) -> LoadOptions {
-        LoadOptions { min_ts: self.min_ts, max_ts: self.max_ts }
+        LoadOptions {
+            min_ts: self.min_ts.unwrap_or(i64::MIN),
+            max_ts: self.max_ts.unwrap_or(i64::MAX),
+            clock: self.time_unit.parse().unwrap_or_default(),
+            columns: schemas::csv::ColumnMap::parse(&self.columns).unwrap_or_default(),
+            max_bad_rows: self.max_bad_rows,
+        }
     }
 
     /// Rejects values that would make the pipeline meaningless.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 8] = [
+        self.time_unit.parse::<schemas::csv::ClockOption>().map_err(|e| format!("training.time_unit: {e}"))?;
+        schemas::csv::ColumnMap::parse(&self.columns).map_err(|e| format!("training.columns: {e}"))?;
+        let checks: [(bool, &str); 9] = [
             (self.factors > 0, "training.factors must be > 0"),
             (self.regularization >= 0.0 && self.regularization.is_finite(), "training.regularization must be ≥ 0"),
             (self.alpha > 0.0 && self.alpha.is_finite(), "training.alpha must be > 0"),
@@ -292,7 +310,11 @@ impl TrainingConfig {
                 self.split.test_fraction > 0.0 && self.split.test_fraction < 1.0,
                 "training.split.test_fraction must be in (0, 1)",
             ),
-            (self.min_ts < self.max_ts, "training.min_ts must be below training.max_ts"),
+            (
+                self.min_ts.unwrap_or(i64::MIN) < self.max_ts.unwrap_or(i64::MAX),
+                "training.min_ts must be below training.max_ts",
+            ),
+            ((0.0..=1.0).contains(&self.max_bad_rows), "training.max_bad_rows must be in [0, 1]"),
             (self.score_block > 0, "training.score_block must be > 0"),
             (self.gate.max_relative_drop >= 0.0, "training.gate.max_relative_drop must be ≥ 0"),
         ];

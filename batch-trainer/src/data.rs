@@ -1,9 +1,10 @@
 //! In-memory representation of a RetailRocket-format data set, shared by the
 //! loader, the generator, preprocessing and evaluation.
 //!
-//! Ids are kept as the numeric source ids (`u64`): RetailRocket ids are integers,
-//! and parsing them as numbers avoids a string allocation per row. They become
-//! strings only when written into a model artifact.
+//! Ids are `u64`: a canonical decimal id is its own number (RetailRocket's
+//! are, and numbers avoid a string per row); any other id (SKU, UUID) is
+//! interned once into [`IdNames`]. They become strings again only when written
+//! into a model artifact.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +25,10 @@ pub struct RawEvent {
 }
 
 /// What one loading step read, kept and rejected, and why.
+///
+/// `rows = null_field + unknown_event + bad_timestamp + bad_id + wrong_columns
+/// + bad_value + skipped + duplicate + kept`; [`LoadReport::rejected`] has the
+/// same rejections by finer reason, with example lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LoadReport {
     pub file: PathBuf,
@@ -33,12 +38,45 @@ pub struct LoadReport {
     pub null_field: u64,
     /// Rows whose event type is not view / addtocart / transaction.
     pub unknown_event: u64,
-    /// Rows whose timestamp lies outside the accepted range (2010–2030 by default).
+    /// Rows whose timestamp is not one in the file's clock, or lies outside an
+    /// explicit time window (the only timestamp check of Kafka events).
     pub bad_timestamp: u64,
-    /// Exact duplicates of an earlier row.
+    /// Rows with an id that breaks the id rules, or a transaction id on a view
+    /// or add-to-cart.
+    pub bad_id: u64,
+    /// Rows with more or fewer fields than the header.
+    pub wrong_columns: u64,
+    /// Item-property rows whose value is not what the property holds.
+    pub bad_value: u64,
+    /// Item-property rows of free-text properties (not used, not rejected).
+    pub skipped: u64,
+    /// Exact duplicates of an earlier row (removed, not rejected).
     pub duplicate: u64,
     /// Rows kept.
     pub kept: u64,
+    /// How the file's timestamps were read (`None` for Kafka).
+    pub clock: Option<schemas::csv::TimeUnit>,
+    /// Every rejection by reason, with example lines.
+    pub rejected: schemas::csv::Rejections,
+}
+
+impl LoadReport {
+    /// Rows rejected for any reason (duplicates and skipped rows excluded).
+    pub fn rejected_rows(&self) -> u64 {
+        self.null_field + self.unknown_event + self.bad_timestamp + self.bad_id + self.wrong_columns + self.bad_value
+    }
+
+    /// Sets the summary counters from [`LoadReport::rejected`].
+    pub fn sync_counters(&mut self) {
+        use schemas::csv::Reason as R;
+        let c = |rs: &[R]| rs.iter().map(|&r| self.rejected.count(r)).sum::<u64>();
+        self.null_field = c(&[R::EmptyField]);
+        self.unknown_event = c(&[R::UnknownEvent]);
+        self.bad_timestamp = c(&[R::BadTimestamp, R::OutsideWindow]);
+        self.bad_id = c(&[R::BadUserId, R::BadItemId, R::BadTransactionId, R::TransactionIdNotOnTransaction]);
+        self.wrong_columns = c(&[R::WrongColumns]);
+        self.bad_value = c(&[R::BadValue]);
+    }
 }
 
 /// The cleaned event log, in file row order (the order breaks timestamp ties).
@@ -142,8 +180,8 @@ pub const NAMED_ID_BASE: u64 = 1 << 63;
 /// works on `u64` (RetailRocket's ids are integers, and numbers avoid a string
 /// per row). A canonical decimal id below [`NAMED_ID_BASE`] is its own number,
 /// so Kafka and CSV ids of the same user agree; any other id is interned as
-/// `NAMED_ID_BASE + n` and named again when the model is written. CSV ids are
-/// always numbers, so the two ranges never meet.
+/// `NAMED_ID_BASE + n` and named again when the model is written. The CSV
+/// loader interns the same way, so a SKU means one item in both sources.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdNames {
     users: Vec<String>,
@@ -154,7 +192,7 @@ pub struct IdNames {
 
 /// The number of a canonical decimal id (`"0"`, `"42"`; not `"042"`) below
 /// [`NAMED_ID_BASE`].
-fn plain_number(id: &str) -> Option<u64> {
+pub(crate) fn plain_number(id: &str) -> Option<u64> {
     let canonical = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
     id.parse::<u64>().ok().filter(|n| canonical && *n < NAMED_ID_BASE)
 }

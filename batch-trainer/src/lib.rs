@@ -5,7 +5,9 @@
 //!
 //! Layout:
 //! - [`data`]: in-memory data set types shared by every step.
-//! - [`load`]: fast, parallel loading and cleaning of the RetailRocket CSV files.
+//! - [`load`]: fast, parallel loading and cleaning of CSV event logs (on `schemas::csv`),
+//!   with counted rejections and the too-many-rejected check.
+//! - [`inspect`]: the `inspect` command: a profile of a data directory before training.
 //! - [`preprocess`]: (user, item) pairs, user/item filters, item metadata and statistics.
 //! - [`split`]: the seed (per-user temporal) and time (global cutoff) protocols.
 //! - [`metrics`]: the seven offline metrics with the original's denominators.
@@ -32,6 +34,7 @@ pub mod data;
 pub mod export;
 pub mod gate;
 pub mod generate;
+pub mod inspect;
 pub mod kafka_source;
 pub mod lifecycle;
 pub mod load;

@@ -1,72 +1,95 @@
-//! Fast loading of the RetailRocket CSV files into the in-memory [`Dataset`].
+//! Loading of CSV event logs into the in-memory [`Dataset`], on the shared
+//! reader [`schemas::csv`] (the one `recsys-ingest replay` uses, so both
+//! accept and reject the same rows for the same reasons).
 //!
 //! Files of a data directory (see [`load_dir`]):
-//! - `events.csv` — `timestamp,visitorid,event,itemid,transactionid` (required);
-//! - `item_properties_part*.csv` — `timestamp,itemid,property,value` (optional);
-//!   only the `categoryid` and `available` properties are kept;
-//! - `category_tree.csv` — `categoryid,parentid` (optional; empty parent = root).
+//! - `events.csv` (required): columns found by name — `timestamp`/`ts`,
+//!   `visitorid`/`user_id`, `event`, `itemid`/`item_id`, optional
+//!   `transactionid`/`transaction_id` — in any order, extra columns ignored,
+//!   other names through [`LoadOptions::columns`] (`--columns`);
+//! - `item_properties_part*.csv` (optional): `timestamp,itemid,property,value`
+//!   by name; only `categoryid` and `available` rows are kept;
+//! - `category_tree.csv` (optional): `categoryid,parentid` (empty parent = root).
 //!
-//! How a file is read: the whole file is read into memory, a UTF-8 BOM is
-//! skipped, the header is checked, and the body is cut into chunks at line
-//! boundaries that are parsed in parallel (rayon) straight from the bytes — no
-//! allocation per row. Chunk results are concatenated in chunk order, so the
-//! file's row order is kept (it breaks timestamp ties later). `\r\n` line
-//! endings and a missing final newline are accepted; blank lines are skipped
-//! (they count for line numbers but not as rows).
+//! How a file is read: whole into memory, BOM skipped, header mapped, the clock
+//! detected from the first timestamps ([`schemas::csv::TimeUnit`]: epoch s, ms,
+//! µs, ns or ISO-8601; everything becomes epoch ms). A body without quotes is
+//! cut into chunks at line boundaries and parsed in parallel (rayon) straight
+//! from the bytes; a body with quotes is read by the `csv` crate in one pass.
+//! Results are concatenated in file order (the order breaks timestamp ties).
 //!
-//! Bad data is handled in two ways:
-//! - **counted rejections** (recorded in [`LoadReport`], not errors): an empty
-//!   required field (`null_field`), an unknown event type (`unknown_event`), a
-//!   timestamp outside `[min_ts, max_ts)` (`bad_timestamp`), an exact duplicate
-//!   of an earlier kept row (`duplicate`). A row is counted under the first
-//!   reason that applies, in that order.
-//! - **errors** ([`LoadError::Malformed`]): a wrong header, a wrong number of
-//!   columns, or a field that should be a non-negative integer and is not. The
-//!   error names the file, the 1-based line (header = line 1) and the field, and
-//!   is always the first such line in file order, whatever the chunking.
+//! Ids: a canonical decimal id is its own number (fast, no allocation); any
+//! other valid id (SKU, UUID) is interned into [`IdNames`] once and named
+//! again in the model artifact, as ids read from Kafka are.
+//!
+//! Bad rows are **counted rejections** with examples ([`LoadReport::rejected`]),
+//! never silently dropped: [`load_dir`] fails with [`LoadError::BadData`] when
+//! no event is kept or more than [`LoadOptions::max_bad_rows`] of a file's rows
+//! are rejected, naming the main reason, example lines and the fix. Exact
+//! duplicates of an earlier kept row are removed and counted (not rejections).
+//! A file that is not CSV of the expected kind (no header, a required column
+//! missing, broken quoting) is [`LoadError::Format`].
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use memchr::memchr;
 use rayon::prelude::*;
-use schemas::EventKind;
-
-use crate::data::{
-    CategoryTree, Dataset, EventLog, ItemProperty, ItemPropertyLog, LoadReport, PropertyValue, RawEvent,
+use schemas::csv::{
+    self as shared, ClockOption, ColumnMap, CsvError, EventLayout, PropertyLayout, Reason, Rejections, TimeUnit, Window,
 };
 
-/// 2010-01-01T00:00:00Z in epoch milliseconds.
-pub const DEFAULT_MIN_TS: i64 = 1_262_304_000_000;
-/// 2030-01-01T00:00:00Z in epoch milliseconds.
-pub const DEFAULT_MAX_TS: i64 = 1_893_456_000_000;
+use crate::data::{
+    plain_number, CategoryTree, Dataset, EventLog, IdNames, ItemProperty, ItemPropertyLog, LoadReport, PropertyValue,
+    RawEvent, NAMED_ID_BASE,
+};
 
-/// Expected header of `events.csv`.
-pub const EVENTS_HEADER: &str = "timestamp,visitorid,event,itemid,transactionid";
-/// Expected header of `item_properties_part*.csv`.
-pub const PROPERTIES_HEADER: &str = "timestamp,itemid,property,value";
-/// Expected header of `category_tree.csv`.
-pub const TREE_HEADER: &str = "categoryid,parentid";
+/// The header the trainer writes (archives): RetailRocket's.
+pub const EVENTS_HEADER: &str = shared::RETAILROCKET_EVENTS_HEADER;
 
-const EVENT_FIELDS: [&str; 5] = ["timestamp", "visitorid", "event", "itemid", "transactionid"];
-const PROPERTY_FIELDS: [&str; 4] = ["timestamp", "itemid", "property", "value"];
-const TREE_FIELDS: [&str; 2] = ["categoryid", "parentid"];
+/// Default share of rejected rows above which a load fails.
+pub const DEFAULT_MAX_BAD_ROWS: f64 = 0.05;
 
 /// Smallest chunk worth handing to another thread.
 const MIN_CHUNK_BYTES: usize = 256 * 1024;
 
 /// What the loader accepts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadOptions {
-    /// Earliest accepted timestamp (epoch ms, inclusive).
+    /// Earliest accepted timestamp (epoch ms, inclusive); `i64::MIN` = no bound.
     pub min_ts: i64,
-    /// End of the accepted time range (epoch ms, exclusive).
+    /// End of the accepted time range (epoch ms, exclusive); `i64::MAX` = no bound.
     pub max_ts: i64,
+    /// The files' clock: detected per file, or fixed.
+    pub clock: ClockOption,
+    /// Header names for fields whose column has another name.
+    pub columns: ColumnMap,
+    /// Largest share of rejected rows (0..=1) a file may have and still load.
+    pub max_bad_rows: f64,
 }
 
 impl Default for LoadOptions {
-    /// 2010-01-01 (inclusive) to 2030-01-01 (exclusive), as the original system.
+    /// All of time, clocks detected, RetailRocket or API column names, at most
+    /// 5 % rejected rows.
     fn default() -> Self {
-        Self { min_ts: DEFAULT_MIN_TS, max_ts: DEFAULT_MAX_TS }
+        Self {
+            min_ts: i64::MIN,
+            max_ts: i64::MAX,
+            clock: ClockOption::Auto,
+            columns: ColumnMap::default(),
+            max_bad_rows: DEFAULT_MAX_BAD_ROWS,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The time window as the shared reader takes it.
+    pub fn window(&self) -> Window {
+        Window {
+            min: (self.min_ts != i64::MIN).then_some(self.min_ts),
+            max: (self.max_ts != i64::MAX).then_some(self.max_ts),
+        }
     }
 }
 
@@ -83,75 +106,85 @@ pub enum LoadError {
     /// A required file does not exist.
     #[error("{}: file not found", path.display())]
     Missing { path: PathBuf },
-    /// The file's content does not have the expected format.
+    /// The file is not CSV of the expected kind (header, quoting).
+    #[error("{}: {source}", path.display())]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: CsvError,
+    },
+    /// A strictly numeric file (the category tree) holds a bad value.
     #[error("{}: line {line}: field `{field}`: {message}", path.display())]
     Malformed {
         path: PathBuf,
         /// 1-based line number in the file (the header is line 1).
         line: u64,
-        /// Column name, or `header` for a bad or missing header.
         field: &'static str,
         message: String,
     },
+    /// The rows were read but too few are usable: nothing kept, or more than
+    /// the allowed share rejected. The message names the main reason, example
+    /// lines and the fix.
+    #[error("{}: {message}", path.display())]
+    BadData { path: PathBuf, message: String },
 }
 
-/// A field-level problem found while parsing one line (no position yet).
-#[derive(Debug)]
-struct FieldError {
-    field: &'static str,
-    message: String,
+fn format_err(path: &Path) -> impl Fn(CsvError) -> LoadError + '_ {
+    move |source| LoadError::Format { path: path.to_path_buf(), source }
 }
 
-/// Loads and cleans `events.csv`. See the module docs for what is rejected.
-///
-/// `report.rows` = data rows read, `report.kept` = events returned, and
-/// `rows = null_field + unknown_event + bad_timestamp + duplicate + kept`.
-pub fn load_events(path: &Path, opts: &LoadOptions) -> Result<EventLog, LoadError> {
+/// Loads and cleans one events file, interning non-numeric ids into `names`,
+/// and applies [`check_report`].
+pub fn load_events(path: &Path, opts: &LoadOptions, names: &mut IdNames) -> Result<EventLog, LoadError> {
+    let log = read_events(path, opts, names)?;
+    check_report(&log.report, opts, true)?;
+    Ok(log)
+}
+
+/// [`load_events`] without the quality check (for `inspect`).
+pub fn read_events(path: &Path, opts: &LoadOptions, names: &mut IdNames) -> Result<EventLog, LoadError> {
     let bytes = read_file(path)?;
-    let log = parse_events(path, &bytes, opts, default_chunks(bytes.len()))?;
+    let log = parse_events(path, &bytes, opts, default_chunks(bytes.len()), names)?;
     let r = &log.report;
     tracing::info!(
         file = %path.display(),
         rows = r.rows,
         kept = r.kept,
-        null_field = r.null_field,
-        unknown_event = r.unknown_event,
-        bad_timestamp = r.bad_timestamp,
+        rejected = r.rejected_rows(),
         duplicate = r.duplicate,
+        clock = ?r.clock,
         "loaded events"
     );
     Ok(log)
 }
 
 /// Loads the `categoryid` and `available` rows of the item-properties files,
-/// in the order of `paths` and, within a file, in row order.
+/// in the order of `paths` and, within a file, in row order; item ids are
+/// interned into `names` (the events' namespace).
 ///
 /// One [`LoadReport`] per file. There, `rows` counts every data row read, and
 /// `kept` only the `categoryid` / `available` rows kept; rows of the other
-/// (free-text) properties are skipped without parsing, and their number is
-/// `rows - null_field - bad_timestamp - duplicate - kept`. The rejection
-/// counters apply to `categoryid` / `available` rows only (plus `null_field`
-/// for an empty property name); `unknown_event` is always 0. Duplicates are
-/// detected within one file.
-pub fn load_item_properties(paths: &[PathBuf], opts: &LoadOptions) -> Result<ItemPropertyLog, LoadError> {
+/// (free-text) properties are skipped without parsing (`skipped`).
+/// Duplicates are detected within one file.
+pub fn read_item_properties(
+    paths: &[PathBuf],
+    opts: &LoadOptions,
+    names: &mut IdNames,
+) -> Result<ItemPropertyLog, LoadError> {
     let mut log = ItemPropertyLog::default();
     for path in paths {
         let bytes = read_file(path)?;
-        let (rows, report) = parse_properties(path, &bytes, opts, default_chunks(bytes.len()))?;
+        let (rows, report) = parse_properties(path, &bytes, opts, default_chunks(bytes.len()), names)?;
         tracing::info!(
             file = %path.display(),
             rows = report.rows,
             kept = report.kept,
-            null_field = report.null_field,
-            bad_timestamp = report.bad_timestamp,
+            skipped = report.skipped,
+            rejected = report.rejected_rows(),
             duplicate = report.duplicate,
             "loaded item properties"
         );
-        if log.rows.is_empty() {
-            log.rows = rows;
-        } else {
-            log.rows.extend_from_slice(&rows);
-        }
+        log.rows.extend_from_slice(&rows);
         log.reports.push(report);
     }
     Ok(log)
@@ -160,37 +193,45 @@ pub fn load_item_properties(paths: &[PathBuf], opts: &LoadOptions) -> Result<Ite
 /// Loads `category_tree.csv` (`categoryid,parentid`, empty parent for roots).
 pub fn load_category_tree(path: &Path) -> Result<CategoryTree, LoadError> {
     let bytes = read_file(path)?;
-    let edges = parse_tree(path, &bytes, default_chunks(bytes.len()))?;
+    let edges = parse_tree(path, &bytes)?;
     let rows = edges.len();
     let tree = CategoryTree::from_edges(edges);
     let roots = tree.parent.values().filter(|p| p.is_none()).count();
-    tracing::info!(
-        file = %path.display(),
-        rows,
-        categories = tree.parent.len(),
-        roots,
-        "loaded category tree"
-    );
+    tracing::info!(file = %path.display(), rows, categories = tree.parent.len(), roots, "loaded category tree");
     Ok(tree)
 }
 
-/// Loads a data directory: `events.csv` (required, [`LoadError::Missing`]
+/// Loads a data directory ([`read_dir`]) and checks every file's report
+/// ([`check_report`]): no events kept, or too many rows rejected, is an error.
+pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Dataset, LoadError> {
+    let ds = read_dir(dir, opts)?;
+    check_report(&ds.events.report, opts, true)?;
+    if let Some(p) = &ds.properties {
+        for r in &p.reports {
+            check_report(r, opts, false)?;
+        }
+    }
+    Ok(ds)
+}
+
+/// Reads a data directory: `events.csv` (required, [`LoadError::Missing`]
 /// otherwise), every `item_properties_part*.csv` in part-number order
 /// (`properties` is `None` when there is none) and `category_tree.csv`
-/// (`tree` is `None` when missing).
-pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Dataset, LoadError> {
+/// (`tree` is `None` when missing). No quality check (see [`load_dir`]).
+pub fn read_dir(dir: &Path, opts: &LoadOptions) -> Result<Dataset, LoadError> {
     let events_path = dir.join("events.csv");
     if !events_path.is_file() {
         return Err(LoadError::Missing { path: events_path });
     }
-    let events = load_events(&events_path, opts)?;
+    let mut names = IdNames::default();
+    let events = read_events(&events_path, opts, &mut names)?;
 
     let prop_paths = item_property_files(dir)?;
     let properties = if prop_paths.is_empty() {
         tracing::info!(dir = %dir.display(), "no item_properties_part*.csv: no item metadata");
         None
     } else {
-        Some(load_item_properties(&prop_paths, opts)?)
+        Some(read_item_properties(&prop_paths, opts, &mut names)?)
     };
 
     let tree_path = dir.join("category_tree.csv");
@@ -200,7 +241,65 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Dataset, LoadError> {
         tracing::info!(dir = %dir.display(), "no category_tree.csv");
         None
     };
-    Ok(Dataset { events, properties, tree, names: crate::data::IdNames::default() })
+    Ok(Dataset { events, properties, tree, names })
+}
+
+/// Fails a file whose rows are mostly unusable: with `require_rows`, one that
+/// kept nothing; any file that rejected more than `opts.max_bad_rows` of the
+/// rows it considered. The message names the main reason with example lines
+/// and the fix.
+pub fn check_report(r: &LoadReport, opts: &LoadOptions, require_rows: bool) -> Result<(), LoadError> {
+    let rejected = r.rejected_rows();
+    let considered = r.rows - r.skipped;
+    let share = if considered == 0 { 0.0 } else { rejected as f64 / considered as f64 };
+    let fail = |message: String| Err(LoadError::BadData { path: r.file.clone(), message });
+    if require_rows && r.kept == 0 {
+        if r.rows == 0 {
+            return fail("no data rows after the header: nothing to train on".into());
+        }
+        if rejected == 0 {
+            return fail(format!("no event kept of {} rows (all were duplicates)", r.rows));
+        }
+        return fail(format!("no event kept of {} rows: {}", r.rows, explain(r, opts)));
+    }
+    if share > opts.max_bad_rows {
+        return fail(format!(
+            "{rejected} of {considered} rows rejected ({:.1} %), more than the {:.1} % allowed \
+             (--max-bad-rows, training.max_bad_rows): {}",
+            100.0 * share,
+            100.0 * opts.max_bad_rows,
+            explain(r, opts)
+        ));
+    }
+    Ok(())
+}
+
+/// The main reason of a report's rejections, its examples, the fix and the
+/// other reasons.
+fn explain(r: &LoadReport, opts: &LoadOptions) -> String {
+    let reasons = r.rejected.by_count();
+    let mut s = String::new();
+    let Some(&(main, n)) = reasons.first() else {
+        return "nothing rejected".into();
+    };
+    let _ = write!(s, "main reason {main} ({n} rows)");
+    if let Some(c) = r.clock {
+        let _ = write!(s, " with the clock read as {c}");
+    }
+    s.push_str("; e.g.");
+    for e in r.rejected.examples(main) {
+        let _ = write!(s, " line {} `{}` {:?} ({});", e.line, e.field, e.value, e.message);
+    }
+    let _ = write!(s, " fix: {}", main.fix());
+    if main == Reason::OutsideWindow {
+        let _ = write!(s, " (window [{}, {}))", opts.min_ts, opts.max_ts);
+    }
+    s.push_str(", or raise --max-bad-rows to load the rest");
+    if reasons.len() > 1 {
+        let others: Vec<String> = reasons[1..].iter().map(|(r, n)| format!("{n} {r}")).collect();
+        let _ = write!(s, "; also {}", others.join(", "));
+    }
+    s
 }
 
 /// The `item_properties_part*.csv` files of `dir`, sorted by part number
@@ -241,25 +340,6 @@ fn default_chunks(len: usize) -> usize {
     by_size.min(rayon::current_num_threads() * 4)
 }
 
-/// Skips a UTF-8 BOM, checks the header line and returns the body after it.
-fn split_header<'a>(path: &Path, bytes: &'a [u8], expected: &str) -> Result<&'a [u8], LoadError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let (header, body) = match memchr(b'\n', bytes) {
-        Some(p) => (&bytes[..p], &bytes[p + 1..]),
-        None => (bytes, &bytes[bytes.len()..]),
-    };
-    let header = header.strip_suffix(b"\r").unwrap_or(header);
-    if header != expected.as_bytes() {
-        let message = if bytes.is_empty() {
-            format!("empty file; expected header {expected:?}")
-        } else {
-            format!("expected header {expected:?}, found {:?}", show(header))
-        };
-        return Err(LoadError::Malformed { path: path.to_path_buf(), line: 1, field: "header", message });
-    }
-    Ok(body)
-}
-
 /// Cuts `body` into at most `n` non-empty chunks, each ending right after a
 /// `\n` (or at the end of the body), together covering the whole body.
 fn chunk_bounds(body: &[u8], n: usize) -> Vec<(usize, usize)> {
@@ -283,186 +363,166 @@ fn chunk_bounds(body: &[u8], n: usize) -> Vec<(usize, usize)> {
     bounds
 }
 
-/// Parses `body` (the file after its header line) in `n` parallel chunks.
-///
-/// `row` is called for every non-blank line (without its `\r\n`) on the chunk's
-/// accumulator; accumulators are returned in file order. On error, returns the
-/// 1-based file line of the first bad line in file order and its error.
-fn parse_chunks<S, I, F>(path: &Path, body: &[u8], n: usize, init: I, row: F) -> Result<Vec<S>, LoadError>
-where
-    S: Send,
-    I: Fn() -> S + Sync,
-    F: Fn(&mut S, &[u8]) -> Result<(), FieldError> + Sync,
-{
-    let results: Vec<Result<(S, u64), (u64, FieldError)>> =
-        chunk_bounds(body, n).into_par_iter().map(|(start, end)| parse_chunk(&body[start..end], &init, &row)).collect();
-    let mut out = Vec::with_capacity(results.len());
-    // Lines before the current chunk; the body starts at file line 2.
-    let mut lines_before = 0u64;
-    for result in results {
-        match result {
-            Ok((acc, lines)) => {
-                lines_before += lines;
-                out.push(acc);
-            }
-            Err((rel, e)) => {
-                return Err(LoadError::Malformed {
-                    path: path.to_path_buf(),
-                    line: 2 + lines_before + rel,
-                    field: e.field,
-                    message: e.message,
-                });
-            }
+/// Non-numeric ids met in one chunk, numbered `NAMED_ID_BASE + n` locally
+/// until the chunks are merged in file order.
+#[derive(Debug, Default)]
+struct LocalNames {
+    names: Vec<String>,
+    index: HashMap<String, u64>,
+}
+
+impl LocalNames {
+    fn id(&mut self, s: &str) -> u64 {
+        if let Some(n) = plain_number(s) {
+            return n;
         }
-    }
-    Ok(out)
-}
-
-/// Parses one chunk; returns its accumulator and line count, or the 0-based
-/// line index within the chunk of the first bad line.
-fn parse_chunk<S, I, F>(chunk: &[u8], init: &I, row: &F) -> Result<(S, u64), (u64, FieldError)>
-where
-    I: Fn() -> S,
-    F: Fn(&mut S, &[u8]) -> Result<(), FieldError>,
-{
-    let mut acc = init();
-    let mut pos = 0;
-    let mut line_no = 0u64;
-    while pos < chunk.len() {
-        let end = memchr(b'\n', &chunk[pos..]).map_or(chunk.len(), |p| pos + p);
-        let line = &chunk[pos..end];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !line.is_empty() {
-            row(&mut acc, line).map_err(|e| (line_no, e))?;
+        if let Some(&n) = self.index.get(s) {
+            return n;
         }
-        line_no += 1;
-        pos = end + 1;
+        let n = NAMED_ID_BASE + self.names.len() as u64;
+        self.names.push(s.to_owned());
+        self.index.insert(s.to_owned(), n);
+        n
     }
-    Ok((acc, line_no))
+
+    /// Local number → global number, interning with `intern` in first-seen order.
+    fn remap(&self, mut intern: impl FnMut(&str) -> u64) -> Vec<u64> {
+        self.names.iter().map(|n| intern(n)).collect()
+    }
 }
 
-/// Splits a line into exactly `N` comma-separated fields. With `rest_in_last`,
-/// the last field takes the rest of the line, commas included.
-fn split_fields<'a, const N: usize>(
-    line: &'a [u8],
-    names: &[&'static str; N],
-    rest_in_last: bool,
-) -> Result<[&'a [u8]; N], FieldError> {
-    let mut out: [&[u8]; N] = [&line[..0]; N];
-    let mut k = 0;
-    let mut start = 0;
-    for (i, &b) in line.iter().enumerate() {
-        if b == b',' {
-            if k + 1 == N {
-                if rest_in_last {
-                    break;
-                }
-                let found = N + 1 + line[i + 1..].iter().filter(|&&c| c == b',').count();
-                return Err(FieldError {
-                    field: names[N - 1],
-                    message: format!("expected {N} columns, found {found}"),
-                });
-            }
-            out[k] = &line[start..i];
-            k += 1;
-            start = i + 1;
-        }
+fn global(map: &[u64], id: u64) -> u64 {
+    match id.checked_sub(NAMED_ID_BASE) {
+        Some(i) => map[i as usize],
+        None => id,
     }
-    out[k] = &line[start..];
-    k += 1;
-    if k < N {
-        return Err(FieldError {
-            field: names[k],
-            message: format!("missing column: expected {N} columns, found {k}"),
-        });
-    }
-    Ok(out)
 }
 
-/// A non-negative decimal integer without sign or spaces.
-fn parse_u64(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 20 {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &c in b {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
-    }
-    Some(v)
-}
-
-fn parse_id(b: &[u8], field: &'static str) -> Result<u64, FieldError> {
-    parse_u64(b)
-        .ok_or_else(|| FieldError { field, message: format!("expected a non-negative integer, found {:?}", show(b)) })
-}
-
-fn parse_ts(b: &[u8], field: &'static str) -> Result<i64, FieldError> {
-    parse_u64(b).and_then(|v| i64::try_from(v).ok()).ok_or_else(|| FieldError {
-        field,
-        message: format!("expected a non-negative integer (epoch ms), found {:?}", show(b)),
+/// A transaction id as a number: its own when it is one, else a stable hash
+/// of the text (it only tells exact duplicates apart, as for Kafka events).
+fn txn_number(t: &str) -> u64 {
+    t.parse::<u64>().unwrap_or_else(|_| {
+        t.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     })
 }
 
-/// Bytes for an error message: lossy UTF-8, cut at 64 characters.
-fn show(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    if s.chars().count() > 64 {
-        let cut: String = s.chars().take(64).collect();
-        format!("{cut}…")
-    } else {
-        s.into_owned()
-    }
-}
-
-/// Per-chunk accumulator of rows and rejection counters.
+/// Per-chunk accumulator of rows, rejections and local names.
 #[derive(Debug)]
 struct Chunk<T> {
     kept: Vec<T>,
     rows: u64,
-    null_field: u64,
-    unknown_event: u64,
-    bad_timestamp: u64,
+    skipped: u64,
+    rejected: Rejections,
+    users: LocalNames,
+    items: LocalNames,
 }
 
 impl<T> Default for Chunk<T> {
     fn default() -> Self {
-        Self { kept: Vec::new(), rows: 0, null_field: 0, unknown_event: 0, bad_timestamp: 0 }
+        Chunk {
+            kept: Vec::new(),
+            rows: 0,
+            skipped: 0,
+            rejected: Rejections::default(),
+            users: LocalNames::default(),
+            items: LocalNames::default(),
+        }
     }
 }
 
-/// Concatenates chunk results in order and sums their counters.
-fn merge_chunks<T: Copy>(path: &Path, chunks: Vec<Chunk<T>>) -> (Vec<T>, LoadReport) {
-    let total: usize = chunks.iter().map(|c| c.kept.len()).sum();
-    let mut kept = Vec::with_capacity(total);
-    let mut report = LoadReport { file: path.to_path_buf(), ..LoadReport::default() };
-    for c in chunks {
-        kept.extend_from_slice(&c.kept);
-        report.rows += c.rows;
-        report.null_field += c.null_field;
-        report.unknown_event += c.unknown_event;
-        report.bad_timestamp += c.bad_timestamp;
+/// Runs `row(acc, line, fields)` over every record of `body` — in parallel
+/// chunks when it has no quotes, else in one pass of the `csv` crate — and
+/// returns the accumulators in file order with example lines set to file lines.
+fn parse_body<T, F>(path: &Path, body: &[u8], chunks: usize, row: F) -> Result<Vec<Chunk<T>>, LoadError>
+where
+    T: Send,
+    F: Fn(&mut Chunk<T>, u64, &[&[u8]]) + Sync,
+{
+    if !shared::is_plain(body) {
+        let mut acc = Chunk::default();
+        shared::for_each_quoted_record(body, 2, |line, fields| row(&mut acc, line, fields))
+            .map_err(format_err(path))?;
+        return Ok(vec![acc]);
     }
-    (kept, report)
+    let parts: Vec<(Chunk<T>, u64)> = chunk_bounds(body, chunks)
+        .into_par_iter()
+        .map(|(start, end)| {
+            let mut acc = Chunk::default();
+            // Lines relative to the chunk; shifted below once the chunks before are counted.
+            let lines = shared::for_each_plain_record(&body[start..end], 0, |line, fields| row(&mut acc, line, fields));
+            (acc, lines)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(parts.len());
+    // The body starts at file line 2.
+    let mut first_line = 2u64;
+    for (mut acc, lines) in parts {
+        acc.rejected.shift_lines(first_line);
+        first_line += lines;
+        out.push(acc);
+    }
+    Ok(out)
+}
+
+/// Header and clock of a file in memory.
+fn open<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Vec<Vec<u8>>, &'a [u8]), LoadError> {
+    let (header, body) = shared::split_header(bytes).map_err(format_err(path))?;
+    Ok((header, body))
 }
 
 /// Parses and cleans the bytes of an `events.csv` (as [`load_events`] does
-/// with the file's content); errors name the file as `events.csv`. For
-/// callers that hold the bytes already, and for the fuzzer. `chunks` = how
-/// many parallel pieces the body is cut into (0 = by size, as the loader does);
-/// the result does not depend on it.
+/// with the file's content, without its quality check); errors name the file
+/// as `events.csv`. For callers that hold the bytes already, and for the
+/// fuzzer. `chunks` = how many parallel pieces the body is cut into (0 = by
+/// size, as the loader does); the result does not depend on it.
 pub fn parse_events_bytes(bytes: &[u8], opts: &LoadOptions, chunks: usize) -> Result<EventLog, LoadError> {
     let chunks = if chunks == 0 { default_chunks(bytes.len()) } else { chunks };
-    parse_events(Path::new("events.csv"), bytes, opts, chunks)
+    parse_events(Path::new("events.csv"), bytes, opts, chunks, &mut IdNames::default())
 }
 
-fn parse_events(path: &Path, bytes: &[u8], opts: &LoadOptions, chunks: usize) -> Result<EventLog, LoadError> {
-    let body = split_header(path, bytes, EVENTS_HEADER)?;
-    let parsed = parse_chunks(path, body, chunks, Chunk::<RawEvent>::default, |acc, line| event_row(acc, line, opts))?;
-    let (mut events, mut report) = merge_chunks(path, parsed);
+fn parse_events(
+    path: &Path,
+    bytes: &[u8],
+    opts: &LoadOptions,
+    chunks: usize,
+    names: &mut IdNames,
+) -> Result<EventLog, LoadError> {
+    let (header, body) = open(path, bytes)?;
+    let refs: Vec<&[u8]> = header.iter().map(Vec::as_slice).collect();
+    let layout = EventLayout::resolve(&refs, &opts.columns).map_err(format_err(path))?;
+    let ts_col = layout.0.column(shared::Field::Ts).unwrap_or(0);
+    let clock = shared::body_clock(body, ts_col, opts.clock).map_err(format_err(path))?;
+    let window = opts.window();
+    let parsed = parse_body(path, body, chunks, |acc: &mut Chunk<RawEvent>, line, fields| {
+        acc.rows += 1;
+        match shared::event_row(fields, &layout, clock, &window) {
+            Ok(r) => {
+                let user = acc.users.id(r.user);
+                let item = acc.items.id(r.item);
+                acc.kept.push(RawEvent { ts: r.ts, user, item, kind: r.kind, txn: r.txn.map(txn_number) });
+            }
+            Err(reject) => acc.rejected.add(line, reject, fields, &layout.0, Some(clock)),
+        }
+    })?;
+    let total: usize = parsed.iter().map(|c| c.kept.len()).sum();
+    let mut events = Vec::with_capacity(total);
+    let mut report = LoadReport { file: path.to_path_buf(), clock: Some(clock), ..LoadReport::default() };
+    for c in parsed {
+        let users = c.users.remap(|n| names.user(n));
+        let items = c.items.remap(|n| names.item(n));
+        if users.is_empty() && items.is_empty() {
+            events.extend_from_slice(&c.kept);
+        } else {
+            events.extend(c.kept.iter().map(|e| RawEvent {
+                user: global(&users, e.user),
+                item: global(&items, e.item),
+                ..*e
+            }));
+        }
+        report.rows += c.rows;
+        report.rejected.merge(&c.rejected);
+    }
+    report.sync_counters();
     report.duplicate = remove_duplicates(&mut events, hash_event) as u64;
     report.kept = events.len() as u64;
     Ok(EventLog { events, report })
@@ -478,99 +538,105 @@ pub fn finish_events(mut events: Vec<RawEvent>, mut report: LoadReport) -> Event
     EventLog { events, report }
 }
 
-fn event_row(acc: &mut Chunk<RawEvent>, line: &[u8], opts: &LoadOptions) -> Result<(), FieldError> {
-    acc.rows += 1;
-    let [ts, user, event, item, txn] = split_fields(line, &EVENT_FIELDS, false)?;
-    if ts.is_empty() || user.is_empty() || event.is_empty() || item.is_empty() {
-        acc.null_field += 1;
-        return Ok(());
-    }
-    let ts = parse_ts(ts, "timestamp")?;
-    let user = parse_id(user, "visitorid")?;
-    let item = parse_id(item, "itemid")?;
-    let txn = if txn.is_empty() { None } else { Some(parse_id(txn, "transactionid")?) };
-    let Some(kind) = EventKind::from_bytes(event) else {
-        acc.unknown_event += 1;
-        return Ok(());
-    };
-    if ts < opts.min_ts || ts >= opts.max_ts {
-        acc.bad_timestamp += 1;
-        return Ok(());
-    }
-    acc.kept.push(RawEvent { ts, user, item, kind, txn });
-    Ok(())
-}
-
 fn parse_properties(
     path: &Path,
     bytes: &[u8],
     opts: &LoadOptions,
     chunks: usize,
+    names: &mut IdNames,
 ) -> Result<(Vec<ItemProperty>, LoadReport), LoadError> {
-    let body = split_header(path, bytes, PROPERTIES_HEADER)?;
-    let parsed =
-        parse_chunks(path, body, chunks, Chunk::<ItemProperty>::default, |acc, line| property_row(acc, line, opts))?;
-    let (mut rows, mut report) = merge_chunks(path, parsed);
+    let (header, body) = open(path, bytes)?;
+    let refs: Vec<&[u8]> = header.iter().map(Vec::as_slice).collect();
+    let layout = PropertyLayout::resolve(&refs, &opts.columns).map_err(format_err(path))?;
+    let ts_col = layout.0.column(shared::Field::Ts).unwrap_or(0);
+    let clock = shared::body_clock(body, ts_col, opts.clock).map_err(format_err(path))?;
+    let window = opts.window();
+    let parsed = parse_body(path, body, chunks, |acc: &mut Chunk<ItemProperty>, line, fields| {
+        acc.rows += 1;
+        match shared::property_row(fields, &layout, clock, &window) {
+            Ok(Some(r)) => {
+                let item = acc.items.id(r.item);
+                let value = match r.value {
+                    shared::PropertyValue::Category(c) => PropertyValue::Category(c),
+                    shared::PropertyValue::Available(a) => PropertyValue::Available(a),
+                };
+                acc.kept.push(ItemProperty { ts: r.ts, item, value });
+            }
+            Ok(None) => acc.skipped += 1,
+            Err(reject) => acc.rejected.add(line, reject, fields, &layout.0, Some(clock)),
+        }
+    })?;
+    let mut rows = Vec::new();
+    let mut report = LoadReport { file: path.to_path_buf(), clock: Some(clock), ..LoadReport::default() };
+    for c in parsed {
+        let items = c.items.remap(|n| names.item(n));
+        rows.extend(c.kept.iter().map(|p| ItemProperty { item: global(&items, p.item), ..*p }));
+        report.rows += c.rows;
+        report.skipped += c.skipped;
+        report.rejected.merge(&c.rejected);
+    }
+    report.sync_counters();
     report.duplicate = remove_duplicates(&mut rows, hash_property) as u64;
     report.kept = rows.len() as u64;
     Ok((rows, report))
 }
 
-fn property_row(acc: &mut Chunk<ItemProperty>, line: &[u8], opts: &LoadOptions) -> Result<(), FieldError> {
-    acc.rows += 1;
-    // Free-text values of other properties may hold anything: take the rest
-    // of the line as the value and never look at it unless it is kept.
-    let [ts, item, property, value] = split_fields(line, &PROPERTY_FIELDS, true)?;
-    let is_category = match property {
-        b"categoryid" => true,
-        b"available" => false,
-        b"" => {
-            acc.null_field += 1;
-            return Ok(());
+/// The category tree: small and strictly numeric, so a bad value is an error
+/// naming its line rather than a counted rejection.
+fn parse_tree(path: &Path, bytes: &[u8]) -> Result<Vec<(u64, Option<u64>)>, LoadError> {
+    let (header, body) = open(path, bytes)?;
+    let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name.as_bytes()));
+    let (Some(cat_col), Some(parent_col)) = (col("categoryid"), col("parentid")) else {
+        return Err(LoadError::Malformed {
+            path: path.to_path_buf(),
+            line: 1,
+            field: "header",
+            message: format!(
+                "expected columns categoryid and parentid, found {:?}",
+                header.iter().map(|h| shared::show(h)).collect::<Vec<_>>().join(",")
+            ),
+        });
+    };
+    let mut edges = Vec::new();
+    let mut first_err: Option<LoadError> = None;
+    let mut row = |line: u64, fields: &[&[u8]]| {
+        if first_err.is_some() {
+            return;
         }
-        _ => return Ok(()),
-    };
-    if ts.is_empty() || item.is_empty() || value.is_empty() {
-        acc.null_field += 1;
-        return Ok(());
-    }
-    let ts = parse_ts(ts, "timestamp")?;
-    let item = parse_id(item, "itemid")?;
-    let value = if is_category {
-        PropertyValue::Category(parse_u64(value).ok_or_else(|| FieldError {
-            field: "value",
-            message: format!("categoryid must be a non-negative integer, found {:?}", show(value)),
-        })?)
-    } else {
-        PropertyValue::Available(match value {
-            b"1" => true,
-            b"0" => false,
-            _ => {
-                return Err(FieldError {
-                    field: "value",
-                    message: format!("available must be 0 or 1, found {:?}", show(value)),
-                })
+        let bad = |field: &'static str, v: &[u8]| LoadError::Malformed {
+            path: path.to_path_buf(),
+            line,
+            field,
+            message: format!("expected a non-negative integer, found {:?}", shared::show(v)),
+        };
+        let cat = fields.get(cat_col).copied().unwrap_or(b"");
+        let parent = fields.get(parent_col).copied().unwrap_or(b"");
+        let Some(c) = shared::parse_u64(cat) else {
+            first_err = Some(bad("categoryid", cat));
+            return;
+        };
+        let p = if parent.is_empty() {
+            None
+        } else {
+            match shared::parse_u64(parent) {
+                Some(p) => Some(p),
+                None => {
+                    first_err = Some(bad("parentid", parent));
+                    return;
+                }
             }
-        })
+        };
+        edges.push((c, p));
     };
-    if ts < opts.min_ts || ts >= opts.max_ts {
-        acc.bad_timestamp += 1;
-        return Ok(());
+    if shared::is_plain(body) {
+        shared::for_each_plain_record(body, 2, &mut row);
+    } else {
+        shared::for_each_quoted_record(body, 2, &mut row).map_err(format_err(path))?;
     }
-    acc.kept.push(ItemProperty { ts, item, value });
-    Ok(())
-}
-
-fn parse_tree(path: &Path, bytes: &[u8], chunks: usize) -> Result<Vec<(u64, Option<u64>)>, LoadError> {
-    let body = split_header(path, bytes, TREE_HEADER)?;
-    let parsed = parse_chunks(path, body, chunks, Vec::new, |acc, line| {
-        let [cat, parent] = split_fields(line, &TREE_FIELDS, false)?;
-        let cat = parse_id(cat, "categoryid")?;
-        let parent = if parent.is_empty() { None } else { Some(parse_id(parent, "parentid")?) };
-        acc.push((cat, parent));
-        Ok(())
-    })?;
-    Ok(parsed.concat())
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(edges),
+    }
 }
 
 /// Folded 64×64→128 multiply: a fast, well-mixing combine step.
@@ -647,14 +713,20 @@ where
     removed
 }
 
+/// The clock a file was read with, for messages.
+pub fn clock_name(c: Option<TimeUnit>) -> String {
+    c.map_or_else(|| "-".to_owned(), |c| c.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schemas::EventKind;
     use std::fmt::Write as _;
 
     const H: &str = "timestamp,visitorid,event,itemid,transactionid\n";
     const PH: &str = "timestamp,itemid,property,value\n";
-    /// A timestamp inside the default range (2015-06-02).
+    /// A timestamp of 2015-06-02 in epoch ms.
     const T: i64 = 1_433_221_332_117;
 
     fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
@@ -668,25 +740,20 @@ mod tests {
     }
 
     fn check_invariant(r: &LoadReport) {
-        assert_eq!(r.rows, r.null_field + r.unknown_event + r.bad_timestamp + r.duplicate + r.kept, "{r:?}");
+        assert_eq!(r.rows, r.rejected_rows() + r.skipped + r.duplicate + r.kept, "{r:?}");
+        assert_eq!(r.rejected.total(), r.rejected_rows(), "{r:?}");
+    }
+
+    fn events_with(content: &str, opts: &LoadOptions, chunks: usize) -> Result<EventLog, LoadError> {
+        parse_events(Path::new("events.csv"), content.as_bytes(), opts, chunks, &mut IdNames::default())
     }
 
     fn events_from(content: &str, chunks: usize) -> Result<EventLog, LoadError> {
-        parse_events(Path::new("events.csv"), content.as_bytes(), &LoadOptions::default(), chunks)
-    }
-
-    fn malformed(err: LoadError) -> (u64, &'static str, String) {
-        let text = err.to_string();
-        match err {
-            LoadError::Malformed { line, field, .. } => (line, field, text),
-            other => panic!("expected Malformed, got {other:?}"),
-        }
+        events_with(content, &LoadOptions::default(), chunks)
     }
 
     #[test]
-    fn every_rejection_reason_is_counted() {
-        let min = DEFAULT_MIN_TS;
-        let max = DEFAULT_MAX_TS;
+    fn every_rejection_reason_is_counted_with_examples() {
         let csv = format!(
             "{H}\
              {T},0,view,0,\n\
@@ -696,33 +763,38 @@ mod tests {
              {T},1,view,,\n\
              {T},1,click,2,\n\
              {T},1,View,2,\n\
-             {},1,view,2,\n\
-             {min},1,view,2,\n\
-             {},1,view,2,\n\
-             {max},1,view,2,\n\
+             x{T},1,view,2,\n\
+             {T},a b,view,2,\n\
+             {T},1,view,2/3,\n\
+             {T},1,view,2,9\n\
+             {T},1,transaction,2,#9\n\
+             {T},1,view\n\
              {T},0,view,0,\n\
              {T},7,transaction,3,42\n\
              {T},7,transaction,3,43\n\
              {T},7,transaction,3,42\n\
-             {T},7,addtocart,3,\n",
-            min - 1,
-            max - 1,
+             {T},7,addtocart,3,\n"
         );
         let log = events_from(&csv, 1).unwrap();
         let r = &log.report;
-        assert_eq!(r.rows, 16);
-        assert_eq!(r.null_field, 4);
-        assert_eq!(r.unknown_event, 2);
-        assert_eq!(r.bad_timestamp, 2);
-        assert_eq!(r.duplicate, 2);
-        assert_eq!(r.kept, 6);
+        assert_eq!(r.rows, 18);
+        assert_eq!((r.null_field, r.unknown_event, r.bad_timestamp, r.bad_id, r.wrong_columns), (4, 2, 1, 4, 1));
+        assert_eq!((r.duplicate, r.kept), (2, 4));
+        assert_eq!(r.clock, Some(TimeUnit::Milliseconds));
         check_invariant(r);
+        let c = |reason| r.rejected.count(reason);
+        assert_eq!((c(Reason::BadUserId), c(Reason::BadItemId)), (1, 1));
+        assert_eq!((c(Reason::BadTransactionId), c(Reason::TransactionIdNotOnTransaction)), (1, 1));
+        let ex: Vec<_> = r.rejected.examples(Reason::EmptyField).collect();
+        assert_eq!((ex[0].line, ex[0].field.as_str()), (3, "timestamp"));
+        assert_eq!((ex[1].line, ex[1].field.as_str()), (4, "visitorid"));
+        let bad_user = r.rejected.examples(Reason::BadUserId).next().unwrap();
+        assert_eq!((bad_user.line, bad_user.value.as_str()), (10, "a b"));
+        assert!(bad_user.message.contains("' '"), "{}", bad_user.message);
         assert_eq!(
             log.events,
             vec![
                 ev(T, 0, EventKind::View, 0, None),
-                ev(min, 1, EventKind::View, 2, None),
-                ev(max - 1, 1, EventKind::View, 2, None),
                 ev(T, 7, EventKind::Transaction, 3, Some(42)),
                 ev(T, 7, EventKind::Transaction, 3, Some(43)),
                 ev(T, 7, EventKind::AddToCart, 3, None),
@@ -731,13 +803,31 @@ mod tests {
     }
 
     #[test]
-    fn custom_time_range() {
-        let csv = format!("{H}5,1,view,1,\n10,1,view,2,\n19,1,view,3,\n20,1,view,4,\n");
-        let opts = LoadOptions { min_ts: 10, max_ts: 20 };
-        let log = parse_events(Path::new("e.csv"), csv.as_bytes(), &opts, 2).unwrap();
-        assert_eq!(log.report.bad_timestamp, 2);
+    fn a_time_window_is_explicit_and_counted() {
+        let csv = format!("{H}{},1,view,1,\n{T},1,view,2,\n{},1,view,3,\n{},1,view,4,\n", T - 1, T + 9, T + 10);
+        let opts = LoadOptions { min_ts: T, max_ts: T + 10, ..LoadOptions::default() };
+        let log = events_with(&csv, &opts, 2).unwrap();
+        assert_eq!((log.report.bad_timestamp, log.report.rejected.count(Reason::OutsideWindow)), (2, 2));
         let items: Vec<u64> = log.events.iter().map(|e| e.item).collect();
         assert_eq!(items, vec![2, 3]);
+        // No window by default: the same file loads whole.
+        assert_eq!(events_from(&csv, 2).unwrap().report.kept, 4);
+    }
+
+    #[test]
+    fn a_log_of_the_1990s_loads_whole_in_any_clock() {
+        // 1997-01-01 and a year later, in ms (as MovieLens converted) and s.
+        let (a, b) = (852_076_800_000_i64, 883_612_800_000_i64);
+        for (ta, tb, unit) in [
+            (a.to_string(), b.to_string(), TimeUnit::Milliseconds),
+            ((a / 1000).to_string(), (b / 1000).to_string(), TimeUnit::Seconds),
+            ("1997-01-01T00:00:00Z".to_owned(), "1998-01-01 00:00:00".to_owned(), TimeUnit::Iso8601),
+        ] {
+            let csv = format!("{H}{ta},1,view,1,\n{tb},2,transaction,1,5\n");
+            let log = events_from(&csv, 1).unwrap();
+            assert_eq!((log.report.kept, log.report.clock), (2, Some(unit)));
+            assert_eq!((log.events[0].ts, log.events[1].ts), (a, b));
+        }
     }
 
     #[test]
@@ -760,97 +850,110 @@ mod tests {
     }
 
     #[test]
-    fn crlf_bom_and_missing_final_newline() {
+    fn crlf_bom_quotes_and_missing_final_newline() {
         let content =
             format!("\u{FEFF}{}\r\n{T},1,view,2,\r\n{T},3,transaction,4,99\r\n{T},5,addtocart,6,", H.trim_end());
         let log = events_from(&content, 1).unwrap();
-        assert_eq!(
-            log.events,
-            vec![
-                ev(T, 1, EventKind::View, 2, None),
-                ev(T, 3, EventKind::Transaction, 4, Some(99)),
-                ev(T, 5, EventKind::AddToCart, 6, None),
-            ]
-        );
-        // Same content with LF endings and a final newline gives the same log.
+        let want = vec![
+            ev(T, 1, EventKind::View, 2, None),
+            ev(T, 3, EventKind::Transaction, 4, Some(99)),
+            ev(T, 5, EventKind::AddToCart, 6, None),
+        ];
+        assert_eq!(log.events, want);
         let lf = format!("{H}{T},1,view,2,\n{T},3,transaction,4,99\n{T},5,addtocart,6,\n");
-        assert_eq!(events_from(&lf, 3).unwrap().events, log.events);
-        // CRLF on the last line too, and blank lines are not rows.
-        let blank = format!("{H}\n{T},1,view,2,\r\n\r\n{T},3,transaction,4,99\r\n");
+        assert_eq!(events_from(&lf, 3).unwrap().events, want);
+        let quoted = format!(
+            "\"timestamp\",\"visitorid\",\"event\",\"itemid\",\"transactionid\"\r\n\
+             \"{T}\",\"1\",\"view\",\"2\",\"\"\r\n{T},3,\"transaction\",4,\"99\"\n\"{T}\",5,addtocart,6,"
+        );
+        let q = events_from(&quoted, 1).unwrap();
+        assert_eq!(q.events, want);
+        // Blank lines are not rows but count as lines.
+        let blank = format!("{H}\n{T},1,view,2,\r\n\r\n{T},3,transaction,4,99\r\nx,1,view,1,\n");
         let log = events_from(&blank, 1).unwrap();
-        assert_eq!(log.report.rows, 2);
-        assert_eq!(log.events.len(), 2);
+        assert_eq!((log.report.rows, log.events.len()), (3, 2));
+        assert_eq!(log.report.rejected.examples(Reason::BadTimestamp).next().unwrap().line, 6);
     }
 
     #[test]
-    fn header_only_and_empty_files() {
+    fn header_only_empty_and_unmapped_files() {
         for content in [H, H.trim_end(), "timestamp,visitorid,event,itemid,transactionid\r\n"] {
             let log = events_from(content, 4).unwrap();
-            assert!(log.events.is_empty());
-            assert_eq!(log.report.rows, 0);
-            assert_eq!(log.report.kept, 0);
+            assert_eq!((log.report.rows, log.report.kept), (0, 0));
+            let err = check_report(&log.report, &LoadOptions::default(), true).unwrap_err().to_string();
+            assert!(err.contains("no data rows"), "{err}");
         }
-        let (line, field, text) = malformed(events_from("", 1).unwrap_err());
-        assert_eq!((line, field), (1, "header"));
-        assert!(text.contains("empty file"), "{text}");
+        let err = events_from("", 1).unwrap_err().to_string();
+        assert!(err.contains("empty file"), "{err}");
+        let err = events_from("when,customer,event,sku\n1,2,view,3\n", 1).unwrap_err().to_string();
+        assert!(err.contains("events.csv: line 1: no column for `ts`") && err.contains("--columns"), "{err}");
     }
 
     #[test]
-    fn wrong_header_is_an_error_naming_the_expected_one() {
-        let err = events_from("timestamp,visitorid,event,itemid\n1,2,view,3\n", 1).unwrap_err();
-        let (line, field, text) = malformed(err);
-        assert_eq!((line, field), (1, "header"));
-        assert!(text.contains("events.csv: line 1"), "{text}");
-        assert!(text.contains(EVENTS_HEADER), "{text}");
-    }
-
-    #[test]
-    fn malformed_fields_name_line_and_field() {
-        let ok = format!("{T},1,view,2,\n");
-        let cases: [(&str, &str); 9] = [
-            ("abc,1,view,2,", "timestamp"),
-            ("-5,1,view,2,", "timestamp"),
-            ("99999999999999999999,1,view,2,", "timestamp"),
-            ("1433221332117,-1,view,2,", "visitorid"),
-            ("1433221332117,1,view,2.5,", "itemid"),
-            ("1433221332117,1,transaction,2,x1", "transactionid"),
-            ("1433221332117,1,view", "itemid"),
-            ("1433221332117,1,view,2,,", "transactionid"),
-            ("1433221332117", "visitorid"),
-        ];
-        for (bad, want_field) in cases {
-            // The bad row is file line 4: header, two good rows, then it.
-            let csv = format!("{H}{ok}{ok}{bad}\n{ok}");
-            let (line, field, text) = malformed(events_from(&csv, 2).unwrap_err());
-            assert_eq!((line, field), (4, want_field), "{bad}: {text}");
-            assert!(text.contains("line 4"), "{text}");
-            assert!(text.contains(want_field), "{text}");
+    fn an_all_rejected_load_fails_naming_the_cause_lines_and_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from(H);
+        for i in 0..50 {
+            writeln!(csv, "{},{i},click,{i},", T + i).unwrap();
         }
-        let (_, _, text) = malformed(events_from(&format!("{H}{T},1,view,2,,\n"), 1).unwrap_err());
-        assert!(text.contains("expected 5 columns, found 6"), "{text}");
+        write(dir.path(), "events.csv", csv.as_bytes());
+        let err = load_dir(dir.path(), &LoadOptions::default()).unwrap_err();
+        assert!(matches!(err, LoadError::BadData { .. }), "{err:?}");
+        let text = err.to_string();
+        for want in
+            ["no event kept of 50 rows", "unknown_event (50 rows)", "line 2 `event` \"click\"", "line 3", "fix:"]
+        {
+            assert!(text.contains(want), "{want:?} missing from: {text}");
+        }
+        // A window that excludes everything says so and names the options.
+        let mut csv = String::from(H);
+        for i in 0..10 {
+            writeln!(csv, "{},{i},view,{i},", 852_076_800_000_i64 + i).unwrap();
+        }
+        write(dir.path(), "events.csv", csv.as_bytes());
+        let opts = LoadOptions { min_ts: schemas::DEFAULT_MIN_TS, ..LoadOptions::default() };
+        let text = load_dir(dir.path(), &opts).unwrap_err().to_string();
+        assert!(text.contains("outside_window") && text.contains("--min-ts"), "{text}");
     }
 
     #[test]
-    fn first_malformed_line_in_file_order_across_chunks() {
+    fn more_rejected_than_allowed_fails_and_the_threshold_is_an_option() {
+        let mut csv = String::from(H);
+        for i in 0..100 {
+            if i % 10 == 3 {
+                writeln!(csv, "{T},{i},view,,").unwrap();
+            } else {
+                writeln!(csv, "{},{i},view,{i},", T + i).unwrap();
+            }
+        }
+        let log = events_from(&csv, 3).unwrap();
+        assert_eq!((log.report.null_field, log.report.kept), (10, 90));
+        let err = check_report(&log.report, &LoadOptions::default(), true).unwrap_err().to_string();
+        assert!(err.contains("10 of 100 rows rejected (10.0 %), more than the 5.0 %"), "{err}");
+        assert!(err.contains("empty_field") && err.contains("line 5 `itemid`"), "{err}");
+        let lenient = LoadOptions { max_bad_rows: 0.10, ..LoadOptions::default() };
+        check_report(&log.report, &lenient, true).unwrap();
+    }
+
+    #[test]
+    fn example_lines_are_file_lines_whatever_the_chunking() {
         let mut csv = String::from(H);
         for i in 0..2000 {
             match i {
                 // Blank lines shift the numbering: they count as lines.
                 100 | 101 => csv.push('\n'),
                 1234 => csv.push_str("x,1,view,1,\n"),
-                1700 => csv.push_str("1433221332117,y,view,1,\n"),
+                1700 => csv.push_str("1433221332117,y z,view,1,\n"),
                 _ => writeln!(csv, "{},{},view,{},", T + i, i, i % 7).unwrap(),
             }
         }
+        let single = events_from(&csv, 1).unwrap();
         for chunks in [1, 2, 3, 16, 200, 5000] {
-            let (line, field, _) = malformed(events_from(&csv, chunks).unwrap_err());
-            assert_eq!((line, field), (1236, "timestamp"), "chunks {chunks}");
-        }
-        // Only the later one left: it is found with its exact line.
-        let csv = csv.replace("x,1,view,1,\n", &format!("{T},1,view,1,\n"));
-        for chunks in [1, 7, 5000] {
-            let (line, field, _) = malformed(events_from(&csv, chunks).unwrap_err());
-            assert_eq!((line, field), (1702, "visitorid"), "chunks {chunks}");
+            let log = events_from(&csv, chunks).unwrap();
+            let r = &log.report;
+            assert_eq!(r.rejected.examples(Reason::BadTimestamp).next().unwrap().line, 1236, "chunks {chunks}");
+            assert_eq!(r.rejected.examples(Reason::BadUserId).next().unwrap().line, 1702, "chunks {chunks}");
+            assert_eq!(r, &single.report, "chunks {chunks}");
         }
     }
 
@@ -890,6 +993,38 @@ mod tests {
     }
 
     #[test]
+    fn string_ids_are_interned_once_across_chunks_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from(H);
+        for i in 0..3000 {
+            writeln!(csv, "{},cust-{},view,SKU-{},", T + i, i % 13, i % 29).unwrap();
+        }
+        writeln!(csv, "{T},42,view,042,").unwrap();
+        write(dir.path(), "events.csv", csv.as_bytes());
+        write(
+            dir.path(),
+            "item_properties_part1.csv",
+            format!("{PH}{T},SKU-3,categoryid,7\n{T},SKU-99,available,1\n").as_bytes(),
+        );
+        let ds = load_dir(dir.path(), &LoadOptions::default()).unwrap();
+        assert_eq!(ds.names.interned(), (13, 31), "13 customers; 29 SKUs, 042 and SKU-99");
+        let last = ds.events.events.last().unwrap();
+        assert_eq!((last.user, ds.names.item_name(last.item).as_str()), (42, "042"), "042 is not the number 42");
+        let first = ds.events.events[0];
+        assert_eq!((ds.names.user_name(first.user), ds.names.item_name(first.item)), ("cust-0".into(), "SKU-0".into()));
+        let props = ds.properties.unwrap();
+        assert_eq!(ds.names.item_name(props.rows[0].item), "SKU-3");
+        assert!(ds.events.events.iter().any(|e| e.item == props.rows[0].item), "one namespace for both files");
+        // Chunked and single-pass parses intern alike.
+        let mut a = IdNames::default();
+        let mut b = IdNames::default();
+        let one = parse_events(Path::new("e"), csv.as_bytes(), &LoadOptions::default(), 1, &mut a).unwrap();
+        let many = parse_events(Path::new("e"), csv.as_bytes(), &LoadOptions::default(), 9, &mut b).unwrap();
+        assert_eq!(one.events, many.events);
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn chunk_bounds_cover_the_body_at_line_starts() {
         let body = b"a,1\nbb,22\n\nccc,333\nd";
         for n in 1..=30 {
@@ -907,25 +1042,15 @@ mod tests {
     }
 
     #[test]
-    fn parse_u64_is_strict() {
-        assert_eq!(parse_u64(b"0"), Some(0));
-        assert_eq!(parse_u64(b"007"), Some(7));
-        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b""[..], b"18446744073709551616", b"-1", b"+1", b" 1", b"1 ", b"1e3", b"0x1"] {
-            assert_eq!(parse_u64(bad), None, "{:?}", show(bad));
-        }
-    }
-
-    #[test]
     fn load_events_from_file_and_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "events.csv", format!("{H}{T},0,view,0,\n").as_bytes());
-        let log = load_events(&path, &LoadOptions::default()).unwrap();
+        let log = load_events(&path, &LoadOptions::default(), &mut IdNames::default()).unwrap();
         assert_eq!(log.events, vec![ev(T, 0, EventKind::View, 0, None)]);
         assert_eq!(log.report.file, path);
 
         let missing = dir.path().join("nope.csv");
-        match load_events(&missing, &LoadOptions::default()) {
+        match load_events(&missing, &LoadOptions::default(), &mut IdNames::default()) {
             Err(LoadError::Missing { path }) => assert_eq!(path, missing),
             other => panic!("expected Missing, got {other:?}"),
         }
@@ -948,13 +1073,15 @@ mod tests {
                  {T},,categoryid,3\n\
                  {T},6,categoryid,\n\
                  {T},6,,3\n\
-                 5,6,categoryid,3\n",
+                 {T},6,categoryid,abc\n\
+                 {T},6,available,true\n",
                 T + 1
             )
             .as_bytes(),
         );
         let p2 = write(dir.path(), "item_properties_part2.csv", format!("{PH}{T},9,categoryid,7").as_bytes());
-        let log = load_item_properties(&[p1.clone(), p2.clone()], &LoadOptions::default()).unwrap();
+        let log =
+            read_item_properties(&[p1.clone(), p2.clone()], &LoadOptions::default(), &mut IdNames::default()).unwrap();
         assert_eq!(
             log.rows,
             vec![
@@ -967,34 +1094,14 @@ mod tests {
         assert_eq!(log.reports.len(), 2);
         let r = &log.reports[0];
         assert_eq!(r.file, p1);
-        assert_eq!((r.rows, r.null_field, r.unknown_event, r.bad_timestamp, r.duplicate, r.kept), (11, 3, 0, 1, 1, 3));
-        // The three free-text rows are the rest.
-        assert_eq!(r.rows - r.null_field - r.bad_timestamp - r.duplicate - r.kept, 3);
+        assert_eq!((r.rows, r.null_field, r.bad_value, r.skipped, r.duplicate, r.kept), (12, 3, 2, 3, 1, 3));
+        check_invariant(r);
+        let bad = r.rejected.examples(Reason::BadValue).next().unwrap();
+        assert_eq!((bad.line, bad.field.as_str(), bad.value.as_str()), (12, "value", "abc"));
         assert_eq!((log.reports[1].rows, log.reports[1].kept), (1, 1));
-    }
-
-    #[test]
-    fn item_property_bad_values_are_malformed() {
-        let parse =
-            |s: String, chunks| parse_properties(Path::new("props.csv"), s.as_bytes(), &LoadOptions::default(), chunks);
-        for (bad, field) in [
-            ("categoryid,abc", "value"),
-            ("categoryid,12 13", "value"),
-            ("categoryid,-3", "value"),
-            ("available,2", "value"),
-            ("available,true", "value"),
-        ] {
-            let csv = format!("{PH}{T},1,790,n1.0\n{T},1,{bad}\n");
-            let (line, f, text) = malformed(parse(csv, 2).unwrap_err());
-            assert_eq!((line, f), (3, field), "{bad}: {text}");
-            assert!(text.contains("props.csv: line 3"), "{text}");
-        }
-        let (line, f, _) = malformed(parse(format!("{PH}{T},1,790,n1\nz,1,categoryid,3\n"), 1).unwrap_err());
-        assert_eq!((line, f), (3, "timestamp"));
-        let (line, f, _) = malformed(parse(format!("{PH}{T},1,790\n"), 1).unwrap_err());
-        assert_eq!((line, f), (2, "value"));
-        let (line, f, _) = malformed(parse("timestamp,itemid,property\n".into(), 1).unwrap_err());
-        assert_eq!((line, f), (1, "header"));
+        // 5 of 9 considered rows rejected: over the threshold.
+        let err = check_report(r, &LoadOptions::default(), false).unwrap_err().to_string();
+        assert!(err.contains("5 of 9 rows rejected"), "{err}");
     }
 
     #[test]
@@ -1008,12 +1115,16 @@ mod tests {
         assert_eq!(tree.depth(3), 3);
         assert_eq!(tree.children[&1], vec![2]);
 
+        let malformed = |p: &Path| match load_category_tree(p).unwrap_err() {
+            LoadError::Malformed { line, field, .. } => (line, field),
+            other => panic!("expected Malformed, got {other:?}"),
+        };
         let bad = write(dir.path(), "bad.csv", b"categoryid,parentid\n1,\n2,x\n");
-        let (line, field, _) = malformed(load_category_tree(&bad).unwrap_err());
-        assert_eq!((line, field), (3, "parentid"));
+        assert_eq!(malformed(&bad), (3, "parentid"));
         let bad = write(dir.path(), "bad2.csv", b"categoryid,parentid\n,1\n");
-        let (line, field, _) = malformed(load_category_tree(&bad).unwrap_err());
-        assert_eq!((line, field), (2, "categoryid"));
+        assert_eq!(malformed(&bad), (2, "categoryid"));
+        let bad = write(dir.path(), "bad3.csv", b"category,parent\n1,\n");
+        assert_eq!(malformed(&bad), (1, "header"));
     }
 
     #[test]
@@ -1058,7 +1169,8 @@ mod tests {
         let r = &ds.events.report;
         check_invariant(r);
         assert_eq!(r.rows, 9_385);
-        assert_eq!((r.null_field, r.unknown_event, r.bad_timestamp), (0, 0, 0));
+        assert_eq!(r.rejected_rows(), 0);
+        assert_eq!(r.clock, Some(TimeUnit::Milliseconds));
         // The sample holds three exact duplicate rows (2 addtocart, 1 view).
         assert_eq!(r.duplicate, 3);
         assert_eq!(r.kept, 9_382);
@@ -1075,48 +1187,58 @@ mod tests {
         // Same events with every chunking.
         let bytes = std::fs::read(dir.join("events.csv")).unwrap();
         for chunks in [1, 3, 50] {
-            let log = parse_events(&dir, &bytes, &LoadOptions::default(), chunks).unwrap();
+            let log = parse_events_bytes(&bytes, &LoadOptions::default(), chunks).unwrap();
             assert_same(&log.events, &ds.events.events);
         }
     }
 
-    /// Load time of a synthetic 2.75 M-row events file (RetailRocket shape).
+    /// A synthetic 2.75 M-row events file (RetailRocket shape).
+    fn bench_file(dir: &Path) -> PathBuf {
+        let mut s = String::with_capacity(120 << 20);
+        s.push_str(H);
+        let mut x: u64 = 7;
+        for i in 0..2_750_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let ts = 1_430_622_000_000 + (x >> 30) % 11_836_800_000;
+            let (user, item) = ((x >> 7) % 1_407_580, (x >> 3) % 235_061);
+            let (kind, txn) = match i % 100 {
+                0 => ("transaction", (i / 100).to_string()),
+                1..=2 => ("addtocart", String::new()),
+                _ => ("view", String::new()),
+            };
+            writeln!(s, "{ts},{user},{kind},{item},{txn}").unwrap();
+        }
+        write(dir, "events.csv", s.as_bytes())
+    }
+
+    /// Load time of a 2.75 M-row events file: the synthetic one, or the file
+    /// `RECSYS_BENCH_EVENTS` names (e.g. `generate --events 2750000`'s).
     /// Run with `cargo test --release -p batch-trainer --lib -- --ignored --nocapture load_speed`.
-    /// Set `RECSYS_BENCH_EVENTS` to time an existing file instead.
     #[test]
     #[ignore = "timing, release only"]
     fn load_speed() {
         let dir = tempfile::tempdir().unwrap();
         let (path, generated) = match std::env::var_os("RECSYS_BENCH_EVENTS") {
             Some(p) => (PathBuf::from(p), false),
-            None => {
-                let mut s = String::with_capacity(120 << 20);
-                s.push_str(H);
-                let mut x: u64 = 7;
-                for i in 0..2_750_000u64 {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                    let ts = 1_430_622_000_000 + (x >> 30) % 11_836_800_000;
-                    let (user, item) = ((x >> 7) % 1_407_580, (x >> 3) % 235_061);
-                    let (kind, txn) = match i % 100 {
-                        0 => ("transaction", (i / 100).to_string()),
-                        1..=2 => ("addtocart", String::new()),
-                        _ => ("view", String::new()),
-                    };
-                    writeln!(s, "{ts},{user},{kind},{item},{txn}").unwrap();
-                }
-                (write(dir.path(), "events.csv", s.as_bytes()), true)
-            }
+            None => (bench_file(dir.path()), true),
         };
         let opts = LoadOptions::default();
-        let _warm = load_events(&path, &opts).unwrap();
-        let start = std::time::Instant::now();
-        let log = load_events(&path, &opts).unwrap();
-        let elapsed = start.elapsed();
+        let _warm = load_events(&path, &opts, &mut IdNames::default()).unwrap();
+        let mut times = Vec::new();
+        let mut log = EventLog::default();
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            log = load_events(&path, &opts, &mut IdNames::default()).unwrap();
+            times.push(start.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
         println!(
-            "load_events: {} rows, {} kept in {:.3} s on {} threads",
+            "load_events: {} rows, {} kept, clock {} in {:.3} s (median of 5; min {:.3} s) on {} threads",
             log.report.rows,
             log.report.kept,
-            elapsed.as_secs_f64(),
+            clock_name(log.report.clock),
+            times[2],
+            times[0],
             rayon::current_num_threads()
         );
         check_invariant(&log.report);
