@@ -596,3 +596,157 @@ async fn reconcile_republishes_a_current_whose_publication_was_cut_short() {
     assert!(batch_trainer::publish::reconcile(&env.s, &root).await.unwrap().is_none());
     assert_eq!(announcements(&env).len(), 1);
 }
+
+/// Polls the schedule's `/metrics` until `needle` appears (120 s at most).
+async fn wait_for_metric(addr: std::net::SocketAddr, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+        if m.contains(needle) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{needle} never appeared:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_waits_for_data_trains_the_first_model_as_soon_as_there_is_enough_then_follows_the_cron() {
+    let Some(brokers) = broker() else { return };
+    let env = Env::new(&brokers, 2).await;
+    let (_, rows) = data(env.dir.path(), 10_000);
+    let (hook, got) = webhook().await;
+    let mut s = env.s.clone();
+    s.trainer.webhook.url = hook;
+    s.trainer.schedule.cron = "0 3 1 1 *".into(); // never during the test
+    s.trainer.schedule.min_events = 2_000;
+    s.trainer.schedule.min_users = 50;
+    s.trainer.schedule.bootstrap_interval_s = 1;
+    // No --run-now: with no model, the schedule checks at start by itself.
+    let opts = batch_trainer::schedule::ScheduleOptions {
+        source: Source { data_dir: None, from_kafka: true },
+        artifacts_dir: env.root(),
+        run_now: false,
+        show_progress: false,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_trigger, rx) = tokio::sync::mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(batch_trainer::schedule::run(s, opts, listener, rx, async move {
+        let _ = stop_rx.await;
+    }));
+
+    // The empty topic: skipped with the counts seen, again each second, no model.
+    let m = wait_for_metric(addr, "recsys_trainer_runs_total{outcome=\"skipped\"} 2").await;
+    for needle in [
+        "recsys_trainer_data_events 0",
+        "recsys_trainer_data_users 0",
+        "recsys_trainer_waiting_for_data 1",
+        "recsys_trainer_runs_total{outcome=\"failed\"} 0",
+        "recsys_trainer_runs_total{outcome=\"promoted\"} 0",
+        "recsys_trainer_last_success_timestamp_seconds 0",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from\n{m}");
+    }
+    assert_eq!(artifact::current_version(&env.root()).unwrap(), None);
+    let topic = env.topic(schemas::topics::EVENTS);
+    {
+        // The streak's first skip is notified, its repeats are not.
+        let bodies = got.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 1, "{bodies:#?}");
+        assert_eq!(bodies[0]["outcome"], "skipped");
+        assert_eq!(
+            bodies[0]["reason"],
+            format!("waiting for data: 0 events, 0 users in kafka:{topic}, need 2000 events and 50 users").as_str()
+        );
+    }
+
+    // Too few events: still waiting, with the new counts.
+    produce(&env, &rows[..500]).await;
+    let m = wait_for_metric(addr, "recsys_trainer_data_events 500").await;
+    assert!(m.contains("recsys_trainer_waiting_for_data 1"), "{m}");
+    assert_eq!(artifact::current_version(&env.root()).unwrap(), None);
+
+    // Enough: the next check trains, promotes and publishes by itself.
+    produce(&env, &rows[500..]).await;
+    let m = wait_for_metric(addr, "recsys_trainer_runs_total{outcome=\"promoted\"} 1").await;
+    assert!(m.contains("recsys_trainer_waiting_for_data 0"), "{m}");
+    assert!(m.contains("recsys_trainer_runs_total{outcome=\"failed\"} 0"), "{m}");
+    let version = artifact::current_version(&env.root()).unwrap().expect("the first model is served");
+    let keys = env.s.redis.keys();
+    assert_eq!(env.get(&keys.model_current()).await, Some(version.clone().into_bytes()));
+    assert_eq!(announcements(&env).iter().map(|a| a.version.to_string()).collect::<Vec<_>>(), vec![version.clone()]);
+    let skipped_then =
+        m.lines().find(|l| l.starts_with("recsys_trainer_runs_total{outcome=\"skipped\"}")).unwrap().to_owned();
+
+    // A model exists: back to the cron, no more checks every second.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let m = wait_for_metric(addr, "recsys_trainer_running 0").await;
+    assert!(m.contains("recsys_trainer_runs_total{outcome=\"promoted\"} 1\n"), "{m}");
+    assert!(m.contains(&skipped_then), "{skipped_then} changed:\n{m}");
+    assert_eq!(artifact::current_version(&env.root()).unwrap(), Some(version));
+    let outcomes: Vec<String> = got.lock().unwrap().iter().map(|b| b["outcome"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(outcomes, ["skipped", "promoted"]);
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reports_waiting_for_data_and_exits_0_then_trains_once_there_is_enough() {
+    let Some(brokers) = broker() else { return };
+    let env = Env::new(&brokers, 1).await;
+    let topic = env.topic(schemas::topics::EVENTS);
+    let small = [("RECSYS__TRAINING__FACTORS", "16"), ("RECSYS__TRAINING__ITERATIONS", "4")];
+    let run = |args: &[&str]| tokio::task::block_in_place(|| env.trainer(args, &small));
+    let waiting = format!("waiting for data: 0 events, 0 users in kafka:{topic}, need 1000 events and 50 users");
+
+    // --once on the empty topic: the message, exit 0, no model.
+    let o = run(&["schedule", "--from-kafka", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&waiting), "{}", text(&o));
+    assert_eq!(artifact::current_version(&env.root()).unwrap(), None);
+
+    // --run-now, the long-running form: logs the message, keeps waiting, and
+    // exits 0 on SIGTERM.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recsys-trainer"))
+        .args(["schedule", "--from-kafka", "--run-now", "--quiet", "--metrics-listen", "127.0.0.1:0"])
+        .env_remove("RECSYS_CONFIG")
+        .env_remove("RUST_LOG")
+        .envs(env.env_vars())
+        .current_dir(env.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = line_tx.send(l);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log.iter().any(|l: &String| l.contains(&waiting)) {
+        assert!(Instant::now() < deadline, "no waiting line in\n{}", log.join("\n"));
+        if let Ok(l) = line_rx.recv_timeout(Duration::from_millis(200)) {
+            log.push(l);
+        }
+    }
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::task::block_in_place(|| child.wait()).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
+    assert_eq!(artifact::current_version(&env.root()).unwrap(), None);
+
+    // Enough events: --once trains, promotes and publishes.
+    let (_, rows) = data(env.dir.path(), 10_000);
+    produce(&env, &rows).await;
+    let o = run(&["schedule", "--from-kafka", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("PROMOTED model"), "{}", text(&o));
+    let version = artifact::current_version(&env.root()).unwrap().expect("a model is served");
+    assert_eq!(env.get(&env.s.redis.keys().model_current()).await, Some(version.into_bytes()));
+}
