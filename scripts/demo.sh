@@ -13,6 +13,11 @@
 # popular to personal, a few users' lists, the live stats and the URLs.
 # Every run uses fresh topics and a fresh Redis prefix (a run id), so running
 # it twice in a row starts clean. State and logs: .demo/.
+#
+# start proves itself: it exits non-zero (naming the check) when replay did not
+# send every line, when the updater did not apply every replayed event, when
+# the new shopper's list does not turn personal, when any of its own requests
+# answered non-2xx, or when serving or ingest counted a 5xx response.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -25,6 +30,31 @@ UPDATER=${DEMO_UPDATER_PORT:-9102}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Every request of the demo goes through req: it prints the body of a 2xx
+# answer; anything else is recorded in $failures (req may run in a pipeline's
+# subshell, where a variable would be lost) and req returns 1.
+failures=$state/failed-requests
+req() {
+    local out code
+    if ! out=$(curl -sS -w '\n%{http_code}' "$@" 2>&1); then
+        printf '%s: %s\n' "$*" "${out%$'\n'*}" | tee -a "$failures" >&2
+        return 1
+    fi
+    code=${out##*$'\n'}
+    out=${out%$'\n'*}
+    if [[ $code != 2?? ]]; then
+        printf 'HTTP %s from %s: %.300s\n' "$code" "$*" "$out" | tee -a "$failures" >&2
+        return 1
+    fi
+    printf '%s' "$out"
+}
+
+# Sum of a Prometheus counter's samples whose line matches an extended regex.
+metric_sum() {
+    local url=$1 pattern=$2
+    req "$url" | awk -v p="$pattern" '$0 ~ p {s += $NF} END {printf "%d\n", s}'
+}
 
 stop_all() {
     for name in serving updater ingest; do
@@ -73,6 +103,7 @@ esac
 
 mkdir -p "$state"
 stop_all
+rm -f "$failures"
 for p in "$INGEST" "$SERVING" "$UPDATER"; do
     port_busy "$p" && die "port $p is taken by another process (set DEMO_*_PORT)"
 done
@@ -124,17 +155,29 @@ wait_http "http://127.0.0.1:$SERVING/ready" serving
 # Paced: at full speed the local broker (tansu, sqlite) falls behind its
 # group-coordinator duties and the updater's group keeps rebalancing.
 log "replaying the event log into Kafka (${DEMO_REPLAY_RATE:-4000} events/s)"
-"$bin/recsys-ingest" replay "$state/data/events.csv" --rate "${DEMO_REPLAY_RATE:-4000}" --quiet
+# replay exits non-zero when Kafka did not acknowledge a message.
+summary=$("$bin/recsys-ingest" replay "$state/data/events.csv" --rate "${DEMO_REPLAY_RATE:-4000}" --quiet)
+echo "$summary"
+lines=$(sed -n 's/^lines \([0-9]*\),.*/\1/p' <<<"$summary")
+sent=$(sed -n 's/.*, sent \([0-9]*\),.*/\1/p' <<<"$summary")
+[ -n "$lines" ] && [ -n "$sent" ] || die "cannot read replay's summary: $summary"
+rows=$(($(wc -l <"$state/data/events.csv") - 1))
+[ "$lines" -eq "$rows" ] && [ "$sent" -eq "$rows" ] ||
+    die "replay sent $sent of $lines lines read, $rows in $state/data/events.csv"
 
-log "waiting for the updater to fold everyone in"
-sent=$(($(wc -l <"$state/data/events.csv") - 1))
+log "waiting for the updater to apply all $sent events"
+updater_metrics=http://127.0.0.1:$UPDATER/metrics
+# The run's topics are new, so the updater's counters count this replay only.
+# Exactly once: every event applied once, none dead-lettered.
 for _ in $(seq 600); do
-    done_n=$(curl -fsS "http://127.0.0.1:$UPDATER/metrics" |
-        awk '/^recsys_updater_events_total\{outcome="(applied|rejected)"\}/ {s += $2} END {print s + 0}')
-    [ "$done_n" -ge "$sent" ] && break
+    applied=$(metric_sum "$updater_metrics" '^recsys_updater_events_total[{]outcome="applied"[}]')
+    rejected=$(metric_sum "$updater_metrics" '^recsys_updater_events_total[{]outcome="rejected"[}]')
+    [ $((applied + rejected)) -ge "$sent" ] && break
     sleep 0.5
 done
-echo "events applied: $done_n of $sent"
+echo "events applied: $applied of $sent replayed ($rejected rejected)"
+[ "$applied" -eq "$sent" ] && [ "$rejected" -eq 0 ] ||
+    die "the updater applied $applied and rejected $rejected of the $sent replayed events; see $state/updater.log"
 
 api=http://127.0.0.1:$SERVING
 # A shopper the site has never seen, in the treatment arm (the control arm
@@ -142,29 +185,43 @@ api=http://127.0.0.1:$SERVING
 shopper=""
 for i in $(seq 1 50); do
     u="shopper-$run-$i"
-    if curl -fsS "$api/v1/recommendations/$u?k=5" | grep -q '"variant":"als"'; then shopper=$u; break; fi
+    if req "$api/v1/recommendations/$u?k=5" | grep -q '"variant":"als"'; then shopper=$u; break; fi
 done
 [ -n "$shopper" ] || die "no treatment-arm shopper found"
 log "new shopper $shopper before any event"
-curl -fsS "$api/v1/recommendations/$shopper?k=5"; echo
-items=$(curl -fsS "$api/v1/popular?k=3" | grep -o '"item_id":"[^"]*"' | cut -d'"' -f4)
+before=$(req "$api/v1/recommendations/$shopper?k=5")
+echo "$before"
+grep -q '"source":"personal"' <<<"$before" && die "the new shopper $shopper has a personal list before any event"
+items=$(req "$api/v1/popular?k=3" | grep -o '"item_id":"[^"]*"' | cut -d'"' -f4)
+[ "$(wc -w <<<"$items")" -eq 3 ] || die "GET /v1/popular?k=3 did not answer 3 items: $items"
 now=$(($(date +%s) * 1000))
 body=$(for it in $items; do printf '{"user_id":"%s","item_id":"%s","event":"view","ts":%s},' "$shopper" "$it" "$now"; done)
 log "the shopper views 3 items (POST /v1/events)"
-curl -fsS -H 'content-type: application/json' -d "[${body%,}]" "http://127.0.0.1:$INGEST/v1/events"; echo
-for _ in $(seq 50); do
-    curl -fsS "$api/v1/recommendations/$shopper?k=5" | grep -q '"source":"personal"' && break
+req -H 'content-type: application/json' -d "[${body%,}]" "http://127.0.0.1:$INGEST/v1/events"; echo
+after=""
+for _ in $(seq 100); do
+    after=$(req "$api/v1/recommendations/$shopper?k=5")
+    grep -q '"source":"personal"' <<<"$after" && break
     sleep 0.1
 done
 log "the shopper's list now (personal, from the updater's fold-in)"
-curl -fsS "$api/v1/recommendations/$shopper?k=5"; echo
+echo "$after"
+grep -q '"source":"personal"' <<<"$after" ||
+    die "the shopper's list did not turn personal within 10 s of their 3 views; see $state/updater.log"
 
 log "a few known users"
 for u in $(tail -n +2 "$state/data/events.csv" | cut -d, -f2 | sort | uniq -c | sort -rn | head -3 | awk '{print $2}'); do
-    curl -fsS "$api/v1/recommendations/$u?k=5"; echo
+    req "$api/v1/recommendations/$u?k=5"; echo
 done
 log "live A/B stats"
-curl -fsS "$api/v1/stats"; echo
+req "$api/v1/stats"; echo
+
+log "checks"
+errors_5xx=$(($(metric_sum "$api/metrics" '^recsys_serving_http_requests_total[{].*status="5') +
+    $(metric_sum "http://127.0.0.1:$INGEST/metrics" '^recsys_ingest_http_request_duration_seconds_count[{].*status="5')))
+[ "$errors_5xx" -eq 0 ] || die "serving and ingest answered $errors_5xx requests with a 5xx; see $state/*.log"
+[ ! -s "$failures" ] || die "$(wc -l <"$failures") of the demo's requests failed: $(cat "$failures")"
+echo "all $sent replayed events applied; the new shopper's list turned personal; no request failed, no 5xx"
 
 cat <<MSG
 
