@@ -21,6 +21,9 @@ pub struct Settings {
     pub model: ModelConfig,
     /// `[admin]`: the bearer token of `POST /admin/v1/reload`.
     pub admin: common::AdminConfig,
+    /// `[popularity]`: the live rankings the updater keeps, served by
+    /// `GET /v1/popular?window=` and while no model list exists.
+    pub popularity: schemas::PopularityConfig,
 }
 
 /// `[serving]`.
@@ -51,7 +54,8 @@ pub struct ServingConfig {
     pub history_categories: usize,
     /// Neighbours kept per item for `/v1/items/{item}/similar` (computed per model version).
     pub similar_size: usize,
-    /// How often the Redis `popular` and `popular:cat:{c}` lists are re-read, ms.
+    /// How often the Redis `popular` and `popular:cat:{c}` lists and the live
+    /// rankings `trending:{window}` are re-read, ms.
     pub popular_refresh_ms: u64,
     /// How often `CURRENT` is checked for a version an announcement missed, s.
     pub model_poll_interval_s: u64,
@@ -133,6 +137,7 @@ impl Settings {
                 "serving.impression_timeout_ms must exceed impression_linger_ms",
             ),
         ])?;
+        self.popularity.validate()?;
         self.kafka.validate()?;
         self.admin.resolve()?;
         self.redis.validate()

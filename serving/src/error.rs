@@ -32,6 +32,13 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("no model version is loaded yet")]
     ModelUnavailable,
+    /// A popular answer with neither a model list nor a live ranking (a fresh
+    /// deployment before its first event); same code as `ModelUnavailable`.
+    #[error("no model version is loaded yet and the live popularity ranking has no events")]
+    NoPopularList,
+    /// `GET /v1/popular?window=NAME` before the live ranking holds anything.
+    #[error("the live popularity ranking {0} has no events yet")]
+    PopularNotReady(String),
     #[error("the neighbours of model {0} are still being computed")]
     SimilarNotReady(String),
     #[error("redis: {0}")]
@@ -71,8 +78,11 @@ impl ApiError {
             ApiError::ItemNotFound(_) => (StatusCode::NOT_FOUND, "item_not_found"),
             ApiError::CategoryNotFound(_) => (StatusCode::NOT_FOUND, "category_not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::ModelUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
+            ApiError::ModelUnavailable | ApiError::NoPopularList => {
+                (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable")
+            }
             ApiError::SimilarNotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "similar_not_ready"),
+            ApiError::PopularNotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "popular_not_ready"),
             ApiError::RedisUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
@@ -92,7 +102,11 @@ impl IntoResponse for ApiError {
         }
         let retry = match &self {
             ApiError::Overloaded { retry_after_s } => Some(*retry_after_s),
-            ApiError::ModelUnavailable | ApiError::SimilarNotReady(_) | ApiError::Timeout(_) => Some(1),
+            ApiError::ModelUnavailable
+            | ApiError::NoPopularList
+            | ApiError::SimilarNotReady(_)
+            | ApiError::PopularNotReady(_)
+            | ApiError::Timeout(_) => Some(1),
             _ => None,
         };
         let mut resp = (status, Json(ErrorBody { error: code.to_owned(), detail: self.to_string() })).into_response();

@@ -60,6 +60,10 @@ pub struct Inner {
     pub redis: ConnectionManager,
     pub catalog: CatalogHandle,
     pub overrides: ArcSwap<Overrides>,
+    /// The live popularity rankings, re-read in the background ([`crate::live`]).
+    pub live: ArcSwap<crate::live::LiveRankings>,
+    /// `[popularity]`: which rankings exist and which one answers without a model.
+    pub popularity: schemas::PopularityConfig,
     pub publisher: Publisher,
     pub metrics: Metrics,
     /// The admin routes' token check and what they act on.
@@ -105,6 +109,8 @@ impl AppState {
                 redis,
                 catalog,
                 overrides: ArcSwap::from_pointee(Overrides::default()),
+                live: ArcSwap::from_pointee(crate::live::LiveRankings::default()),
+                popularity: schemas::PopularityConfig::default(),
                 publisher,
                 metrics,
                 admin: Admin::default(),
@@ -124,6 +130,15 @@ impl AppState {
         }
         self
     }
+
+    /// Serves the live rankings of `popularity` (call before the state is shared).
+    pub fn with_popularity(mut self, popularity: schemas::PopularityConfig) -> AppState {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.popularity = popularity,
+            None => panic!("AppState::with_popularity called after the state was shared"),
+        }
+        self
+    }
 }
 
 impl Inner {
@@ -134,12 +149,23 @@ impl Inner {
         RecId::parse(&text).unwrap_or_else(|_| unreachable_rec_id())
     }
 
-    /// The global popular list: Redis's when present, else the model's.
+    /// The global popular list: Redis's when present, else the model's, else
+    /// (no model yet) the live ranking of `[popularity] fallback_window`.
     fn popular(&self, cat: Option<&Catalog>) -> Option<PopList> {
+        self.model_popular(cat).or_else(|| self.live_list(self.popularity.fallback_window.as_str()))
+    }
+
+    /// The global popular list of the model: Redis's when present, else the served model's.
+    fn model_popular(&self, cat: Option<&Catalog>) -> Option<PopList> {
         if let Some(p) = &self.overrides.load().global {
             return Some(p.clone());
         }
         cat.map(|c| PopList { model: c.version.clone(), items: c.popular.clone() })
+    }
+
+    /// The live ranking of one window, as last read.
+    fn live_list(&self, window: &str) -> Option<PopList> {
+        self.live.load().lists.get(window).cloned()
     }
 
     /// Publishes what `/similar` or `/popular` showed to `user` (in the
@@ -235,6 +261,8 @@ pub struct RecommendationsResponse {
     pub rec_id: String,
     /// A/B arm: `als` (treatment) or `popular` (control).
     pub variant: String,
+    /// The model the list comes from; `live-popular` for a live popularity
+    /// ranking (before the first model).
     pub model_version: String,
     /// `personal`, `category_popular` or `popular`.
     pub source: String,
@@ -257,8 +285,13 @@ pub struct SimilarResponse {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct PopularResponse {
     pub rec_id: String,
+    /// The model the list belongs to; `live-popular` for a live ranking.
     pub model_version: String,
+    /// Where the list came from: `model` (the trained model's popular list) or
+    /// the name of a live ranking (e.g. `1h`, `24h`).
+    pub window: String,
     pub category: Option<u64>,
+    /// A live ranking's scores are decayed event counts (weighted by kind).
     pub items: Vec<ScoredItem>,
 }
 
@@ -410,6 +443,8 @@ pub struct ReadyResponse {
     pub ready: bool,
     pub redis: bool,
     pub model: Option<String>,
+    /// The live ranking that answers while no model exists has been read.
+    pub live_popular: bool,
 }
 
 /// The route-level `source` label of a response (for the request counter).
@@ -501,7 +536,7 @@ fn path_id(p: Result<Path<String>, PathRejection>, name: &'static str) -> Result
     p.map(|Path(s)| s).map_err(|e| ApiError::InvalidParameter(name, e.body_text()))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -666,9 +701,9 @@ struct Answer {
         ("k" = Option<u32>, Query, description = "How many items, 1..=100 (default serving.default_k)"),
     ),
     responses(
-        (status = 200, description = "The user's list (personal, category_popular or popular; degraded when Redis failed)", body = RecommendationsResponse),
+        (status = 200, description = "The user's list (personal, category_popular or popular; degraded when Redis failed). Before the first model, and for a user without a model list while no model popular list exists, popular answers come from the live ranking of `[popularity] fallback_window` with model_version `live-popular`", body = RecommendationsResponse),
         (status = 400, description = "Invalid user_id or k", body = ErrorBody),
-        (status = 503, description = "No model loaded, overloaded (Retry-After) or timed out", body = ErrorBody),
+        (status = 503, description = "Nothing to answer with: no model and no live popularity ranking yet; overloaded (Retry-After) or timed out", body = ErrorBody),
     )
 )]
 /// A user's recommendations.
@@ -684,7 +719,7 @@ pub async fn recommendations(
     let variant = variant_of(&s.cfg.ab_salt, user.as_str(), s.cfg.treatment_percent);
     let cat = s.catalog.current();
     let answer = match variant {
-        Variant::Popular => popular_answer(s, cat.as_deref(), k, false)?,
+        Variant::Popular => popular_answer(s, cat.as_deref(), k, false, &FxHashSet::default())?,
         Variant::Als => treatment(s, cat.as_deref(), &user, k).await?,
     };
     let m = &s.metrics;
@@ -705,9 +740,17 @@ pub async fn recommendations(
     Ok(resp)
 }
 
-fn popular_answer(s: &Inner, cat: Option<&Catalog>, k: usize, degraded: bool) -> Result<Answer, ApiError> {
-    let p = s.popular(cat).ok_or(ApiError::ModelUnavailable)?;
-    let items = p.items.iter().take(k).map(|r| ScoredItem::from(r.clone())).collect();
+/// The global popular list (the model's, or a live ranking while there is
+/// none), without `exclude` (the user's purchases).
+fn popular_answer(
+    s: &Inner,
+    cat: Option<&Catalog>,
+    k: usize,
+    degraded: bool,
+    exclude: &FxHashSet<&str>,
+) -> Result<Answer, ApiError> {
+    let p = s.popular(cat).ok_or(ApiError::NoPopularList)?;
+    let items = available(cat, &p.items, exclude, k);
     Ok(Answer { source: Source::Popular, model: p.model, items, degraded })
 }
 
@@ -725,11 +768,11 @@ async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) ->
             s.metrics.redis_errors.with_label_values(&["recommendations"]).inc();
             s.metrics.degraded.with_label_values(&["error"]).inc();
             tracing::debug!(error = %e, "redis read failed; serving popular from memory");
-            return popular_answer(s, cat, k, true);
+            return popular_answer(s, cat, k, true, &FxHashSet::default());
         }
         Err(_) => {
             s.metrics.degraded.with_label_values(&["timeout"]).inc();
-            return popular_answer(s, cat, k, true);
+            return popular_answer(s, cat, k, true, &FxHashSet::default());
         }
     };
     let (recs, hist) = reply;
@@ -764,12 +807,13 @@ async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) ->
     }
     if entries.is_empty() {
         m.users.with_label_values(&["cold"]).inc();
-        return popular_answer(s, cat, k, false);
+        return popular_answer(s, cat, k, false, &purchased);
     }
     m.users.with_label_values(&["history"]).inc();
     match category_popular(s, cat, &entries, &purchased, k) {
         Some(a) => Ok(a),
-        None => popular_answer(s, cat, k, false),
+        // No model categories (or no model yet): popular, minus the purchases.
+        None => popular_answer(s, cat, k, false, &purchased),
     }
 }
 
@@ -879,17 +923,18 @@ pub async fn similar(
     path = "/v1/popular",
     params(
         ("k" = Option<u32>, Query, description = "How many items, 1..=100"),
-        ("category" = Option<u64>, Query, description = "A category id; absent = all items"),
+        ("category" = Option<u64>, Query, description = "A category id (the model's lists only); absent = all items"),
+        ("window" = Option<String>, Query, description = "`model`: the trained model's popular list; a live ranking's name from `[popularity] windows` (`1h`, `24h` by default): what is trending, as decayed event counts. Absent: the model's list, or while no model exists the live ranking of `[popularity] fallback_window`"),
         ("user_id" = Option<String>, Query, description = "Who is shown the list: with it an impression is published (attribution, /v1/stats); without it none is"),
     ),
     responses(
-        (status = 200, description = "Popular items (Redis's list when present, else the served model's)", body = PopularResponse),
-        (status = 400, description = "Invalid k or category", body = ErrorBody),
+        (status = 200, description = "Popular items: the model's (Redis's list when present, else the served model's) or a live ranking's (model_version `live-popular`)", body = PopularResponse),
+        (status = 400, description = "Invalid k, category or window (the detail lists the valid windows), or a category with a live window", body = ErrorBody),
         (status = 404, description = "No list for this category", body = ErrorBody),
-        (status = 503, description = "No model loaded", body = ErrorBody),
+        (status = 503, description = "No such list yet: no model (window=model or a category), or no event in the live ranking", body = ErrorBody),
     )
 )]
-/// Popular items, overall or in one category.
+/// Popular items, overall or in one category; trending items of a live window.
 pub async fn popular(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<PopularResponse>, ApiError> {
     let s = &s.inner;
     let k = parse_k(&q, s.cfg.default_k)?;
@@ -900,19 +945,64 @@ pub async fn popular(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result
             ApiError::InvalidParameter("category", format!("must be a non-negative integer, got {:?}", shorten(&v)))
         })?),
     };
+    let window = match query_param(&q, "window") {
+        None => None,
+        Some(w) if w == schemas::popularity::MODEL_WINDOW => Some(None),
+        Some(w) => match s.popularity.window(&w) {
+            Some(w) => Some(Some(w.as_str())),
+            None => {
+                let mut valid = vec![schemas::popularity::MODEL_WINDOW];
+                valid.extend(s.popularity.window_names());
+                return Err(ApiError::InvalidParameter(
+                    "window",
+                    format!("unknown window {:?}; valid: {}", shorten(&w), valid.join(", ")),
+                ));
+            }
+        },
+    };
     let cat = s.catalog.current();
-    let list = match category {
-        None => s.popular(cat.as_deref()).ok_or(ApiError::ModelUnavailable)?,
-        Some(c) => match s.popular_of(cat.as_deref(), c) {
+    let list = match (category, window) {
+        (Some(_), Some(Some(w))) => {
+            return Err(ApiError::InvalidParameter(
+                "category",
+                format!("live rankings cover all items; category needs window=model or no window, not {w:?}"),
+            ))
+        }
+        (None, Some(Some(w))) => s.live_list(w).ok_or_else(|| ApiError::PopularNotReady(w.to_owned()))?,
+        (None, Some(None)) => s.model_popular(cat.as_deref()).ok_or(ApiError::ModelUnavailable)?,
+        (None, None) => s.popular(cat.as_deref()).ok_or(ApiError::NoPopularList)?,
+        (Some(c), _) => match s.popular_of(cat.as_deref(), c) {
             Some(l) => l,
             None if cat.is_none() && s.overrides.load().global.is_none() => return Err(ApiError::ModelUnavailable),
             None => return Err(ApiError::CategoryNotFound(c)),
         },
     };
-    let items: Vec<ScoredItem> = list.items.iter().take(k).map(|r| ScoredItem::from(r.clone())).collect();
+    let items = available(cat.as_deref(), &list.items, &FxHashSet::default(), k);
+    let window = match window {
+        Some(Some(w)) => w,
+        _ if list.model.as_str() == schemas::LIVE_POPULAR_VERSION => s.popularity.fallback_window.as_str(),
+        _ => schemas::popularity::MODEL_WINDOW,
+    };
     let rec_id = s.rec_id();
     s.impression(user, "popular", &rec_id, &items, &list.model, Source::Popular);
-    Ok(Json(PopularResponse { rec_id: rec_id.into_string(), model_version: list.model.to_string(), category, items }))
+    Ok(Json(PopularResponse {
+        rec_id: rec_id.into_string(),
+        model_version: list.model.to_string(),
+        window: window.to_owned(),
+        category,
+        items,
+    }))
+}
+
+/// The first `k` items of `list` that are not known to be unavailable (a live
+/// ranking holds whatever had events) and not in `exclude`.
+fn available(cat: Option<&Catalog>, list: &[RecItem], exclude: &FxHashSet<&str>, k: usize) -> Vec<ScoredItem> {
+    let unavailable = |id: &str| cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false);
+    list.iter()
+        .filter(|r| !exclude.contains(r.item_id.as_str()) && !unavailable(r.item_id.as_str()))
+        .take(k)
+        .map(|r| ScoredItem::from(r.clone()))
+        .collect()
 }
 
 #[utoipa::path(
@@ -983,11 +1073,12 @@ pub async fn health() -> Json<serde_json::Value> {
     get,
     path = "/ready",
     responses(
-        (status = 200, description = "Redis answers and a model version is known", body = ReadyResponse),
-        (status = 503, description = "Redis does not answer, or no model version is known", body = ReadyResponse),
+        (status = 200, description = "Redis answers, and a model version is known or the live popularity ranking answers", body = ReadyResponse),
+        (status = 503, description = "Redis does not answer, or there is neither a model nor a live ranking yet", body = ReadyResponse),
     )
 )]
-/// Ready to serve: Redis reachable and a model version known.
+/// Ready to serve: Redis reachable, and a model version known or (day one,
+/// before the first model) the live popularity ranking loaded.
 pub async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     let s = &s.inner;
     let mut conn = s.redis.clone();
@@ -999,9 +1090,10 @@ pub async fn ready(State(s): State<AppState>) -> impl IntoResponse {
         _ => (false, None),
     };
     let model = s.catalog.current().map(|c| c.version.to_string()).or(redis_model);
-    let ready = redis_ok && model.is_some();
+    let live_popular = s.live_list(s.popularity.fallback_window.as_str()).is_some();
+    let ready = redis_ok && (model.is_some() || live_popular);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(ReadyResponse { ready, redis: redis_ok, model }))
+    (status, Json(ReadyResponse { ready, redis: redis_ok, model, live_popular }))
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition")))]

@@ -10,6 +10,7 @@
 //!   categories, availability, item neighbours), swapped atomically.
 //! - [`watch`]: model announcements / `CURRENT`, and the Redis popular lists.
 //! - [`impressions`]: the bounded, fire-and-forget impression producer.
+//! - [`live`]: the live popularity rankings in memory (day one, trending).
 //! - [`stats`]: Wilson intervals and the two-proportion z-test of `/v1/stats`.
 //! - [`error`], [`metrics`]: JSON errors and `recsys_serving_*` metrics.
 //!
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod impressions;
+pub mod live;
 pub mod metrics;
 pub mod stats;
 pub mod watch;
@@ -99,11 +101,15 @@ pub async fn run(
     .with_admin(http::Admin {
         auth: settings.admin.resolve().map_err(|e| anyhow::anyhow!(e))?,
         model_root: settings.model.artifacts_dir.clone(),
-    });
+    })
+    .with_popularity(settings.popularity.clone());
     let root = settings.model.artifacts_dir.clone();
     match watch::load_current(&root).await {
         Ok(Some(c)) => watch::serve(&state, c).await,
-        Ok(None) => tracing::warn!(dir = %root.display(), "no model yet: popular answers wait for the first one"),
+        Ok(None) => tracing::warn!(
+            dir = %root.display(),
+            "no model yet: popular answers come from the live popularity ranking until the first one"
+        ),
         Err(e) => {
             metrics.model_loads.with_label_values(&["refused"]).inc();
             tracing::error!(error = %e, "the CURRENT model cannot be served; waiting for another");

@@ -3,7 +3,8 @@
 //!   `recsys.models` and a periodic look at `CURRENT` (a version that fails
 //!   verification is refused; the old one keeps serving); each new version's
 //!   item neighbours are computed on a blocking thread;
-//! - the Redis `popular` / `popular:cat:{c}` lists, re-read periodically.
+//! - the Redis `popular` / `popular:cat:{c}` lists and the live rankings
+//!   `trending:{window}` ([`crate::live`]), re-read periodically.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,7 +191,8 @@ pub fn announcement_consumer(
 }
 
 /// Reads `popular` and `popular:cat:{c}` (for the served model's categories)
-/// once and installs what exists; on a Redis failure the previous lists stay.
+/// and the live rankings once and installs what exists; on a Redis failure
+/// the previous lists stay.
 pub async fn refresh_popular(state: &AppState) -> redis::RedisResult<()> {
     let s = &state.inner;
     let mut conn = s.redis.clone();
@@ -212,7 +214,7 @@ pub async fn refresh_popular(state: &AppState) -> redis::RedisResult<()> {
     }
     let global = global.as_deref().and_then(parse_list);
     s.overrides.store(Arc::new(Overrides { global, by_category }));
-    Ok(())
+    crate::live::refresh(state).await
 }
 
 fn parse_list(bytes: &[u8]) -> Option<PopList> {
@@ -225,7 +227,8 @@ fn parse_list(bytes: &[u8]) -> Option<PopList> {
     }
 }
 
-/// Re-reads the Redis popular lists every `every` until `stop` turns true.
+/// Re-reads the Redis popular lists and live rankings every `every` until
+/// `stop` turns true.
 pub async fn watch_popular(state: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
