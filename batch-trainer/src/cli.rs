@@ -57,12 +57,17 @@ pub struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub log: common::cli::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check or print the configuration without running anything.
+    #[command(subcommand)]
+    Config(common::cli::ConfigCommand),
     /// Evaluate, fit on all data, write a model version and promote it if the gate passes.
     Train(TrainArgs),
     /// Run an offline protocol and print popular / ALS / ALS + re-rank.
@@ -558,6 +563,11 @@ fn once_exit(r: &RunReport) -> i32 {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let show = !cli.quiet;
     match &cli.command {
+        Command::Config(cmd) => {
+            let loaded = settings(&cli, None)
+                .and_then(|s| common::config::Effective::of(&s).map_err(anyhow::Error::msg));
+            Ok(common::cli::run_config_command(*cmd, "recsys-trainer", cli.config.as_deref(), loaded).into())
+        }
         Command::Evaluate(a) => {
             let s = settings(&cli, Some(&a.hyper))?;
             let loaded = load_data(&a.source.source()?, &s, show)?;

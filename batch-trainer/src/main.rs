@@ -9,14 +9,9 @@ static ALLOC: common::memory::CountingAlloc<std::alloc::System> =
 
 fn main() {
     common::memory::install(&ALLOC);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = batch_trainer::cli::Cli::parse();
+    // `warn`: the commands print their own results; `RUST_LOG=info` shows more.
+    common::telemetry::init_with_default(cli.log.log_format, "warn");
     match batch_trainer::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -16,8 +16,12 @@
 //! // in main(): common::memory::install(&ALLOC);
 //! ```
 //!
-//! and every process's metrics registry carries [`MemoryCollector`] (the heap
-//! gauge only where a counting allocator is installed; tests run without one).
+//! and every process's metrics registry gets, through [`register`], the
+//! prometheus crate's process collector (`process_resident_memory_bytes`,
+//! `process_cpu_seconds_total`, `process_open_fds`, `process_max_fds`,
+//! `process_threads`, …), [`MemoryCollector`] (the heap gauge only where a
+//! counting allocator is installed; tests run without one) and the HTTP
+//! panic counter ([`crate::http::panics`]).
 //!
 //! The count is sharded: one cache-padded counter per thread slot, so the
 //! allocation path of a busy server never contends on a shared cache line
@@ -163,20 +167,9 @@ pub fn heap_live_bytes() -> Option<usize> {
     INSTALLED.get().map(|a| a.live_bytes())
 }
 
-/// Resident set size of this process from `/proc/self/statm` (Linux).
-pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // Every Linux target this runs on uses 4 KiB pages; reading the real size
-    // needs libc (sysconf), not worth a dependency for a gauge.
-    Some(pages * 4096)
-}
-
-/// Collects `process_resident_memory_bytes` and `recsys_heap_live_bytes` at
-/// scrape time.
+/// Collects `recsys_heap_live_bytes` at scrape time.
 #[derive(Debug)]
 pub struct MemoryCollector {
-    rss: IntGauge,
     heap: IntGauge,
     descs: Vec<Desc>,
 }
@@ -184,13 +177,12 @@ pub struct MemoryCollector {
 impl MemoryCollector {
     /// The collector; register it in the process's registry.
     pub fn new() -> prometheus::Result<MemoryCollector> {
-        let rss = IntGauge::with_opts(Opts::new("process_resident_memory_bytes", "Resident memory size in bytes"))?;
         let heap = IntGauge::with_opts(Opts::new(
             "recsys_heap_live_bytes",
             "Bytes allocated on the heap and not freed (RSS minus this is what the allocator retains)",
         ))?;
-        let descs = rss.desc().into_iter().chain(heap.desc()).cloned().collect();
-        Ok(MemoryCollector { rss, heap, descs })
+        let descs = heap.desc().into_iter().cloned().collect();
+        Ok(MemoryCollector { heap, descs })
     }
 }
 
@@ -200,22 +192,22 @@ impl Collector for MemoryCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut out = Vec::with_capacity(2);
-        if let Some(b) = resident_bytes() {
-            self.rss.set(b as i64);
-            out.extend(self.rss.collect());
+        match heap_live_bytes() {
+            Some(b) => {
+                self.heap.set(b as i64);
+                self.heap.collect()
+            }
+            None => Vec::new(),
         }
-        if let Some(b) = heap_live_bytes() {
-            self.heap.set(b as i64);
-            out.extend(self.heap.collect());
-        }
-        out
     }
 }
 
-/// Registers [`MemoryCollector`] in `registry`.
+/// Registers the process collector, [`MemoryCollector`] and the HTTP panic
+/// counter in `registry` (each process's own registry).
 pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
-    registry.register(Box::new(MemoryCollector::new()?))
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    registry.register(Box::new(MemoryCollector::new()?))?;
+    registry.register(Box::new(crate::http::panics().clone()))
 }
 
 #[cfg(test)]
@@ -246,17 +238,25 @@ mod tests {
     }
 
     #[test]
-    fn the_collector_reports_resident_memory() {
+    fn the_process_collector_reports_memory_cpu_and_files() {
         let registry = prometheus::Registry::new();
         register(&registry).expect("register");
         let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).expect("encode");
-        let rss: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
-            .expect("rss line")
-            .parse()
-            .expect("number");
-        assert!(rss > 1e6, "a test process holds more than 1 MB: {rss}");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .parse()
+                .expect("number")
+        };
+        assert!(value("process_resident_memory_bytes") > 1e6, "a test process holds more than 1 MB");
+        assert!(value("process_open_fds") >= 3.0, "stdin, stdout, stderr at least");
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_threads") >= 1.0);
+        assert!(value("process_start_time_seconds") > 1.6e9);
+        // Present from the start (tests share it, so its value is not checked here).
+        assert!(text.contains("\nrecsys_http_panics_total "), "{text}");
         // No counting allocator in tests: no heap gauge rather than a wrong 0.
         assert!(!text.contains("recsys_heap_live_bytes"), "{text}");
     }

@@ -75,6 +75,31 @@ pub fn router_with(
     metrics: Metrics,
     stuck: Arc<kafka::StuckDetector>,
 ) -> Router {
+    build(settings, producer, metrics, stuck, Router::new())
+}
+
+/// [`router`] with `extra` routes behind the same layers, for tests that need
+/// a handler no production router has (one that panics); production code
+/// passes none.
+pub fn router_with_routes(
+    settings: &Settings,
+    producer: FutureProducer,
+    metrics: Metrics,
+    extra: Router<AppState>,
+) -> Router {
+    let stuck = Arc::new(kafka::StuckDetector::new(Duration::from_millis(settings.ingest.stuck_after_ms)));
+    build(settings, producer, metrics, stuck, extra)
+}
+
+/// Every route; a request id and a span around everything, and a handler's
+/// panic answered 500 inside the layer that records status codes.
+fn build(
+    settings: &Settings,
+    producer: FutureProducer,
+    metrics: Metrics,
+    stuck: Arc<kafka::StuckDetector>,
+    extra: Router<AppState>,
+) -> Router {
     let ingest = &settings.ingest;
     let state = AppState {
         inner: Arc::new(Inner {
@@ -94,15 +119,18 @@ pub fn router_with(
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(ingest.concurrency_limit))
         .timeout(ingest.request_timeout());
-    Router::new()
+    let app = Router::new()
         .route("/v1/events", post(post_events).layer(guarded))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(ingest.max_body_bytes))
+        .layer(common::http::catch_panic())
         .layer(middleware::from_fn_with_state(metrics, track))
-        .with_state(state)
+        .with_state(state);
+    common::http::traced(app)
 }
 
 fn middleware_error(e: BoxError, timeout_ms: u64) -> ApiError {

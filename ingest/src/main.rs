@@ -16,9 +16,11 @@ static ALLOC: common::memory::CountingAlloc<std::alloc::System> =
 #[derive(Debug, Parser)]
 #[command(name = "recsys-ingest", version, about = "Storefront events -> Kafka (HTTP API and CSV replay)")]
 struct Cli {
-    /// Configuration file (default: configs/recsys.toml when present).
+    /// Configuration file (default: $RECSYS_CONFIG, else configs/recsys.toml when present).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    log: common::cli::LogArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -48,12 +50,15 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Check or print the configuration without starting anything.
+    #[command(subcommand)]
+    Config(common::cli::ConfigCommand),
 }
 
 fn main() -> ExitCode {
     common::memory::install(&ALLOC);
-    common::telemetry::init();
     let cli = Cli::parse();
+    common::telemetry::init(cli.log.log_format);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -70,9 +75,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// `config check` / `config print`: what `serve` and `replay` would load.
+fn config_command(cmd: common::cli::ConfigCommand, file: Option<&std::path::Path>) -> ExitCode {
+    let loaded = ingest::config::load_settings(file)
+        .map_err(anyhow::Error::from)
+        .and_then(|s| common::config::Effective::of(&s).map_err(anyhow::Error::msg));
+    ExitCode::from(common::cli::run_config_command(cmd, "recsys-ingest", file, loaded))
+}
+
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let command = match cli.command.unwrap_or(Command::Serve { listen: None }) {
+        Command::Config(cmd) => return Ok(config_command(cmd, cli.config.as_deref())),
+        other => other,
+    };
     let mut settings = ingest::config::load_settings(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+    match command {
         Command::Serve { listen } => {
             if let Some(l) = listen {
                 settings.ingest.listen = l;
@@ -113,5 +130,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config(cmd) => Ok(config_command(cmd, cli.config.as_deref())),
     }
 }

@@ -455,6 +455,14 @@ struct SourceLabel(&'static str);
 /// concurrency limit (excess requests are shed at once with 503 and
 /// `Retry-After`); health, readiness and metrics stay responsive.
 pub fn router(state: AppState) -> Router {
+    router_with_routes(state, Router::new())
+}
+
+/// [`router`] with `extra` routes behind the same layers, for tests that need
+/// a handler no production router has (one that panics); production code
+/// passes none. A request id and a span wrap everything; a handler's panic is
+/// answered 500 inside the layer that records status codes.
+pub fn router_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let cfg = &state.inner.cfg;
     let (timeout_ms, retry_after_s) = (cfg.request_timeout_ms, cfg.retry_after_s);
     let guarded = ServiceBuilder::new()
@@ -469,17 +477,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/popular", get(popular))
         .route("/v1/stats", get(stats))
         .route_layer(guarded);
-    Router::new()
+    let app = Router::new()
         .merge(v1)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/admin/v1/reload", post(admin_reload))
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(common::http::catch_panic())
         .layer(middleware::from_fn_with_state(metrics, track))
-        .with_state(state)
+        .with_state(state);
+    common::http::traced(app)
 }
 
 fn middleware_error(e: BoxError, timeout_ms: u64, retry_after_s: u64) -> ApiError {

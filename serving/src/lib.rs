@@ -116,26 +116,39 @@ pub async fn run(
         }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let models = tokio::spawn(watch::watch_models(
+    // A panicking background task stops the process (non-zero) instead of
+    // leaving it serving a stale model or popular list.
+    let tasks = common::tasks::Supervisor::new();
+    let impressions_task = tasks.adopt("impression producer", impressions_task);
+    let models = tasks.spawn("model watch", watch::watch_models(
         root,
         Duration::from_secs(settings.serving.model_poll_interval_s),
         announcements,
         state.clone(),
         stop_rx.clone(),
     ));
-    let popular = tokio::spawn(watch::watch_popular(
+    let popular = tasks.spawn("popular lists", watch::watch_popular(
         state.clone(),
         Duration::from_millis(settings.serving.popular_refresh_ms),
         stop_rx,
     ));
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, redis = %settings.redis.url, "recsys-serving listening");
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let failed = tasks.failed();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            e = failed => tracing::error!(error = %e, "stopping the API"),
+        }
+    };
+    let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
     let _ = stop_tx.send(true);
-    let _ = models.await;
-    let _ = popular.await;
+    let joined = [models.join().await, popular.join().await];
     // The router (and with it the last Publisher) is gone: the task flushes and ends.
-    let _ = impressions_task.await;
+    impressions_task.join().await?;
     served?;
+    for r in joined {
+        r?;
+    }
     Ok(())
 }

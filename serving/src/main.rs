@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 // Counted so /metrics can tell live heap from what the allocator retains.
 #[global_allocator]
@@ -14,18 +14,36 @@ static ALLOC: common::memory::CountingAlloc<mimalloc::MiMalloc> =
 #[derive(Debug, Parser)]
 #[command(name = "recsys-serving", version, about = "The recommendation API over Redis")]
 struct Cli {
-    /// Configuration file (default: configs/recsys.toml when present).
-    #[arg(long)]
+    /// Configuration file (default: $RECSYS_CONFIG, else configs/recsys.toml when present).
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Address to bind (overrides serving.listen).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    log: common::cli::LogArgs,
+    /// Without a subcommand the API is served.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check or print the configuration without starting anything.
+    #[command(subcommand)]
+    Config(common::cli::ConfigCommand),
 }
 
 fn main() -> ExitCode {
     common::memory::install(&ALLOC);
-    common::telemetry::init();
     let cli = Cli::parse();
+    common::telemetry::init(cli.log.log_format);
+    if let Some(Command::Config(cmd)) = cli.command {
+        let loaded = serving::config::load_settings(cli.config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|s| common::config::Effective::of(&s).map_err(anyhow::Error::msg));
+        return ExitCode::from(common::cli::run_config_command(cmd, "recsys-serving", cli.config.as_deref(), loaded));
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

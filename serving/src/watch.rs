@@ -48,7 +48,9 @@ pub async fn serve(state: &AppState, c: Catalog) {
     };
     if s.catalog.current().is_none() {
         swap_in(state, c);
-        tokio::task::spawn_blocking(compute);
+        // A panic here is logged (by join) and /similar keeps answering
+        // similar_not_ready, as when a replacement's neighbours fail below.
+        tokio::spawn(common::tasks::join("item neighbours", tokio::task::spawn_blocking(compute)));
     } else {
         if let Err(e) = tokio::task::spawn_blocking(compute).await {
             tracing::error!(error = %e, version = %c.version, "computing item neighbours panicked; serving without them");

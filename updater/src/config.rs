@@ -211,7 +211,8 @@ pub fn load_settings_with_env(
     file: Option<&Path>,
     env: Option<config::Map<String, String>>,
 ) -> Result<Settings, config::ConfigError> {
-    let s: Settings = common::load_layered(file, env)?;
+    // Of [training], only [training.rerank] is the updater's: the trainer checks the rest.
+    let s: Settings = common::config::load_sections(file, env, &["training"])?;
     s.validate().map_err(config::ConfigError::Message)?;
     Ok(s)
 }

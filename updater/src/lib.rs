@@ -119,7 +119,10 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let watcher = tokio::spawn(watch::watch_models(
+    // A panicking background task stops the pipeline and the process
+    // (non-zero) instead of leaving it on a stale model.
+    let tasks = common::tasks::Supervisor::new();
+    let watcher = tasks.spawn("model watch", watch::watch_models(
         settings.clone(),
         announcements,
         handle.clone(),
@@ -127,7 +130,7 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
         metrics.clone(),
         stop_rx.clone(),
     ));
-    let refold = tokio::spawn(refold::supervise(
+    let refold = tasks.spawn("re-fold", refold::supervise(
         settings.clone(),
         store.clone(),
         handle.clone(),
@@ -138,7 +141,7 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     let mut http_stop = stop_rx.clone();
     let app = http::router_with(metrics.clone(), handle.clone(), extra_metrics);
     tracing::info!(addr = %listener.local_addr()?, "recsys-updater metrics listening");
-    let server = tokio::spawn(async move {
+    let server = tasks.spawn("metrics server", async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = http_stop.changed().await;
@@ -147,12 +150,23 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     });
 
     let pipeline = pipeline::Pipeline::new(settings, Arc::new(consumer), producer, store, handle, metrics);
-    let result = pipeline.run(shutdown).await;
+    let failed = tasks.failed();
+    let result = pipeline
+        .run(async move {
+            tokio::select! {
+                () = shutdown => {}
+                e = failed => tracing::error!(error = %e, "stopping the pipeline"),
+            }
+        })
+        .await;
     let _ = stop_tx.send(true);
-    let _ = watcher.await;
-    let _ = refold.await;
-    if let Ok(Err(e)) = server.await {
+    let joined = [watcher.join().await, refold.join().await];
+    if let Err(e) = server.join().await? {
         tracing::warn!(error = %e, "metrics server");
     }
-    result
+    result?;
+    for r in joined {
+        r?;
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 // Counted so /metrics can tell live heap from what the allocator retains.
 #[global_allocator]
@@ -19,18 +19,47 @@ static ALLOC: common::memory::CountingAlloc<std::alloc::System> =
 #[derive(Debug, Parser)]
 #[command(name = "recsys-updater", version, about = "Kafka events -> ALS fold-in -> top-N lists in Redis")]
 struct Cli {
-    /// Configuration file (default: configs/recsys.toml when present).
-    #[arg(long)]
+    /// Configuration file (default: $RECSYS_CONFIG, else configs/recsys.toml when present).
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Address of /metrics and /health (overrides updater.metrics_listen).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    log: common::cli::LogArgs,
+    /// Without a subcommand the updater runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check or print the configuration ([updater] and the sections it reads,
+    /// [tracking]) without starting anything.
+    #[command(subcommand)]
+    Config(common::cli::ConfigCommand),
+}
+
+/// What the updater and its tracking task would load, as one TOML document.
+fn effective(file: Option<&std::path::Path>) -> anyhow::Result<common::config::Effective> {
+    let u = updater::config::load_settings(file).context("[updater] and the sections it reads")?;
+    let t = tracking::config::load_settings(file).context("[tracking]")?;
+    let (u, t) = (common::config::Effective::of(&u), common::config::Effective::of(&t));
+    Ok(u.map_err(anyhow::Error::msg)?.merge(t.map_err(anyhow::Error::msg)?))
 }
 
 fn main() -> ExitCode {
     common::memory::install(&ALLOC);
-    common::telemetry::init();
     let cli = Cli::parse();
+    common::telemetry::init(cli.log.log_format);
+    if let Some(Command::Config(cmd)) = cli.command {
+        return ExitCode::from(common::cli::run_config_command(
+            cmd,
+            "recsys-updater",
+            cli.config.as_deref(),
+            effective(cli.config.as_deref()),
+        ));
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -71,12 +71,24 @@ pub async fn supervise(
         return;
     }
     let instance = format!("{}-{:016x}", std::process::id(), crate::rand_suffix());
-    let mut running: Option<(ModelVersion, tokio::task::JoinHandle<()>)> = None;
+    // The pass of the served version; its handle is taken once it is joined.
+    let mut running: Option<(ModelVersion, Option<tokio::task::JoinHandle<()>>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {}
+        }
+        if let Some((_, task)) = running.as_mut() {
+            if let Some(t) = task.take_if(|t| t.is_finished()) {
+                // A pass that panicked stops the process (this task's panic
+                // reaches the updater's supervisor) instead of vanishing.
+                if let Err(e) = t.await {
+                    if e.is_panic() {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            }
         }
         let Some(m) = handle.current() else { continue };
         if running.as_ref().is_some_and(|(v, _)| *v == m.version) {
@@ -84,7 +96,9 @@ pub async fn supervise(
         }
         if let Some((old, task)) = running.take() {
             tracing::info!(old = %old, new = %m.version, "a newer model: abandoning the re-fold of the old one");
-            task.abort();
+            if let Some(t) = task {
+                t.abort();
+            }
         }
         let pass = Pass {
             store: store.clone(),
@@ -98,7 +112,7 @@ pub async fn supervise(
         let (version, metrics) = (m.version.clone(), metrics.clone());
         running = Some((
             version.clone(),
-            tokio::spawn(async move {
+            Some(tokio::spawn(async move {
                 metrics.refold_running.set(1);
                 match pass.run(m).await {
                     Ok(Some(n)) => tracing::info!(version = %version, lists = n, "re-fold finished"),
@@ -108,10 +122,10 @@ pub async fn supervise(
                     }
                 }
                 metrics.refold_running.set(0);
-            }),
+            })),
         ));
     }
-    if let Some((_, task)) = running {
+    if let Some((_, Some(task))) = running {
         task.abort();
         metrics.refold_running.set(0);
     }
