@@ -5,9 +5,9 @@
 //! Targets ([`Target`]):
 //! - `events-json`: a `POST /v1/events` body (`schemas::Event::parse_json_batch`),
 //!   and the other wire records (`Impression`, `ModelAnnouncement`, `DeadLetter`);
-//! - `csv`: a RetailRocket `events.csv` as the trainer loads it
-//!   (`batch_trainer::load::parse_events_bytes`, several chunkings) and each of
-//!   its lines as `recsys-ingest replay` turns them into events;
+//! - `csv`: an `events.csv` as the trainer loads it
+//!   (`batch_trainer::load::parse_events_bytes`, several chunkings) and as
+//!   `recsys-ingest replay` streams it (`schemas::csv::EventReader`);
 //! - `manifest`: a model version directory with one file damaged (checksums
 //!   fixed up half of the time, so the content parsers are reached too), read
 //!   by `model::artifact::Artifact::read`, serving's `Catalog::load` and the
@@ -141,11 +141,10 @@ fn csv(input: &[u8]) {
             _ => panic!("chunking changed the outcome: {whole:?} vs {other:?}"),
         }
     }
-    let limits = schemas::EventLimits::default();
-    for line in input.split(|b| *b == b'\n') {
-        if let Ok(v) = ingest::replay::line_to_value(line) {
-            let _ = schemas::Event::from_value_with(&v, NOW_MS, &limits);
-        }
+    let map = schemas::csv::ColumnMap::default();
+    let window = schemas::csv::Window::default();
+    if let Ok(mut r) = schemas::csv::EventReader::new(input, &map, schemas::csv::ClockOption::Auto, window) {
+        while let Some(Ok(_)) = r.next_record() {}
     }
 }
 

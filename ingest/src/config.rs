@@ -72,6 +72,11 @@ pub struct IngestConfig {
     /// than the API's: with many messages in flight, a broker slower than the
     /// file keeps them queued for seconds, and a timeout there fails the replay.
     pub replay_message_timeout_ms: u64,
+    /// `replay`: the file's clock, `auto` (detected from its values), `s`,
+    /// `ms`, `us`, `ns` or `iso` (docs/data-format.md).
+    pub replay_time_unit: String,
+    /// `replay`: header names of fields under other names, `user_id=customer,item_id=sku`.
+    pub replay_columns: String,
     /// Earliest accepted event `ts`, epoch ms.
     pub min_ts: i64,
     /// How far past the receiver's clock an event `ts` may be, ms.
@@ -94,6 +99,8 @@ impl Default for IngestConfig {
             stuck_after_ms: 30_000,
             replay_max_in_flight: 50_000,
             replay_message_timeout_ms: 120_000,
+            replay_time_unit: "auto".into(),
+            replay_columns: String::new(),
             min_ts: limits.min_ts,
             max_future_ms: limits.max_future_ms,
         }
@@ -133,6 +140,8 @@ impl Settings {
             (i.max_future_ms >= 0, "ingest.max_future_ms must be ≥ 0"),
         ];
         common::config::first_failure(&checks)?;
+        i.replay_time_unit.parse::<schemas::csv::ClockOption>().map_err(|e| format!("ingest.replay_time_unit: {e}"))?;
+        schemas::csv::ColumnMap::parse(&i.replay_columns).map_err(|e| format!("ingest.replay_columns: {e}"))?;
         self.kafka.validate()
     }
 

@@ -1,15 +1,20 @@
-//! `recsys-ingest replay FILE.csv`: a RetailRocket `events.csv`
-//! (`timestamp,visitorid,event,itemid,transactionid`) into `recsys.events`.
+//! `recsys-ingest replay FILE.csv`: a CSV event log into `recsys.events`.
+//!
+//! The file is read by the trainer's reader, [`schemas::csv::EventReader`]:
+//! columns by name (RetailRocket's `timestamp,visitorid,event,itemid,
+//! transactionid`, the API's names, or `ingest.replay_columns`), quoting, the
+//! clock detected from the values (`ingest.replay_time_unit`), and the same row
+//! rules and rejection reasons as `recsys-trainer`, so both count the same
+//! rejections for the same file. On top, the API's time window
+//! (`ingest.min_ts`, `max_future_ms`) applies, counted as `outside_window`.
 //!
 //! Lines are produced strictly in file order, keyed by visitor id, through the
 //! idempotent producer, so every user's events land in one partition in file
-//! order. Each line becomes an event through `schemas::Event` (the same rules as
-//! the HTTP API); a line that fails goes to the DLQ with its line number, the
-//! reason and its original bytes. At most `ingest.replay_max_in_flight`
-//! deliveries await their acknowledgement at once.
+//! order. A rejected line goes to the DLQ with its line number, the reason and
+//! the record. At most `ingest.replay_max_in_flight` deliveries await their
+//! acknowledgement at once.
 
 use std::collections::VecDeque;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,14 +22,11 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
-use schemas::{DeadLetter, DeadLetterSource, Event};
-use serde_json::{json, Value};
+use schemas::csv::{ClockOption, ColumnMap, EventReader, Field, Reason, Record, Reject, Rejections, TimeUnit, Window};
+use schemas::{DeadLetter, DeadLetterSource, Event, EventLimits, ItemId, TransactionId, UserId};
 
 use crate::config::Settings;
 use crate::kafka::{self, OutRecord};
-
-/// The header a RetailRocket events file starts with.
-pub const HEADER: &str = "timestamp,visitorid,event,itemid,transactionid";
 
 /// How fast to send.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,7 +52,7 @@ pub struct ReplayOptions {
 /// The final count.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReplaySummary {
-    /// Data lines read (the header excluded).
+    /// Data records read (the header excluded).
     pub lines: u64,
     /// Events acknowledged on the events topic.
     pub sent: u64,
@@ -61,86 +63,165 @@ pub struct ReplaySummary {
     pub elapsed: Duration,
     /// The first delivery failure, if any.
     pub first_error: Option<String>,
+    /// Every rejection by reason, with example lines (as the trainer reports them).
+    pub rejections: Rejections,
+    /// How the file's timestamps were read.
+    pub clock: Option<TimeUnit>,
 }
 
 impl ReplaySummary {
     pub fn events_per_second(&self) -> f64 {
         (self.sent + self.rejected) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// The rejections by reason with example lines and fixes (empty when none).
+    pub fn render_rejections(&self) -> String {
+        self.rejections.render("  ")
+    }
 }
 
-/// Lines per chunk handed from the reader thread to the producer loop.
+/// How a replayed file is read: `ingest.replay_time_unit`, `ingest.replay_columns`
+/// and the API's time window.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFormat {
+    pub clock: ClockOption,
+    pub columns: ColumnMap,
+    pub limits: EventLimits,
+}
+
+impl ReplayFormat {
+    /// From the validated settings.
+    pub fn from_settings(s: &Settings) -> anyhow::Result<ReplayFormat> {
+        Ok(ReplayFormat {
+            clock: s.ingest.replay_time_unit.parse().map_err(anyhow::Error::msg).context("ingest.replay_time_unit")?,
+            columns: ColumnMap::parse(&s.ingest.replay_columns).context("ingest.replay_columns")?,
+            limits: s.ingest.limits(),
+        })
+    }
+}
+
+/// One record of the file, ready to send.
+#[derive(Debug)]
+pub enum Outcome {
+    Event {
+        line: u64,
+        event: Event,
+    },
+    /// The dead letter's reason text and the record as read.
+    Rejected {
+        line: u64,
+        reason: String,
+        raw: Vec<u8>,
+    },
+}
+
+/// Records per chunk handed from the reader thread to the producer loop.
 const CHUNK: usize = 4096;
 
-type Chunk = Vec<(u64, Vec<u8>)>;
-
-/// Reads `path` on a blocking thread: checks the header, then sends numbered
-/// lines (without the line ending) in chunks. Line numbers count from 1 = the header.
-fn spawn_reader(path: &Path, tx: tokio::sync::mpsc::Sender<anyhow::Result<Chunk>>) -> anyhow::Result<u64> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let display = path.display().to_string();
-    std::thread::spawn(move || {
-        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut line = Vec::new();
-        let mut no = 0u64;
-        let mut chunk = Vec::with_capacity(CHUNK);
-        loop {
-            line.clear();
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(anyhow::anyhow!("{display}: line {}: {e}", no + 1)));
-                    return;
-                }
-            }
-            no += 1;
-            while matches!(line.last(), Some(b'\n' | b'\r')) {
-                line.pop();
-            }
-            if no == 1 {
-                if line != HEADER.as_bytes() {
-                    let got = String::from_utf8_lossy(&line).chars().take(200).collect::<String>();
-                    let _ = tx.blocking_send(Err(anyhow::anyhow!(
-                        "{display}: line 1: expected the header {HEADER:?}, found {got:?}"
-                    )));
-                    return;
-                }
-                continue;
-            }
-            if line.is_empty() {
-                continue; // a trailing blank line is not an event
-            }
-            chunk.push((no, std::mem::take(&mut line)));
-            if chunk.len() == CHUNK
-                && tx.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err()
-            {
-                return;
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = tx.blocking_send(Ok(chunk));
-        }
-    });
-    Ok(size)
+/// What the reader thread sends.
+enum Msg {
+    Chunk(Vec<(Outcome, u64)>),
+    Done { rejections: Rejections, clock: TimeUnit },
 }
 
-/// A CSV line as the JSON object `schemas::Event` parses. Fields are passed
-/// through as strings (`ts` as a number when it is an integer) so every check,
-/// and its reason, is the schema's (`schemas::Event::from_value_with`).
-pub fn line_to_value(line: &[u8]) -> Result<Value, String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
-    let fields: Vec<&str> = text.split(',').collect();
-    let [ts, user, kind, item, txn] = fields[..] else {
-        return Err(format!("expected 5 comma-separated fields ({HEADER}), found {}", fields.len()));
-    };
-    let ts = ts.parse::<i64>().map_or_else(|_| Value::String(ts.to_owned()), Value::from);
-    let mut v = json!({"ts": ts, "user_id": user, "event": kind, "item_id": item});
-    if !txn.is_empty() {
-        v["transaction_id"] = Value::String(txn.to_owned());
+/// Reads `path` record by record and calls `sink(outcome, byte_offset)` for
+/// each in file order (stopping early when it returns false). Returns the
+/// rejections and the clock. `now_ms` is the receiver's clock (for the
+/// window's future bound).
+pub fn read_file(
+    path: &Path,
+    format: &ReplayFormat,
+    now_ms: impl Fn() -> i64,
+    mut sink: impl FnMut(Outcome, u64) -> bool,
+) -> anyhow::Result<(Rejections, TimeUnit)> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let display = path.display().to_string();
+    // The file's name and the reader's message in one line (`{e}` of a context would hide the latter).
+    let mut r = EventReader::new(file, &format.columns, format.clock, Window::default())
+        .map_err(|e| anyhow::anyhow!("{display}: {e}"))?;
+    loop {
+        let outcome = match r.next_record() {
+            None => break,
+            Some(Err(e)) => anyhow::bail!("{display}: {e}"),
+            Some(Ok(Record::Rejected { line, reject, example, raw })) => Outcome::Rejected {
+                line,
+                reason: format!(
+                    "line {line}: {} in {} {:?}: {}",
+                    reject.reason, example.field, example.value, example.message
+                ),
+                raw,
+            },
+            Some(Ok(Record::Event { line, row })) => {
+                let built = (|| -> Result<Event, String> {
+                    let user = UserId::parse(row.user).map_err(|e| e.to_string())?;
+                    let item = ItemId::parse(row.item).map_err(|e| e.to_string())?;
+                    let txn = row.txn.map(TransactionId::parse).transpose().map_err(|e| e.to_string())?;
+                    Event::new(row.ts, user, item, row.kind).with_purchase(txn, None).map_err(|e| e.to_string())
+                })();
+                let ts = row.ts;
+                let now = now_ms();
+                match built {
+                    Ok(event)
+                        if ts >= format.limits.min_ts && ts <= now.saturating_add(format.limits.max_future_ms) =>
+                    {
+                        Outcome::Event { line, event }
+                    }
+                    Ok(_) => {
+                        let ex =
+                            r.reject_current(line, Reject { reason: Reason::OutsideWindow, field: Some(Field::Ts) });
+                        let why = if ts < format.limits.min_ts {
+                            format!("before ingest.min_ts {} (lower it to replay older logs)", format.limits.min_ts)
+                        } else {
+                            format!("more than {} ms ahead of the receiver's clock", format.limits.max_future_ms)
+                        };
+                        Outcome::Rejected {
+                            line,
+                            reason: format!("line {line}: outside_window in {} {:?}: {why}", ex.field, ex.value),
+                            raw: r.raw_current(),
+                        }
+                    }
+                    // Not reached: the row rules check ids with the same function as
+                    // the id types, and a transaction id only on transactions.
+                    Err(e) => Outcome::Rejected { line, reason: format!("line {line}: {e}"), raw: r.raw_current() },
+                }
+            }
+        };
+        if !sink(outcome, r.byte_offset()) {
+            break;
+        }
     }
-    Ok(v)
+    Ok((r.rejections().clone(), r.clock()))
+}
+
+/// Reads `path` on a blocking thread and sends its outcomes in chunks, then
+/// the rejections; a file that cannot be read sends the error.
+fn spawn_reader(
+    path: &Path,
+    format: ReplayFormat,
+    tx: tokio::sync::mpsc::Sender<anyhow::Result<Msg>>,
+) -> anyhow::Result<u64> {
+    let size = std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?.len();
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let done = read_file(&path, &format, crate::kafka::now_ms, |o, byte| {
+            chunk.push((o, byte));
+            if chunk.len() == CHUNK {
+                return tx
+                    .blocking_send(Ok(Msg::Chunk(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))))
+                    .is_ok();
+            }
+            true
+        });
+        let msg = done.map(|(rejections, clock)| {
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(Ok(Msg::Chunk(std::mem::take(&mut chunk))));
+            }
+            Msg::Done { rejections, clock }
+        });
+        let _ = tx.blocking_send(msg);
+    });
+    Ok(size)
 }
 
 /// Whether the acknowledgement was for an event or a dead letter.
@@ -187,11 +268,10 @@ pub async fn replay(
 ) -> anyhow::Result<ReplaySummary> {
     let events_topic = settings.kafka.topic(schemas::topics::EVENTS);
     let dlq_topic = settings.kafka.topic(schemas::topics::EVENTS_DLQ);
-    let limits = settings.ingest.limits();
     let enqueue_timeout = Duration::from_millis(settings.ingest.message_timeout_ms);
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let size = spawn_reader(&opts.file, tx)?;
+    let size = spawn_reader(&opts.file, ReplayFormat::from_settings(settings)?, tx)?;
     let bar = if opts.progress { ProgressBar::new(size) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}")
@@ -204,20 +284,27 @@ pub async fn replay(
     let mut inflight = InFlight { queue: VecDeque::new(), max: settings.ingest.replay_max_in_flight };
     let mut first_ts: Option<i64> = None;
     let mut max_ts = i64::MIN;
-    let mut bytes_read = 0u64;
 
-    while let Some(chunk) = rx.recv().await {
-        for (no, line) in chunk? {
+    while let Some(msg) = rx.recv().await {
+        let chunk = match msg? {
+            Msg::Chunk(c) => c,
+            Msg::Done { rejections, clock } => {
+                summary.rejections = rejections;
+                summary.clock = Some(clock);
+                break;
+            }
+        };
+        for (outcome, bytes_read) in chunk {
             summary.lines += 1;
-            bytes_read += line.len() as u64 + 1;
             let now = crate::kafka::now_ms();
-            let parsed =
-                line_to_value(&line).and_then(|v| Event::from_value_with(&v, now, &limits).map_err(|e| e.to_string()));
+            let (no, parsed) = match outcome {
+                Outcome::Event { line, event } => (line, Ok(event)),
+                Outcome::Rejected { line, reason, raw } => (line, Err((reason, raw))),
+            };
             let (kind, topic, key, payload) = match &parsed {
                 Ok(e) => (Kind::Event, events_topic.as_str(), Some(e.key()), e.to_json()),
-                Err(reason) => {
-                    let letter =
-                        DeadLetter::new(format!("line {no}: {reason}"), DeadLetterSource::Replay, now, line.as_slice());
+                Err((reason, raw)) => {
+                    let letter = DeadLetter::new(reason.clone(), DeadLetterSource::Replay, now, raw.as_slice());
                     (Kind::Dead, dlq_topic.as_str(), None, letter.to_json())
                 }
             };
@@ -284,6 +371,18 @@ pub async fn replay(
     }
     bar.finish_and_clear();
     summary.elapsed = start.elapsed();
+    // The same report as the trainer's: every reason, its fix, example lines.
+    if let Some(clock) = summary.clock {
+        tracing::info!(file = %opts.file.display(), %clock, lines = summary.lines, "replay: timestamps read as {clock}");
+    }
+    for (reason, rows) in summary.rejections.by_count() {
+        let examples: Vec<String> = summary
+            .rejections
+            .examples(reason)
+            .map(|e| format!("line {} {} {:?}: {}", e.line, e.field, e.value, e.message))
+            .collect();
+        tracing::warn!(%reason, rows, fix = reason.fix(), ?examples, "replay: rows rejected to the DLQ");
+    }
     Ok(summary)
 }
 
@@ -291,23 +390,76 @@ pub async fn replay(
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn read(content: &str, format: &ReplayFormat) -> (Vec<String>, Rejections, TimeUnit) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.csv");
+        std::fs::write(&path, content).unwrap();
+        let mut got = Vec::new();
+        let (rej, clock) = read_file(
+            &path,
+            format,
+            || NOW,
+            |o, _| {
+                got.push(match o {
+                    Outcome::Event { line, event } => format!(
+                        "{line} {} {} {} {}",
+                        event.ts(),
+                        event.user_id(),
+                        event.item_id(),
+                        event.transaction_id().map_or("-", |t| t.as_str())
+                    ),
+                    Outcome::Rejected { line, reason, raw } => {
+                        format!("{line} DLQ {reason} | {}", String::from_utf8_lossy(&raw))
+                    }
+                });
+                true
+            },
+        )
+        .unwrap();
+        (got, rej, clock)
+    }
+
     #[test]
-    fn lines_become_schema_events_or_reasons() {
-        let limits = schemas::EventLimits::default();
-        let now = 1_700_000_000_000;
-        let parse = |l: &str| {
-            line_to_value(l.as_bytes())
-                .and_then(|v| Event::from_value_with(&v, now, &limits).map_err(|e| e.to_string()))
+    fn records_become_events_or_dead_letters_with_reasons() {
+        let format = ReplayFormat::default();
+        let csv = "timestamp,visitorid,event,itemid,transactionid\n\
+                   1433221332117,257597,view,355908,\n\
+                   1433221332117,1,transaction,SKU-2,4000\n\
+                   yesterday,1,view,2,\n\
+                   1433221332117,1,click,2,\n\
+                   1433221332117,,view,2,\n\
+                   1433221332117,1,view,2,99\n\
+                   1433221332117,\"a b\",view,2,\n\
+                   1000000000000,1,view,2,\n";
+        let (got, rej, clock) = read(csv, &format);
+        assert_eq!(clock, TimeUnit::Milliseconds);
+        assert_eq!(got[0], "2 1433221332117 257597 355908 -");
+        assert_eq!(got[1], "3 1433221332117 1 SKU-2 4000");
+        assert!(got[2].starts_with("4 DLQ line 4: bad_timestamp in timestamp \"yesterday\""), "{}", got[2]);
+        assert!(got[3].contains("unknown_event in event \"click\""), "{}", got[3]);
+        assert!(got[4].contains("empty_field in visitorid"), "{}", got[4]);
+        assert!(got[5].contains("transaction_id_not_on_transaction"), "{}", got[5]);
+        assert!(got[6].contains("bad_user_id") && got[6].ends_with("| 1433221332117,a b,view,2,"), "{}", got[6]);
+        // 2001 is before the API's default min_ts (2010).
+        assert!(got[7].contains("outside_window") && got[7].contains("ingest.min_ts"), "{}", got[7]);
+        assert_eq!(rej.total(), 6);
+        assert_eq!(rej.count(Reason::OutsideWindow), 1);
+        let open =
+            ReplayFormat { limits: EventLimits { min_ts: 0, ..EventLimits::default() }, ..ReplayFormat::default() };
+        assert_eq!(read(csv, &open).1.count(Reason::OutsideWindow), 0);
+    }
+
+    #[test]
+    fn a_shop_export_in_seconds_with_other_names_is_read() {
+        let format = ReplayFormat {
+            columns: ColumnMap::parse("user_id=customer,event=action").unwrap(),
+            ..ReplayFormat::default()
         };
-        let e = parse("1433221332117,257597,view,355908,").unwrap();
-        assert_eq!((e.ts(), e.user_id().as_str(), e.item_id().as_str()), (1433221332117, "257597", "355908"));
-        assert!(e.transaction_id().is_none());
-        let t = parse("1433221332117,1,transaction,2,4000").unwrap();
-        assert_eq!(t.transaction_id().map(|x| x.as_str()), Some("4000"));
-        assert!(parse("1433221332117,1,view,2").unwrap_err().contains("5 comma-separated"));
-        assert!(parse("yesterday,1,view,2,").unwrap_err().contains("ts"));
-        assert!(parse("1433221332117,1,click,2,").unwrap_err().contains("click"));
-        assert!(parse("1433221332117,,view,2,").unwrap_err().contains("user_id"));
-        assert!(parse("1433221332117,1,view,2,99").unwrap_err().contains("transaction"));
+        let csv = "\u{FEFF}sku,customer,action,ts,price\r\n\"SKU-1\",c-9,view,1433221332,\"1,99\"\r\n";
+        let (got, rej, clock) = read(csv, &format);
+        assert_eq!((clock, rej.total()), (TimeUnit::Seconds, 0));
+        assert_eq!(got, ["2 1433221332000 c-9 SKU-1 -"]);
     }
 }
