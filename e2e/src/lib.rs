@@ -7,6 +7,10 @@
 //!   personal → a new model is announced and swapped without a failed request
 //!   or a lost event → a worse model is rejected, against the real broker and
 //!   Redis.
+//! - `tests/day_one.rs`: a fresh deployment (empty topics, no model) answers
+//!   popular from the live ranking from its first events, the scheduled
+//!   trainer trains the first model by itself once there is enough data, and
+//!   every shopper turns personal without a restart or a failed request.
 //! - `tests/broker_restart.rs`: a private broker stopped and restarted under
 //!   ingest load: 503 while it is down, every acknowledged event in the topic
 //!   exactly once, the updater resumes by itself.
