@@ -98,10 +98,16 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    // A panic of the tracking task stops the updater too (and the process
+    // exits non-zero) rather than leaving it running without attribution.
+    let tasks = common::tasks::Supervisor::new();
     tokio::spawn({
-        let stop = stop.clone();
+        let (stop, failed) = (stop.clone(), tasks.failed());
         async move {
-            common::shutdown_signal().await;
+            tokio::select! {
+                () = common::shutdown_signal() => {}
+                e = failed => tracing::error!(error = %e, "stopping the updater"),
+            }
             stop.send_replace(true);
         }
     });
@@ -109,7 +115,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         let tdeps = tracking::Deps::connect(&tracking_settings).await.context("starting the tracking task")?;
         deps.extra_metrics.push(tdeps.metrics.registry().clone());
         let (stop, until) = (stop.clone(), stopped(&stop));
-        Some(tokio::spawn(async move {
+        Some(tasks.spawn("tracking", async move {
             let r = tracking::run(tracking_settings, tdeps, until).await;
             stop.send_replace(true);
             r
@@ -121,10 +127,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     let result = updater::run(settings, deps, stopped(&stop)).await;
     stop.send_replace(true);
     if let Some(t) = tracking_task {
-        match t.await {
+        match t.join().await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(anyhow::Error::new(e).context("tracking")),
-            Err(e) => return Err(anyhow::Error::new(e).context("tracking task")),
+            Err(e) => return Err(anyhow::Error::new(e)),
         }
     }
     result
