@@ -30,9 +30,9 @@
 //! A file that is not CSV of the expected kind (no header, a required column
 //! missing, broken quoting) is [`LoadError::Format`].
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memchr::memchr;
 use rayon::prelude::*;
@@ -44,6 +44,7 @@ use crate::data::{
     plain_number, CategoryTree, Dataset, EventLog, IdNames, ItemProperty, ItemPropertyLog, LoadReport, PropertyValue,
     RawEvent, NAMED_ID_BASE,
 };
+use rustc_hash::FxHashMap;
 
 /// The header the trainer writes (archives): RetailRocket's.
 pub const EVENTS_HEADER: &str = shared::RETAILROCKET_EVENTS_HEADER;
@@ -367,8 +368,9 @@ fn chunk_bounds(body: &[u8], n: usize) -> Vec<(usize, usize)> {
 /// until the chunks are merged in file order.
 #[derive(Debug, Default)]
 struct LocalNames {
-    names: Vec<String>,
-    index: HashMap<String, u64>,
+    // One allocation per name, shared by the list and the index.
+    names: Vec<Arc<str>>,
+    index: FxHashMap<Arc<str>, u64>,
 }
 
 impl LocalNames {
@@ -380,8 +382,9 @@ impl LocalNames {
             return n;
         }
         let n = NAMED_ID_BASE + self.names.len() as u64;
-        self.names.push(s.to_owned());
-        self.index.insert(s.to_owned(), n);
+        let name: Arc<str> = Arc::from(s);
+        self.names.push(Arc::clone(&name));
+        self.index.insert(name, n);
         n
     }
 
@@ -722,7 +725,6 @@ pub fn clock_name(c: Option<TimeUnit>) -> String {
 mod tests {
     use super::*;
     use schemas::EventKind;
-    use std::fmt::Write as _;
 
     const H: &str = "timestamp,visitorid,event,itemid,transactionid\n";
     const PH: &str = "timestamp,itemid,property,value\n";

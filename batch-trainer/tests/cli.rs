@@ -234,6 +234,29 @@ fn a_1990s_log_in_seconds_with_other_column_names_trains_whole() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("720 kept"), "{}", stdout(&o));
+    // The model speaks the file's ids: SKUs and customer names, not numbers.
+    let models = tmp.path().join("models");
+    let o = trainer(&[
+        "train",
+        "--data-dir",
+        s(tmp.path()),
+        "--columns",
+        cols,
+        "--artifacts-dir",
+        s(&models),
+        "--no-publish",
+        "--factors",
+        "8",
+        "--iterations",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let version = std::fs::read_to_string(models.join("CURRENT")).unwrap();
+    let dir = models.join(version.trim());
+    let items = std::fs::read_to_string(dir.join("items.csv")).unwrap();
+    let users = std::fs::read_to_string(dir.join("users.txt")).unwrap();
+    assert!(items.lines().skip(1).all(|l| l.starts_with("SKU-")), "{items}");
+    assert!(users.lines().next().is_some_and(|l| l.starts_with('c')), "{users}");
     // An explicit window that excludes the history fails, naming the option.
     let o = trainer(&["evaluate", "--data-dir", s(tmp.path()), "--columns", cols, "--min-ts", "2010-01-01"]);
     assert_eq!(o.status.code(), Some(1));
