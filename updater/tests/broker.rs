@@ -266,7 +266,7 @@ fn stream(n: usize, users: usize, seed: u64) -> Vec<(String, String, EventKind)>
             x ^= x >> 7;
             x ^= x << 17;
             let u = format!("s{}", x % users as u64);
-            let item = if (x >> 20) % 10 == 0 {
+            let item = if (x >> 20).is_multiple_of(10) {
                 format!("new{}", (x >> 24) % 3)
             } else {
                 model::synthetic::item_id(((x >> 30) % 200) as usize)
