@@ -1,4 +1,4 @@
-//! The two offline protocols of DESIGN.md §6.
+//! The two offline protocols of docs/design.md §6.
 //!
 //! - [`Protocol::Seed`] reproduces the original system's per-user temporal split
 //!   so our figures are comparable with its published ones. Every test user is

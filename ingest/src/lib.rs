@@ -1,4 +1,4 @@
-//! recsys-ingest: storefront events → Kafka (DESIGN.md §2–3).
+//! recsys-ingest: storefront events → Kafka (docs/design.md §2–3).
 //!
 //! - `POST /v1/events` ([`http`]) answers only after Kafka acknowledged every
 //!   accepted event and every dead letter.

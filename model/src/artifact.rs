@@ -106,7 +106,7 @@ pub struct TopicOffset {
 /// Offline evaluation recorded with the model, used by the promotion gate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    /// `seed` or `time` (DESIGN.md §6).
+    /// `seed` or `time` (docs/design.md §6).
     pub protocol: String,
     /// Metrics of the served variant, e.g. `recall@20` → 0.25.
     pub metrics: BTreeMap<String, f64>,

@@ -1,6 +1,6 @@
 //! Dead letters (topic `recsys.events.dlq`): rejected input with its reason.
 //!
-//! Nothing a producer sends is silently dropped (DESIGN.md §3): whatever fails to
+//! Nothing a producer sends is silently dropped (docs/design.md §3): whatever fails to
 //! parse is kept byte for byte next to the reason, so it can be inspected,
 //! fixed and replayed. The bytes are usually JSON text and are then stored as a
 //! readable string (`original`); input that is not valid UTF-8 cannot be a JSON

@@ -1,6 +1,6 @@
 //! Impressions (topic `recsys.impressions`): what the API showed, to whom, from
 //! which A/B arm and model, so the updater can attribute the clicks and
-//! conversions that follow (DESIGN.md §7).
+//! conversions that follow (docs/design.md §7).
 
 use std::fmt;
 use std::str::FromStr;

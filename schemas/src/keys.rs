@@ -1,4 +1,4 @@
-//! Redis keys (DESIGN.md §5), built in one place so writers and readers agree.
+//! Redis keys (docs/design.md §5), built in one place so writers and readers agree.
 //!
 //! | key | value |
 //! | --- | --- |

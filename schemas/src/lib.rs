@@ -1,4 +1,4 @@
-//! Wire-level vocabulary shared by every recsys process (DESIGN.md §2, §3, §5).
+//! Wire-level vocabulary shared by every recsys process (docs/design.md §2, §3, §5).
 //!
 //! Everything that crosses a process boundary is parsed here exactly once
 //! ("parse, don't validate"): once a value has one of these types it is known to
@@ -18,7 +18,7 @@
 //!   [`ModelVersion`] and [`Sha256Hex`].
 //! - [`dead_letter`]: the [`DeadLetter`] record of `recsys.events.dlq`.
 //! - [`topics`]: Kafka topic names.
-//! - [`keys`]: the Redis key builder [`RedisKeys`] (DESIGN.md §5).
+//! - [`keys`]: the Redis key builder [`RedisKeys`] (docs/design.md §5).
 //! - [`recs`]: the cached list [`RecsList`] stored under `recs:{user}`.
 //! - [`popularity`]: the live rankings `trending:{window}` (forward-decayed
 //!   counts), their [`Window`]s, `[popularity]` ([`PopularityConfig`]) and the

@@ -1,4 +1,4 @@
-//! The cached list `recs:{user}` (DESIGN.md §5): written by the updater (and
+//! The cached list `recs:{user}` (docs/design.md §5): written by the updater (and
 //! the trainer's background refresh), read by serving.
 
 use serde::{Deserialize, Serialize};

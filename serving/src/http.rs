@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md §8): recommendations with their fallbacks and A/B
+//! The HTTP API (docs/design.md §8): recommendations with their fallbacks and A/B
 //! arms, similar items, popular items, stats, health, readiness, metrics and
 //! the OpenAPI document.
 
@@ -1116,7 +1116,7 @@ pub async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
 /// The OpenAPI document, generated from the handlers' annotations.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "recsys-serving", description = "Real-time recommendations over Redis (DESIGN.md §7–8)"),
+    info(title = "recsys-serving", description = "Real-time recommendations over Redis (docs/design.md §7–8)"),
     paths(recommendations, similar, popular, stats, health, ready, render_metrics, admin_reload),
     modifiers(&BearerAuth),
     components(schemas(

@@ -1,5 +1,5 @@
 //! recsys-serving: the API the storefront calls on every page view
-//! (DESIGN.md §7–8). It reads what the updater and the trainer wrote to Redis
+//! (docs/design.md §7–8). It reads what the updater and the trainer wrote to Redis
 //! and never computes ALS on the request path.
 //!
 //! Layout:

@@ -3,7 +3,7 @@
 //! and model version, impressions, clicks, add-to-carts, purchases and
 //! attributed revenue — in Redis (`stats:*`, `stats_hourly:*`, read by
 //! `GET /v1/stats` of every serving instance) and as Prometheus metrics
-//! (DESIGN.md §7; `tracking/README.md` has the full account).
+//! (docs/design.md §7; `tracking/README.md` has the full account).
 //!
 //! Attribution: a `view` of an item of an impression at most
 //! `click_window_s` after it is a click; an `addtocart` / `transaction` at most

@@ -46,7 +46,7 @@
 //! The script builds the `stats*` key names itself (from the prefix), because
 //! which arms an event touches is only known once the user's impressions are
 //! read inside the script. That is fine on one Redis; on Redis Cluster the
-//! script would need per-user hash tags like the updater's (DESIGN.md §9).
+//! script would need per-user hash tags like the updater's (docs/design.md §9).
 
 use redis::aio::ConnectionManager;
 use redis::Value;

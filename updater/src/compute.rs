@@ -15,7 +15,7 @@ use crate::config::FoldInSolver;
 use crate::served::ServedModel;
 use crate::store::{RecItem, RecsList, UserHistory};
 
-/// Items folded in against one model version (DESIGN.md §4, symmetric solve),
+/// Items folded in against one model version (docs/design.md §4, symmetric solve),
 /// scored beside the model's own items until the next model replaces them.
 #[derive(Debug, Clone, Default)]
 pub struct NewItems {

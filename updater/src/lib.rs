@@ -1,5 +1,5 @@
 //! recsys-updater: Kafka events → user histories in Redis → ALS fold-in →
-//! top-N lists in Redis (DESIGN.md §2, §4, §5).
+//! top-N lists in Redis (docs/design.md §2, §4, §5).
 //!
 //! Layout:
 //! - [`config`]: `[updater]` and the shared sections, consumer settings.

@@ -1,4 +1,4 @@
-//! Everything the updater keeps in Redis (DESIGN.md §5).
+//! Everything the updater keeps in Redis (docs/design.md §5).
 //!
 //! The heart is [`APPLY_SCRIPT`]: for one partition's slice of a batch it
 //! compares each event's offset with `offsets:{topic}:{partition}`, folds the
