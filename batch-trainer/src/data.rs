@@ -29,9 +29,10 @@ pub struct RawEvent {
 
 /// What one loading step read, kept and rejected, and why.
 ///
-/// `rows = null_field + unknown_event + bad_timestamp + bad_id + wrong_columns
-/// + bad_value + skipped + duplicate + kept`; [`LoadReport::rejected`] has the
-/// same rejections by finer reason, with example lines.
+/// `rows` is the sum of `null_field`, `unknown_event`, `bad_timestamp`,
+/// `bad_id`, `wrong_columns`, `bad_value`, `skipped`, `duplicate` and `kept`;
+/// [`LoadReport::rejected`] has the same rejections by finer reason, with
+/// example lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LoadReport {
     pub file: PathBuf,

@@ -1,6 +1,7 @@
 //! One log written every way a shop might export it — epoch ms, s or ISO-8601,
 //! numeric or SKU-style ids, quoted or not, columns reordered with an extra
 //! one — loads as the same data set and evaluates to the same numbers.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the right failure
 
 use std::fmt::Write as _;
 use std::path::Path;

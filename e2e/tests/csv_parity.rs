@@ -1,6 +1,7 @@
 //! The trainer's loader and `recsys-ingest replay` read the same CSV file alike:
 //! the same clock, the same rows kept, the same rejections by reason with the
 //! same example lines. No broker needed: replay's reading half is compared.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the right failure
 
 use std::path::Path;
 
