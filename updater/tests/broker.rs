@@ -298,11 +298,51 @@ async fn assert_histories(env: &Env, events: &[(String, String, EventKind)]) {
     }
 }
 
+/// Event time of the n-th event of a produced stream.
+const STREAM_T0: i64 = 1_700_000_000_000;
+
+/// Every configured live ranking holds each item's weighted events exactly
+/// once: its decayed counts equal the direct sum over the streams produced
+/// (each timed from [`STREAM_T0`] by [`produce_stream`]), so no crash, retry
+/// or rebuild counted an event twice or lost one.
+async fn assert_rankings(env: &Env, produced: &[&[(String, String, EventKind)]]) {
+    let at = STREAM_T0 + produced.iter().map(|p| p.len()).max().unwrap_or(0) as i64;
+    let weights = env.settings.training.weights;
+    let mut r = env.redis().await;
+    let keys = env.settings.redis.keys();
+    assert!(!env.settings.popularity.windows.is_empty(), "the shipped windows are on");
+    for w in &env.settings.popularity.windows {
+        let mut want: BTreeMap<String, f64> = BTreeMap::new();
+        for events in produced {
+            for (n, (_, item, kind)) in events.iter().enumerate() {
+                let age = (at - (STREAM_T0 + n as i64)) as f64;
+                *want.entry(item.clone()).or_default() += f64::from(weights.of(*kind)) * (-age / w.ms() as f64).exp();
+            }
+        }
+        let landmark: i64 =
+            redis::cmd("HGET").arg(keys.trending_landmarks()).arg(w.as_str()).query_async(&mut r).await.unwrap();
+        let got: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(keys.trending(w))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let got: BTreeMap<String, f64> =
+            got.into_iter().map(|(i, sc)| (i, schemas::popularity::decayed_count(sc, landmark, w.ms(), at))).collect();
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "items of ranking {w}");
+        for (item, x) in &want {
+            assert!((got[item] - x).abs() <= 1e-9 * x, "ranking {w}, item {item}: {} vs {x}", got[item]);
+        }
+    }
+}
+
 async fn produce_stream(env: &Env, events: &[(String, String, EventKind)], per_second: f64) {
     let p = env.producer();
     let topic = env.topic(schemas::topics::EVENTS);
     let start = Instant::now();
-    let now = 1_700_000_000_000i64;
+    let now = STREAM_T0;
     for (n, (u, i, k)) in events.iter().enumerate() {
         let payload = event_json(now + n as i64, u, i, *k);
         let fut = p.send_result(FutureRecord::<[u8], [u8]>::to(&topic).key(u.as_bytes()).payload(&payload)).unwrap();
@@ -448,6 +488,7 @@ async fn killed_mid_stream_and_restarted_every_event_is_applied_once() {
     env.wait_applied(Duration::from_secs(90)).await;
     child.kill();
     assert_histories(&env, &events).await;
+    assert_rankings(&env, &[&events]).await;
     env.cleanup().await;
 }
 
@@ -466,8 +507,9 @@ async fn redis_losing_its_state_rebuilds_every_history_from_the_log() {
     env.cleanup().await;
     produce_stream(&env, &events[1_000..], f64::INFINITY).await;
     env.wait_applied(Duration::from_secs(90)).await;
-    // Not only the new events: the histories hold everything, exactly once.
+    // Not only the new events: the histories and the rankings hold everything, exactly once.
     assert_histories(&env, &events).await;
+    assert_rankings(&env, &[&events[..1_000], &events[1_000..]]).await;
     let text = running.metrics().await;
     assert!(metric(&text, "recsys_updater_state_rebuilds_total") >= 1.0, "{text}");
     running.stop().await;
