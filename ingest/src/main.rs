@@ -49,6 +49,14 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Column names of the file, as `user_id=customer,item_id=sku`
+        /// (overrides ingest.replay_columns; the trainer takes the same).
+        #[arg(long)]
+        columns: Option<String>,
+        /// Unit of the timestamp column: auto, s, ms, us, ns or iso
+        /// (overrides ingest.replay_time_unit; auto detects it from the values).
+        #[arg(long)]
+        time_unit: Option<String>,
     },
     /// Check or print the configuration without starting anything.
     #[command(subcommand)]
@@ -102,7 +110,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             ingest::run(settings, listener, producer, ingest::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { file, rate, max: _, speedup, quiet } => {
+        Command::Replay { file, rate, max: _, speedup, quiet, columns, time_unit } => {
+            if let Some(c) = columns {
+                settings.ingest.replay_columns = c;
+            }
+            if let Some(t) = time_unit {
+                settings.ingest.replay_time_unit = t;
+            }
             let pace = match (rate, speedup) {
                 (Some(r), _) if r > 0.0 && r.is_finite() => Pace::Rate(r),
                 (_, Some(x)) if x > 0.0 && x.is_finite() => Pace::Speedup(x),
@@ -124,6 +138,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 s.elapsed.as_secs_f64(),
                 s.events_per_second()
             );
+            if let Some(clock) = s.clock {
+                println!("timestamps read as {clock}");
+            }
+            let rejections = s.render_rejections();
+            if !rejections.is_empty() {
+                println!("rejections:\n{rejections}");
+            }
             if let Some(e) = s.first_error {
                 eprintln!("error: {} messages not acknowledged (first: {e})", s.failed);
                 return Ok(ExitCode::FAILURE);
