@@ -564,8 +564,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let show = !cli.quiet;
     match &cli.command {
         Command::Config(cmd) => {
-            let loaded = settings(&cli, None)
-                .and_then(|s| common::config::Effective::of(&s).map_err(anyhow::Error::msg));
+            let loaded =
+                settings(&cli, None).and_then(|s| common::config::Effective::of(&s).map_err(anyhow::Error::msg));
             Ok(common::cli::run_config_command(*cmd, "recsys-trainer", cli.config.as_deref(), loaded).into())
         }
         Command::Evaluate(a) => {

@@ -120,18 +120,20 @@ pub async fn run(
     // leaving it serving a stale model or popular list.
     let tasks = common::tasks::Supervisor::new();
     let impressions_task = tasks.adopt("impression producer", impressions_task);
-    let models = tasks.spawn("model watch", watch::watch_models(
-        root,
-        Duration::from_secs(settings.serving.model_poll_interval_s),
-        announcements,
-        state.clone(),
-        stop_rx.clone(),
-    ));
-    let popular = tasks.spawn("popular lists", watch::watch_popular(
-        state.clone(),
-        Duration::from_millis(settings.serving.popular_refresh_ms),
-        stop_rx,
-    ));
+    let models = tasks.spawn(
+        "model watch",
+        watch::watch_models(
+            root,
+            Duration::from_secs(settings.serving.model_poll_interval_s),
+            announcements,
+            state.clone(),
+            stop_rx.clone(),
+        ),
+    );
+    let popular = tasks.spawn(
+        "popular lists",
+        watch::watch_popular(state.clone(), Duration::from_millis(settings.serving.popular_refresh_ms), stop_rx),
+    );
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, redis = %settings.redis.url, "recsys-serving listening");
     let failed = tasks.failed();

@@ -108,7 +108,7 @@ fn stream(rate: f64, seconds: f64, items: u64, users: u64) -> Vec<Msg> {
                 ts,
                 user_id: user.clone(),
                 items: list.iter().map(|i| ItemId::from_u64(*i)).collect(),
-                variant: if u % 2 == 0 { Variant::Als } else { Variant::Popular },
+                variant: if u.is_multiple_of(2) { Variant::Als } else { Variant::Popular },
                 model_version: version.clone(),
                 source: Source::Personal,
             };
@@ -117,7 +117,7 @@ fn stream(rate: f64, seconds: f64, items: u64, users: u64) -> Vec<Msg> {
             out.push(Msg { topic: 0, partition, offset: *o, payload: imp.to_json(), at });
             *o += 1;
         }
-        let item = if rng.next() % 5 == 0 && !shown[u as usize].is_empty() {
+        let item = if rng.next().is_multiple_of(5) && !shown[u as usize].is_empty() {
             let l = &shown[u as usize];
             l[(rng.next() % l.len() as u64) as usize]
         } else {

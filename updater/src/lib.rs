@@ -122,22 +122,28 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     // A panicking background task stops the pipeline and the process
     // (non-zero) instead of leaving it on a stale model.
     let tasks = common::tasks::Supervisor::new();
-    let watcher = tasks.spawn("model watch", watch::watch_models(
-        settings.clone(),
-        announcements,
-        handle.clone(),
-        store.clone(),
-        metrics.clone(),
-        stop_rx.clone(),
-    ));
-    let refold = tasks.spawn("re-fold", refold::supervise(
-        settings.clone(),
-        store.clone(),
-        handle.clone(),
-        metrics.clone(),
-        compute::ComputeParams::from_settings(&settings),
-        stop_rx.clone(),
-    ));
+    let watcher = tasks.spawn(
+        "model watch",
+        watch::watch_models(
+            settings.clone(),
+            announcements,
+            handle.clone(),
+            store.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ),
+    );
+    let refold = tasks.spawn(
+        "re-fold",
+        refold::supervise(
+            settings.clone(),
+            store.clone(),
+            handle.clone(),
+            metrics.clone(),
+            compute::ComputeParams::from_settings(&settings),
+            stop_rx.clone(),
+        ),
+    );
     let mut http_stop = stop_rx.clone();
     let app = http::router_with(metrics.clone(), handle.clone(), extra_metrics);
     tracing::info!(addr = %listener.local_addr()?, "recsys-updater metrics listening");
