@@ -27,6 +27,8 @@ pub enum TrainError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
+    #[error("--version {0:?} is reserved: serving labels answers from the live popularity ranking with it (see docs/day-one.md); choose another name")]
+    ReservedVersion(String),
 }
 
 /// Options of one run.
@@ -93,6 +95,11 @@ pub fn evaluation_of(report: &EvalReport, cfg: &TrainingConfig) -> Result<Evalua
 /// Runs the whole pipeline on a loaded data set.
 pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f64) -> Result<TrainOutcome, TrainError> {
     let root = &opts.artifacts_dir;
+    // Checked before any work: impressions and A/B counters of a trained model
+    // must never merge with the live ranking's.
+    if let Some(v) = opts.version.as_deref().filter(|v| *v == schemas::popularity::LIVE_POPULAR_VERSION) {
+        return Err(TrainError::ReservedVersion(v.to_owned()));
+    }
     let report = pipeline::evaluate(ds, cfg, 1, load_s, opts.show_progress);
     let full = pipeline::fit_full(ds, cfg, opts.show_progress);
     if full.indexed.matrix.nnz() == 0 {

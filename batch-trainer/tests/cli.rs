@@ -343,3 +343,15 @@ fn evaluation_is_identical_for_any_thread_count_and_solver_flag_works() {
     };
     assert!(nnz(&["--kcore"]) <= nnz(&[]));
 }
+
+#[test]
+fn the_live_ranking_version_name_is_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 20_000);
+    let models = tmp.path().join("models");
+    let o = trainer(&["train", "--data-dir", s(&data), "--artifacts-dir", s(&models), "--version", "live-popular"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("reserved"), "{}", stderr(&o));
+    assert!(!models.join("live-popular").exists());
+    assert!(!models.join("CURRENT").exists());
+}

@@ -74,7 +74,7 @@ pub enum Field {
 }
 
 impl Field {
-    /// Every field, in [`Field::index`] order.
+    /// Every field, in index order (the position of each field in this array).
     pub const ALL: [Field; 7] =
         [Field::Ts, Field::UserId, Field::Event, Field::ItemId, Field::TransactionId, Field::Property, Field::Value];
 
