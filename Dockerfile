@@ -33,6 +33,7 @@ COPY serving serving
 COPY tracking tracking
 COPY e2e e2e
 COPY fuzz fuzz
+COPY testkit testkit
 RUN cargo chef prepare --recipe-path recipe.json
 
 # ---- build ------------------------------------------------------------------
@@ -54,6 +55,7 @@ COPY serving serving
 COPY tracking tracking
 COPY e2e e2e
 COPY fuzz fuzz
+COPY testkit testkit
 RUN cargo build --release --locked \
         --bin recsys-ingest --bin recsys-updater --bin recsys-serving \
         --bin recsys-trainer --bin recsys-loadtest \
