@@ -404,7 +404,7 @@ async fn outcome(app: &Router, req: Request<Body>) -> String {
     format!("{} {}", status.as_u16(), v["error"].as_str().unwrap())
 }
 
-/// The README's table of hostile inputs (run with `--nocapture` to print it):
+/// docs/reliability.md's table of hostile inputs (run with `--nocapture` to print it):
 /// each gets a clear 4xx (or its event is refused with the reason and
 /// dead-lettered), none crashes the process, none reaches the events topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

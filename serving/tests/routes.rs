@@ -366,7 +366,7 @@ async fn admin_reload_needs_the_bearer_token_and_refuses_an_unusable_model() {
     assert_eq!(metric(&text, "recsys_serving_admin_requests_total{action=\"reload\",outcome=\"failed\"}"), 1.0);
 }
 
-/// The README's table of hostile requests to serving (`--nocapture` prints it):
+/// docs/reliability.md's table of hostile requests to serving (`--nocapture` prints it):
 /// every one is a clear 4xx JSON error naming the parameter, none a 5xx.
 #[tokio::test]
 async fn hostile_requests_get_clear_4xx_answers() {
