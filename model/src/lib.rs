@@ -9,6 +9,8 @@
 //!   top-N heap.
 //! - [`rerank`]: the original system's category re-rank.
 //! - [`popularity`]: the popular-items fallback.
+//! - [`similar`]: every item's nearest items by cosine of the item factors
+//!   (the trainer publishes them; serving only reads them).
 //! - [`artifact`]: versioned model directories, checksums, `CURRENT`.
 //! - [`synthetic`]: small trained model versions for tests and benchmarks.
 //! - [`weights`]: the implicit-feedback weight of each event kind.

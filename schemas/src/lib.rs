@@ -23,6 +23,9 @@
 //! - [`popularity`]: the live rankings `trending:{window}` (forward-decayed
 //!   counts), their [`Window`]s, `[popularity]` ([`PopularityConfig`]) and the
 //!   sentinel model version [`LIVE_POPULAR_VERSION`] of the lists served from them.
+//! - [`history`]: one entry [`HistEntry`] of a user's history hash `hist:{user}`.
+//! - [`stats`]: the live outcome [`Counters`] of `stats:*` hashes.
+//! - [`clock`]: [`now_ms`], the wall clock every process reads.
 //! - [`csv`]: CSV event logs and item-property files, the one reader of the
 //!   trainer and `replay`: header by name, clocks, row rules, [`csv::Rejections`].
 //! - [`json_schema`]: the JSON Schema documents of the four records, published
@@ -35,29 +38,35 @@
 //! to the producer.
 
 pub mod announcement;
+pub mod clock;
 pub mod csv;
 pub mod dead_letter;
 pub mod event;
+pub mod history;
 pub mod id;
 pub mod impression;
 pub mod json_schema;
 pub mod keys;
 pub mod popularity;
 pub mod recs;
+pub mod stats;
 pub mod topics;
 
 pub use announcement::{ModelAnnouncement, ModelVersion, ModelVersionError, Sha256Error, Sha256Hex, MAX_VERSION_LEN};
+pub use clock::now_ms;
 pub use dead_letter::{DeadLetter, DeadLetterSource, ParseDeadLetterSourceError};
 pub use event::{
     BatchItem, Event, EventError, EventKind, EventLimits, ParseEventKindError, Revenue, RevenueError, TimestampError,
     DEFAULT_MIN_TS, EVENT_FIELDS, MAX_REVENUE,
 };
+pub use history::HistEntry;
 pub use id::{IdError, ItemId, RecId, TransactionId, UserId, ID_PATTERN, MAX_ID_LEN};
 pub use impression::{Impression, ParseNameError, Source, Variant};
 pub use json_schema::{json_schemas, write_json_schemas, JSON_SCHEMA_DIR};
 pub use keys::RedisKeys;
 pub use popularity::{live_popular_version, PopularityConfig, Window, WindowError, LIVE_POPULAR_VERSION};
 pub use recs::{RecItem, RecsList};
+pub use stats::Counters;
 
 /// A record of `recsys.impressions`, `recsys.models` or `recsys.events.dlq`
 /// failed to parse. `Display` names the record and carries serde's message,
