@@ -27,6 +27,7 @@ COPY schemas schemas
 COPY common common
 COPY model model
 COPY batch-trainer batch-trainer
+COPY datagen datagen
 COPY ingest ingest
 COPY updater updater
 COPY serving serving
@@ -49,6 +50,7 @@ COPY schemas schemas
 COPY common common
 COPY model model
 COPY batch-trainer batch-trainer
+COPY datagen datagen
 COPY ingest ingest
 COPY updater updater
 COPY serving serving

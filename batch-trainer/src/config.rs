@@ -9,6 +9,7 @@ use std::path::Path;
 use model::{AlsParams, Solver};
 use serde::{Deserialize, Serialize};
 
+use crate::cron::parse_cron;
 use crate::gate::GateConfig;
 use crate::load::LoadOptions;
 use crate::preprocess::{FilterConfig, Weights};
@@ -72,7 +73,7 @@ impl TrainerConfig {
     /// Rejects values that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         let s = &self.schedule;
-        let cron_ok = crate::schedule::parse_cron(&s.cron).is_ok();
+        let cron_ok = parse_cron(&s.cron).is_ok();
         common::config::first_failure(&[
             (self.keep_versions >= 1, "trainer.keep_versions must be ≥ 1"),
             (self.kafka_request_timeout_ms > 0, "trainer.kafka_request_timeout_ms must be > 0"),

@@ -70,6 +70,25 @@ impl LoadReport {
         self.null_field + self.unknown_event + self.bad_timestamp + self.bad_id + self.wrong_columns + self.bad_value
     }
 
+    /// The summary of one file, as `inspect` and the loading commands print
+    /// it: `FILE: N rows, N kept, N rejected, N duplicate[, N other properties
+    /// skipped][; clock: C]`, then the rejections by reason with examples.
+    pub fn render(&self) -> String {
+        let skipped =
+            if self.skipped > 0 { format!(", {} other properties skipped", self.skipped) } else { String::new() };
+        let clock = self.clock.map_or(String::new(), |c| format!("; clock: {c}"));
+        let mut s = format!(
+            "{}: {} rows, {} kept, {} rejected, {} duplicate{skipped}{clock}\n",
+            self.file.display(),
+            self.rows,
+            self.kept,
+            self.rejected_rows(),
+            self.duplicate,
+        );
+        s.push_str(&self.rejected.render("  "));
+        s
+    }
+
     /// Sets the summary counters from [`LoadReport::rejected`].
     pub fn sync_counters(&mut self) {
         use schemas::csv::Reason as R;
@@ -198,21 +217,12 @@ pub struct IdNames {
 /// The number of a canonical decimal id (`"0"`, `"42"`; not `"042"`) below
 /// [`NAMED_ID_BASE`].
 pub(crate) fn plain_number(id: &str) -> Option<u64> {
-    // One pass (the CSV loader calls it for every id of every row). 19 digits
-    // cannot overflow; NAMED_ID_BASE has 19.
     let b = id.as_bytes();
-    if b.is_empty() || b.len() > 19 || (b[0] == b'0' && b.len() > 1) {
+    // A leading zero makes another id than the number ("042" is not 42).
+    if b.len() > 1 && b[0] == b'0' {
         return None;
     }
-    let mut v: u64 = 0;
-    for &c in b {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        v = v * 10 + u64::from(d);
-    }
-    (v < NAMED_ID_BASE).then_some(v)
+    schemas::csv::parse_u64(b).filter(|&v| v < NAMED_ID_BASE)
 }
 
 fn intern(names: &mut Vec<Arc<str>>, index: &mut FxHashMap<Arc<str>, u64>, id: &str) -> u64 {

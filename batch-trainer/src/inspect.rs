@@ -174,6 +174,13 @@ pub fn profile(ds: &Dataset, cfg: &TrainingConfig, opts: &LoadOptions) -> Profil
     }
 }
 
+/// Why the configured split of `ds` has no test users, and what to change:
+/// the message of `evaluate` and `train` when it has none.
+pub fn why_no_test_users(ds: &Dataset, cfg: &TrainingConfig) -> String {
+    let s = split::split(cfg.protocol, &ds.events.events, &cfg.weights, &cfg.filter, &cfg.split);
+    no_test_users(&s.filter, cfg)
+}
+
 /// Why an evaluation has no test users, and what to change.
 pub fn no_test_users(f: &FilterReport, cfg: &TrainingConfig) -> String {
     format!(
@@ -194,18 +201,7 @@ pub fn no_test_users(f: &FilterReport, cfg: &TrainingConfig) -> String {
 pub fn render(p: &Profile) -> String {
     let mut s = String::new();
     for r in &p.files {
-        let _ = writeln!(
-            s,
-            "{}: {} rows, {} kept, {} rejected, {} duplicate{}; clock: {}",
-            r.file.display(),
-            r.rows,
-            r.kept,
-            r.rejected_rows(),
-            r.duplicate,
-            if r.skipped > 0 { format!(", {} other properties skipped", r.skipped) } else { String::new() },
-            load::clock_name(r.clock)
-        );
-        s.push_str(&r.rejected.render("  "));
+        s.push_str(&r.render());
     }
     let kinds: Vec<String> = p.events_by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
     let _ = writeln!(s, "events: {} ({})", p.events, kinds.join(", "));

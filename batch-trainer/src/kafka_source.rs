@@ -322,7 +322,7 @@ pub fn read_events(
     let mut report = KafkaReport { topic: src.topic.clone(), ..KafkaReport::default() };
     let mut load = LoadReport { file: format!("kafka:{}", src.topic).into(), ..LoadReport::default() };
     let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
-    let now = now_ms();
+    let now = schemas::now_ms();
 
     let mut pending: Vec<bool> = ranges.iter().map(|r| r.start < r.end).collect();
     if pending.iter().any(|p| *p) {
@@ -405,11 +405,6 @@ pub fn read_events(
         tracing::warn!(invalid = report.invalid_total(), reasons = ?report.invalid, "invalid messages in the event topic");
     }
     Ok(KafkaEvents { log, report })
-}
-
-/// Wall-clock now (epoch ms), for records without a timestamp.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -16,24 +16,25 @@
 //! - [`train`]: the `train` command: evaluate, fit, write, gate, promote.
 //! - [`export`]: writes a split for external comparisons (the `implicit` bench).
 //! - [`config`]: `configs/recsys.toml` + `RECSYS__…` environment, typed.
-//! - [`cli`]: the `recsys-trainer` command line.
-//! - [`generate`]: synthetic RetailRocket-shaped data (all four files) at any scale.
+//! - [`cli`]: the `recsys-trainer` command line, one module per subcommand
+//!   (`generate` runs the `datagen` crate).
 //! - [`kafka_source`]: the event log from `recsys.events` (bounded by the high
 //!   watermarks at the start), and the archive + topic rule.
 //! - [`nightly`]: one run as `train` and `schedule` do it: load, train, prune, report.
 //! - [`lifecycle`]: `CURRENT` / `PREVIOUS`, retention of the last N versions, the run lock.
 //! - [`publish`]: Redis popular / similar lists, `model:current`, the announcement.
 //! - [`schedule`]: `recsys-trainer schedule` (cron, retries, `/metrics`).
+//! - [`cron`]: the schedule's cron expressions (a leaf: `config` validates with it).
 //! - [`notify`]: the notification webhook.
 //! - [`archive`]: the event log (archive + topic) as a new archive directory.
 
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod cron;
 pub mod data;
 pub mod export;
 pub mod gate;
-pub mod generate;
 pub mod inspect;
 pub mod kafka_source;
 pub mod lifecycle;

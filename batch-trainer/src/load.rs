@@ -37,7 +37,7 @@ use std::sync::Arc;
 use memchr::memchr;
 use rayon::prelude::*;
 use schemas::csv::{
-    self as shared, ClockOption, ColumnMap, CsvError, EventLayout, PropertyLayout, Reason, Rejections, TimeUnit, Window,
+    self as shared, ClockOption, ColumnMap, CsvError, EventLayout, PropertyLayout, Reason, Rejections, Window,
 };
 
 use crate::data::{
@@ -716,14 +716,10 @@ where
     removed
 }
 
-/// The clock a file was read with, for messages.
-pub fn clock_name(c: Option<TimeUnit>) -> String {
-    c.map_or_else(|| "-".to_owned(), |c| c.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schemas::csv::TimeUnit;
     use schemas::EventKind;
 
     const H: &str = "timestamp,visitorid,event,itemid,transactionid\n";
@@ -1194,6 +1190,21 @@ mod tests {
         }
     }
 
+    /// What `datagen` writes, the loader reads whole: every row kept, both
+    /// property files, the whole category tree.
+    #[test]
+    fn the_loader_reads_the_generated_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = datagen::generate(&datagen::GenerateConfig::new(20_000, 2), dir.path(), None).unwrap();
+        let ds = load_dir(dir.path(), &LoadOptions::default()).unwrap();
+        assert_eq!(ds.events.report.rows, 20_000);
+        assert_eq!(ds.events.report.kept, 20_000, "{:?}", ds.events.report);
+        let props = ds.properties.expect("properties");
+        assert_eq!(props.reports.len(), 2);
+        assert_eq!(props.reports.iter().map(|r| r.rows).sum::<u64>(), report.property_rows);
+        assert_eq!(ds.tree.expect("tree").parent.len(), 1669);
+    }
+
     /// A synthetic 2.75 M-row events file (RetailRocket shape).
     fn bench_file(dir: &Path) -> PathBuf {
         let mut s = String::with_capacity(120 << 20);
@@ -1238,7 +1249,7 @@ mod tests {
             "load_events: {} rows, {} kept, clock {} in {:.3} s (median of 5; min {:.3} s) on {} threads",
             log.report.rows,
             log.report.kept,
-            clock_name(log.report.clock),
+            log.report.clock.map_or_else(|| "-".to_owned(), |c| c.to_string()),
             times[2],
             times[0],
             rayon::current_num_threads()

@@ -9,7 +9,8 @@
 //!    (`{"model","updated_ms","items":[{"item_id","score"}]}`) so a reader can
 //!    tell which model a list came from. Lists of categories and items the new
 //!    model no longer has are deleted afterwards.
-//! 3. `model:current` = the version (the updater also sets it when it swaps).
+//! 3. `model:current` = the version. The trainer is its one writer
+//!    (docs/design.md §5): serving's readiness reads it before a model is loaded.
 //! 4. The announcement on `recsys.models` (key `model`, acks=all): consumers
 //!    react to it, so it goes out only once the lists above are in place.
 //! 5. `model:published` = `{"version","manifest_sha256","published_ms"}`:
@@ -93,10 +94,6 @@ pub struct Plan {
     pub skipped_items: usize,
 }
 
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// Reads and verifies `dir` and computes its lists: the same popular lists
 /// serving derives from the artifact (available items; per category by
 /// training popularity) and every item's `similar_size` nearest items by
@@ -112,7 +109,7 @@ pub fn plan(dir: &Path, cfg: &PublishConfig) -> Result<Plan, PublishError> {
     let ids: Vec<Option<ItemId>> = art.items.iter().map(|r| ItemId::parse(&r.id).ok()).collect();
     let skipped_items = ids.iter().filter(|i| i.is_none()).count();
     let available: Vec<bool> = art.items.iter().map(|r| r.available != Some(false)).collect();
-    let updated_ms = now_ms();
+    let updated_ms = schemas::now_ms();
     let list = |scored: &mut dyn Iterator<Item = (u32, f32)>| RecsList {
         model: version.clone(),
         updated_ms,
@@ -283,7 +280,7 @@ impl Publisher {
         let published = Published {
             version: plan.version.to_string(),
             manifest_sha256: plan.manifest_sha256.to_string(),
-            published_ms: now_ms(),
+            published_ms: schemas::now_ms(),
         };
         let mut p = redis::pipe();
         p.cmd("SET")

@@ -39,26 +39,16 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Utc};
-use croner::Cron;
+use chrono::Utc;
 use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Settings;
+use crate::cron::{next_after, parse_cron};
 use crate::lifecycle::RunLock;
 use crate::nightly::{self, DataCounts, Scheduled, Source};
 use crate::notify::{self, Outcome, RunReport};
 use crate::publish;
-
-/// Parses a 5-field cron expression (minute hour day-of-month month day-of-week).
-pub fn parse_cron(expr: &str) -> Result<Cron, croner::errors::CronError> {
-    expr.parse()
-}
-
-/// The next time `cron` fires strictly after `after`.
-pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    cron.find_next_occurrence(&after, false).ok()
-}
 
 /// Delay before attempt `attempt + 1` (attempt ≥ 1): initial · 2^(attempt−1), capped.
 pub fn backoff(initial_s: u64, max_s: u64, attempt: u32) -> Duration {
@@ -488,13 +478,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cron_and_backoff() {
-        let c = parse_cron("0 3 * * *").unwrap();
-        let t = DateTime::parse_from_rfc3339("2026-11-29T02:59:59Z").unwrap().with_timezone(&Utc);
-        assert_eq!(next_after(&c, t).unwrap().to_rfc3339(), "2026-11-29T03:00:00+00:00");
-        let t = DateTime::parse_from_rfc3339("2026-11-29T03:00:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(next_after(&c, t).unwrap().to_rfc3339(), "2026-11-30T03:00:00+00:00", "strictly after");
-        assert!(parse_cron("every night").is_err());
+    fn backoff_doubles_up_to_the_cap() {
+        // The cron expression's own test is in `cron`.
         assert_eq!(backoff(60, 1800, 1), Duration::from_secs(60));
         assert_eq!(backoff(60, 1800, 2), Duration::from_secs(120));
         assert_eq!(backoff(60, 1800, 5), Duration::from_secs(960));

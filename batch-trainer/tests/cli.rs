@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use batch_trainer::generate::{generate, GenerateConfig};
+use datagen::{generate, GenerateConfig};
 
 fn trainer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_recsys-trainer"))

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use batch_trainer::generate::{generate, GenerateConfig};
+use datagen::{generate, GenerateConfig};
 
 /// The value after `flag ` in `line` (`--events 500000` → `500000`).
 fn flag_value<'a>(line: &'a str, flag: &str) -> Option<&'a str> {

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use batch_trainer::config::Settings;
-use batch_trainer::generate::{generate, GenerateConfig};
 use batch_trainer::kafka_source::{ArchiveOffsets, ARCHIVE_OFFSETS_FILE};
 use batch_trainer::nightly::{self, RunError, Source};
+use datagen::{generate, GenerateConfig};
 use model::artifact::{self, Artifact};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -103,8 +103,8 @@ async fn replay_train_serve_personalise_swap_and_reject_a_worse_model() {
 
     // 1. Replay a generated RetailRocket-shaped log, then the first model.
     let data = dir.path().join("data");
-    let gen = batch_trainer::generate::GenerateConfig::new(150_000, 7);
-    batch_trainer::generate::generate(&gen, &data, None).unwrap();
+    let gen = datagen::GenerateConfig::new(150_000, 7);
+    datagen::generate(&gen, &data, None).unwrap();
     let ingest_settings = ingest::config::load_settings_with_env(Some(&cfg), no_env()).unwrap();
     let producer = ingest::kafka::producer(&ingest_settings).unwrap();
     let opts = ingest::replay::ReplayOptions {

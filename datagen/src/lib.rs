@@ -1,9 +1,11 @@
-//! Synthetic RetailRocket-shaped data at any scale.
+//! `datagen`: synthetic RetailRocket-shaped data at any scale, for the
+//! trainer's `generate` command, tests and benches (one module, no submodules).
 //!
-//! [`generate`] writes a data directory that [`crate::load::load_dir`] reads like
-//! the real one: `events.csv`, `item_properties_part1.csv`,
-//! `item_properties_part2.csv` and `category_tree.csv`, in the real files'
-//! formats. The defaults reproduce the shape of the public RetailRocket log
+//! [`generate`] writes a data directory that the trainer's loader
+//! (`batch_trainer::load::load_dir`) reads like the real one: `events.csv`,
+//! `item_properties_part1.csv`, `item_properties_part2.csv` and
+//! `category_tree.csv`, in the real files' formats (the headers of
+//! `schemas::csv`). The defaults reproduce the shape of the public RetailRocket log
 //! (2,756,101 events, 1,407,580 visitors, 235,061 items with events, 137 days
 //! from 2015-05-03 03:00 UTC, a 1,669-node category tree with 25 roots and
 //! depth ≤ 6): ~96.7 % views, ~2.5 % add-to-carts, ~0.8 % transactions, a
@@ -1025,13 +1027,13 @@ fn write_properties(dir: &Path, ctx: &Ctx<'_>, item_ids: &Affine) -> io::Result<
     let parts: Vec<(Vec<u8>, u64)> = (0..blocks).into_par_iter().map(|b| ctx.properties(b, item_ids)).collect();
     let total: u64 = parts.iter().map(|p| p.1).sum();
     let half = total.div_ceil(2);
-    let header = b"timestamp,itemid,property,value\n";
+    let header = format!("{}\n", schemas::csv::RETAILROCKET_PROPERTIES_HEADER);
     let mut files = [
         BufWriter::with_capacity(1 << 20, File::create(dir.join("item_properties_part1.csv"))?),
         BufWriter::with_capacity(1 << 20, File::create(dir.join("item_properties_part2.csv"))?),
     ];
     for f in &mut files {
-        f.write_all(header)?;
+        f.write_all(header.as_bytes())?;
     }
     let mut written = 0u64;
     for (buf, rows) in &parts {
@@ -1058,7 +1060,8 @@ fn write_properties(dir: &Path, ctx: &Ctx<'_>, item_ids: &Affine) -> io::Result<
 /// Writes `events.csv`; returns the (view, addtocart, transaction) row counts.
 fn write_events(path: &Path, events: &[Ev], users: &Affine, items: &Affine) -> io::Result<(u64, u64, u64)> {
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    w.write_all(b"timestamp,visitorid,event,itemid,transactionid\n")?;
+    w.write_all(schemas::csv::RETAILROCKET_EVENTS_HEADER.as_bytes())?;
+    w.write_all(b"\n")?;
     let mut kinds = [0u64; 3];
     for group in events.chunks(1 << 20) {
         let bufs: Vec<(Vec<u8>, [u64; 3])> = group
@@ -1462,18 +1465,6 @@ mod tests {
         assert!(with * 100 >= event_items.len() * 95 && with < event_items.len(), "{with} of {}", event_items.len());
     }
 
-    #[test]
-    fn the_loader_reads_the_output() {
-        let (dir, report) = gen(20_000, 2);
-        let ds = crate::load::load_dir(dir.path(), &crate::load::LoadOptions::default()).unwrap();
-        assert_eq!(ds.events.report.rows, 20_000);
-        assert_eq!(ds.events.report.kept, 20_000, "{:?}", ds.events.report);
-        let props = ds.properties.expect("properties");
-        assert_eq!(props.reports.len(), 2);
-        assert_eq!(props.reports.iter().map(|r| r.rows).sum::<u64>(), report.property_rows);
-        assert_eq!(ds.tree.expect("tree").parent.len(), 1669);
-    }
-
     fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out: Vec<_> = fs::read_dir(dir)
             .unwrap()
@@ -1550,7 +1541,7 @@ mod tests {
     }
 
     /// Generation speed and realized shape at the real scale.
-    /// `cargo test --release -p batch-trainer --lib -- --ignored --nocapture generate_speed`
+    /// `cargo test --release -p datagen --lib -- --ignored --nocapture generate_speed`
     /// (`RECSYS_GEN_EVENTS` sets the event count, default 2,756,101).
     #[test]
     #[ignore = "timing, release only"]
