@@ -183,7 +183,7 @@ pub fn why_no_test_users(ds: &Dataset, cfg: &TrainingConfig) -> String {
 
 /// Why an evaluation has no test users, and what to change.
 pub fn no_test_users(f: &FilterReport, cfg: &TrainingConfig) -> String {
-    format!(
+    let mut m = format!(
         "the {} split has no test users: {} of {} users and {} of {} items pass the filter \
          (training.filter: min_user_items {}, min_item_users {}); give more history per user \
          or lower those minimums",
@@ -194,7 +194,14 @@ pub fn no_test_users(f: &FilterReport, cfg: &TrainingConfig) -> String {
         f.items_in,
         cfg.filter.min_user_items,
         cfg.filter.min_item_users,
-    )
+    );
+    if matches!(cfg.protocol, split::Protocol::Time) {
+        m.push_str(
+            "; the time split tests only the users who add to cart or buy, at or after its cutoff, \
+             an item they had no training pair with",
+        );
+    }
+    m
 }
 
 /// The profile as text.

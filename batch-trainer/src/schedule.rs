@@ -9,7 +9,8 @@
 //! - **Retries.** A run that fails (an error: Kafka, disk, …) is retried up to
 //!   `max_attempts` times, waiting `backoff_initial_s`, doubled each time, at
 //!   most `backoff_max_s`. A rejected model is an answer, not a failure: no
-//!   retry. A publication that fails after `CURRENT` moved is retried on its
+//!   retry; nor is a split without test users retried (the same data would
+//!   give the same split). A publication that fails after `CURRENT` moved is retried on its
 //!   own (never by training again); what still fails is re-published by the
 //!   reconciliation at the next tick and at start-up ([`publish::reconcile`]).
 //! - **Not enough data** is an answer, not a failure: a run whose source holds
@@ -46,9 +47,10 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Settings;
 use crate::cron::{next_after, parse_cron};
 use crate::lifecycle::RunLock;
-use crate::nightly::{self, DataCounts, Scheduled, Source};
+use crate::nightly::{self, DataCounts, RunError, Scheduled, Source};
 use crate::notify::{self, Outcome, RunReport};
 use crate::publish;
+use crate::train::TrainError;
 
 /// Delay before attempt `attempt + 1` (attempt ≥ 1): initial · 2^(attempt−1), capped.
 pub fn backoff(initial_s: u64, max_s: u64, attempt: u32) -> Duration {
@@ -418,7 +420,11 @@ async fn attempt_once(
             metrics.record_data(&w.counts);
             return (nightly::skipped_report(t.elapsed(), &w), false);
         }
-        Ok(Err(e)) => return (nightly::failure_report(t.elapsed(), e.to_string()), true),
+        Ok(Err(e)) => {
+            // The same data would leave the split without test users again.
+            let retry = !matches!(e, RunError::Train(TrainError::NoTestUsers(_)));
+            return (nightly::failure_report(t.elapsed(), e.to_string()), retry);
+        }
         Err(e) => return (nightly::failure_report(t.elapsed(), format!("training task: {e}")), true),
     };
     if !r.train.promoted {

@@ -23,6 +23,10 @@ pub enum TrainError {
     ServedUnreadable { version: String, source: ArtifactError },
     #[error("no pairs left after filtering: nothing to train on")]
     Empty,
+    /// The evaluation scored nobody: its metrics are zeros, and a gate that
+    /// compared them (or promoted them on day one) would judge nothing.
+    #[error("no model written: {0}, so the model cannot be evaluated or gated")]
+    NoTestUsers(String),
     #[error("report serialisation: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
@@ -104,6 +108,9 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
     let full = pipeline::fit_full(ds, cfg, opts.show_progress);
     if full.indexed.matrix.nnz() == 0 {
         return Err(TrainError::Empty);
+    }
+    if report.test_users == 0 {
+        return Err(TrainError::NoTestUsers(crate::inspect::why_no_test_users(ds, cfg)));
     }
     let served_before = artifact::current_version(root)?;
     let served_eval = match &served_before {

@@ -188,6 +188,35 @@ fn evaluate_never_succeeds_without_test_users() {
 }
 
 #[test]
+fn train_never_writes_a_model_without_test_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Views only: every user and item passes the filter, but the time split
+    // tests the users who add to cart or buy after its cutoff, and none does.
+    let mut csv = String::from("timestamp,visitorid,event,itemid,transactionid\n");
+    let mut ts = 1_433_221_332_117_i64;
+    for u in 0..40u64 {
+        for k in 0..10u64 {
+            ts += 1_000;
+            csv.push_str(&format!("{ts},{u},view,{},\n", (u + k) % 12));
+        }
+    }
+    std::fs::write(tmp.path().join("events.csv"), csv).unwrap();
+    let models = tmp.path().join("models");
+    let args = ["--data-dir", s(tmp.path()), "--protocol", "time", "--factors", "4", "--iterations", "1"];
+    let o = trainer(&[&["train", "--artifacts-dir", s(&models)][..], &args].concat());
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("no test users") && err.contains("time split"), "{err}");
+    assert!(!models.join("CURRENT").exists(), "nothing promoted");
+    let versions = std::fs::read_dir(&models).map_or(0, |d| d.flatten().filter(|e| e.path().is_dir()).count());
+    assert_eq!(versions, 0, "no version written");
+    // `evaluate` refuses the same data for the same reason.
+    let o = trainer(&[&["evaluate"][..], &args].concat());
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("no test users"), "{}", stderr(&o));
+}
+
+#[test]
 fn a_1990s_log_in_seconds_with_other_column_names_trains_whole() {
     let tmp = tempfile::tempdir().unwrap();
     // MovieLens-like: 1997-1998 in epoch seconds, a shop's own header.
