@@ -323,19 +323,18 @@ impl TrainingConfig {
     }
 }
 
-/// Loads settings from `file` (if given, it must exist; otherwise
-/// `configs/recsys.toml` is used when present) and the environment.
-pub fn load_settings(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
-    load_settings_with_env(file, None)
+impl common::config::Settings for Settings {
+    fn validate(&self) -> Result<(), String> {
+        Settings::validate(self)
+    }
 }
 
-/// [`load_settings`] with the environment given explicitly (`None` = the
-/// process environment), so tests need not mutate the process's variables.
-pub fn load_settings_with_env(
-    file: Option<&Path>,
-    env: Option<config::Map<String, String>>,
-) -> Result<Settings, config::ConfigError> {
-    common::load_layered(file, env)
+/// Loads settings from `file` (if given, it must exist; otherwise
+/// `configs/recsys.toml` is used when present) and the environment, without
+/// checking them: the command line overrides keys first (`--factors` …), then
+/// the caller validates ([`common::config::load_settings`] loads and checks).
+pub fn load_settings(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+    common::load_layered(file, None)
 }
 
 #[cfg(test)]
@@ -345,7 +344,7 @@ mod tests {
     #[test]
     fn shipped_config_parses_and_equals_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml");
-        let s = load_settings_with_env(Some(&path), Some(config::Map::new())).unwrap();
+        let s = common::load_layered::<Settings>(Some(&path), Some(config::Map::new())).unwrap();
         assert_eq!(s.training, TrainingConfig::default());
         assert_eq!(s.trainer, TrainerConfig::default());
         s.validate().unwrap();
@@ -361,7 +360,7 @@ mod tests {
             ("RECSYS__TRAINER__PUBLISH__ENABLED".to_owned(), "false".to_owned()),
             ("RECSYS__TRAINER__SCHEDULE__CRON".to_owned(), "30 2 * * 1".to_owned()),
         ]);
-        let s = load_settings_with_env(Some(&f), Some(env)).unwrap();
+        let s = common::load_layered::<Settings>(Some(&f), Some(env)).unwrap();
         assert_eq!(s.training.factors, 32);
         assert_eq!(s.training.alpha, 2.0);
         assert_eq!(s.training.iterations, 7);

@@ -1,4 +1,7 @@
-//! `recsys-trainer`: parses the command line, starts logging, runs.
+//! `recsys-trainer`: parses the command line and hands it to the library
+//! (which answers `config check|print` itself and makes its own runtimes).
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -7,16 +10,13 @@ use clap::Parser;
 static ALLOC: common::memory::CountingAlloc<std::alloc::System> =
     common::memory::CountingAlloc::new(std::alloc::System);
 
-fn main() {
-    common::memory::install(&ALLOC);
+fn main() -> ExitCode {
     let cli = batch_trainer::cli::Cli::parse();
+    let mut start = common::process::Main::new("recsys-trainer", &ALLOC, cli.log);
     // `warn`: the commands print their own results; `RUST_LOG=info` shows more.
-    common::telemetry::init_with_default(cli.log.log_format, "warn");
-    match batch_trainer::cli::run(cli) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
-        }
-    }
+    start.default_log_filter = "warn";
+    start.run_blocking(|| {
+        let code = batch_trainer::cli::run(cli)?;
+        Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    })
 }

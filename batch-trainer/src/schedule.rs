@@ -32,7 +32,7 @@
 //!   webhook, then exit, for an external scheduler (a Kubernetes CronJob, a
 //!   systemd timer).
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
+use common::Shutdown;
 use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::Settings;
 use crate::cron::{next_after, parse_cron};
@@ -232,17 +233,12 @@ pub async fn run(
     let cron = parse_cron(&settings.trainer.schedule.cron)
         .map_err(|e| ScheduleError::Cron { expr: settings.trainer.schedule.cron.clone(), message: e.to_string() })?;
     let metrics = Metrics::new()?;
-    let mut stop = stop_watch(shutdown);
+    let stop = Shutdown::new();
+    stop.cancel_on(shutdown);
     tracing::info!(addr = %listener.local_addr()?, "recsys-trainer schedule metrics listening");
-    let mut http_stop = stop.clone();
     let app = router(metrics.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await
-    });
+    let server =
+        stop.spawn("metrics server", axum::serve(listener, app).with_graceful_shutdown(stop.cancelled()).into_future());
 
     reconcile(&settings, &opts).await;
     let bootstrap_every = Duration::from_secs(settings.trainer.schedule.bootstrap_interval_s);
@@ -250,7 +246,7 @@ pub async fn run(
     let mut triggers_open = true;
     let mut streak = Streak::default();
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             break;
         }
         if !pending_now {
@@ -267,11 +263,11 @@ pub async fn run(
             };
             let Some(wait) = wait else {
                 tracing::error!(cron = %settings.trainer.schedule.cron, "the cron expression never fires again");
-                let _ = stop.changed().await;
+                stop.cancelled().await;
                 break;
             };
             tokio::select! {
-                _ = stop.changed() => break,
+                () = stop.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
                 t = triggers.recv(), if triggers_open => {
                     if t.is_none() {
@@ -283,11 +279,13 @@ pub async fn run(
             }
         }
         pending_now = false;
-        run_with_retries(&settings, &opts, &metrics, &mut stop, &mut streak).await;
+        run_with_retries(&settings, &opts, &metrics, &stop, &mut streak).await;
     }
     tracing::info!("schedule stopped");
-    // A panic of the server task is an error of the process, not dropped.
-    common::tasks::join("metrics server", server).await.map_err(std::io::Error::other)??;
+    stop.drain().await;
+    // A panic of the server task (or its abort at the drain deadline) is an
+    // error of the process, not dropped.
+    server.join().await.map_err(std::io::Error::other)??;
     Ok(metrics)
 }
 
@@ -300,19 +298,10 @@ pub async fn run_once(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunReport, ScheduleError> {
     let metrics = Metrics::new()?;
-    let mut stop = stop_watch(shutdown);
+    let stop = Shutdown::new();
+    stop.cancel_on(shutdown);
     reconcile(&settings, &opts).await;
-    Ok(run_with_retries(&settings, &opts, &metrics, &mut stop, &mut Streak::default()).await)
-}
-
-/// A watch that turns true when `shutdown` resolves.
-fn stop_watch(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
-    let (stop_tx, stop) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    stop
+    Ok(run_with_retries(&settings, &opts, &metrics, &stop, &mut Streak::default()).await)
 }
 
 /// True while no model is served and the bootstrap checks are on. An
@@ -336,12 +325,12 @@ async fn reconcile(settings: &Settings, opts: &ScheduleOptions) {
 }
 
 /// Sleeps `d` unless stopped first; true when stopped.
-async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
+async fn sleep_or_stop(d: Duration, stop: &Shutdown) -> bool {
+    if stop.is_cancelled() {
         return true;
     }
     tokio::select! {
-        _ = stop.changed() => true,
+        () = stop.cancelled() => true,
         () = tokio::time::sleep(d) => false,
     }
 }
@@ -352,7 +341,7 @@ async fn run_with_retries(
     settings: &Settings,
     opts: &ScheduleOptions,
     metrics: &Metrics,
-    stop: &mut watch::Receiver<bool>,
+    stop: &Shutdown,
     streak: &mut Streak,
 ) -> RunReport {
     let cfg = &settings.trainer.schedule;
@@ -400,7 +389,7 @@ async fn attempt_once(
     settings: &Settings,
     opts: &ScheduleOptions,
     metrics: &Metrics,
-    stop: &mut watch::Receiver<bool>,
+    stop: &Shutdown,
 ) -> (RunReport, bool) {
     let t = Instant::now();
     let lock = match RunLock::acquire(&opts.artifacts_dir) {

@@ -96,6 +96,34 @@ pub fn load_sections<T: DeserializeOwned>(
     }
 }
 
+/// A process's settings: the sections it reads, and the checks that stop it
+/// at start naming the key at fault.
+pub trait Settings: DeserializeOwned {
+    /// Sections this process reads only part of (see [`load_sections`]).
+    const PARTIAL_SECTIONS: &'static [&'static str] = &[];
+
+    /// Rejects values that cannot work, naming the key.
+    fn validate(&self) -> Result<(), String>;
+}
+
+/// Loads `S` like [`load_layered`] and checks it: what every process does at
+/// start and what its `config check` does.
+pub fn load_settings<S: Settings>(
+    file: Option<&Path>,
+    env: Option<config::Map<String, String>>,
+) -> Result<S, config::ConfigError> {
+    let s: S = load_sections(file, env, S::PARTIAL_SECTIONS)?;
+    s.validate().map_err(config::ConfigError::Message)?;
+    Ok(s)
+}
+
+/// What `config print` shows of a process reading `S` (the process's
+/// variables applied), or why it would not start.
+pub fn effective<S: Settings + Serialize>(file: Option<&Path>) -> anyhow::Result<Effective> {
+    let s: S = load_settings(file, None)?;
+    Effective::of(&s).map_err(anyhow::Error::msg)
+}
+
 /// A key ignored because another process reads it: a whole known section,
 /// or a key directly under a section this process reads only part of.
 fn foreign(path: &str, partial: &[&str]) -> bool {

@@ -146,7 +146,7 @@ pub async fn start_ingest(cfg: &Path) -> Running {
 
 /// `recsys-ingest serve` on `addr` (a replacement on its predecessor's port).
 pub async fn start_ingest_at(cfg: &Path, addr: SocketAddr) -> Running {
-    let s = ingest::config::load_settings_with_env(Some(cfg), no_env()).unwrap();
+    let s = common::config::load_settings::<ingest::config::Settings>(Some(cfg), no_env()).unwrap();
     let producer = ingest::kafka::producer(&s).unwrap();
     let l = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -159,7 +159,7 @@ pub async fn start_ingest_at(cfg: &Path, addr: SocketAddr) -> Running {
 
 /// `recsys-updater` (the pipeline; tracking has tests of its own).
 pub async fn start_updater(cfg: &Path) -> Running {
-    let s = updater::config::load_settings_with_env(Some(cfg), no_env()).unwrap();
+    let s = common::config::load_settings::<updater::config::Settings>(Some(cfg), no_env()).unwrap();
     let (l, addr) = listener().await;
     let deps = updater::Deps::connect(&s, l).await.unwrap();
     spawn(addr, |rx| {
@@ -171,7 +171,7 @@ pub async fn start_updater(cfg: &Path) -> Running {
 
 /// `recsys-serving`.
 pub async fn start_serving(cfg: &Path) -> Running {
-    let s = serving::config::load_settings_with_env(Some(cfg), no_env()).unwrap();
+    let s = common::config::load_settings::<serving::config::Settings>(Some(cfg), no_env()).unwrap();
     let (l, addr) = listener().await;
     let deps = serving::Deps::connect(&s, l).unwrap();
     spawn(addr, |rx| {

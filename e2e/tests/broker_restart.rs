@@ -109,7 +109,7 @@ async fn broker_stopped_and_restarted_under_ingest_load() {
             ("ingest.stuck_after_ms", 3_000.into()),
         ],
     );
-    let s = updater::config::load_settings_with_env(Some(&cfg), no_env()).unwrap();
+    let s = common::config::load_settings::<updater::config::Settings>(Some(&cfg), no_env()).unwrap();
     common_topics(&s.kafka).await;
     let topic = s.kafka.topic(schemas::topics::EVENTS);
     let mut ingest = start_ingest(&cfg).await;

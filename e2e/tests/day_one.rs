@@ -132,7 +132,7 @@ async fn a_fresh_shop_is_served_from_its_first_event_and_turns_personal_by_itsel
             ("trainer.kafka_idle_timeout_ms", 15_000.into()),
         ],
     );
-    let shared = updater::config::load_settings_with_env(Some(&cfg), no_env()).unwrap();
+    let shared = common::config::load_settings::<updater::config::Settings>(Some(&cfg), no_env()).unwrap();
     let keys = shared.redis.keys();
     common::kafka::ensure_topics(&shared.kafka, Duration::from_secs(10)).await.unwrap();
     let root = dir.path().join("models");
@@ -142,7 +142,7 @@ async fn a_fresh_shop_is_served_from_its_first_event_and_turns_personal_by_itsel
     let ingest = start_ingest(&cfg).await;
     let updater = start_updater(&cfg).await;
     let tracking = {
-        let s = tracking::config::load_settings_with_env(Some(&cfg), no_env()).unwrap();
+        let s = common::config::load_settings::<tracking::config::Settings>(Some(&cfg), no_env()).unwrap();
         let deps = tracking::Deps::connect(&s).await.unwrap();
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         (
@@ -154,7 +154,7 @@ async fn a_fresh_shop_is_served_from_its_first_event_and_turns_personal_by_itsel
     };
     let serving = start_serving(&cfg).await;
     let trainer = {
-        let s = batch_trainer::config::load_settings_with_env(Some(&cfg), no_env()).unwrap();
+        let s = common::load_layered::<batch_trainer::config::Settings>(Some(&cfg), no_env()).unwrap();
         let opts = batch_trainer::schedule::ScheduleOptions {
             source: batch_trainer::nightly::Source { data_dir: None, from_kafka: true },
             artifacts_dir: root.clone(),

@@ -144,11 +144,15 @@ const PROCESSES: [(&str, &str, &str, &str); 4] = [
 fn listen_addr(c: &Value, name: &str) -> SocketAddr {
     let env = container_env(c, name);
     match name {
-        "ingest" => ingest::config::load_settings_with_env(None, Some(env)).unwrap().ingest.listen,
-        "updater" => updater::config::load_settings_with_env(None, Some(env)).unwrap().updater.metrics_listen,
-        "serving" => serving::config::load_settings_with_env(None, Some(env)).unwrap().serving.listen,
+        "ingest" => common::config::load_settings::<ingest::config::Settings>(None, Some(env)).unwrap().ingest.listen,
+        "updater" => {
+            common::config::load_settings::<updater::config::Settings>(None, Some(env)).unwrap().updater.metrics_listen
+        }
+        "serving" => {
+            common::config::load_settings::<serving::config::Settings>(None, Some(env)).unwrap().serving.listen
+        }
         "trainer" => {
-            let s = batch_trainer::config::load_settings_with_env(None, Some(env)).unwrap();
+            let s = common::load_layered::<batch_trainer::config::Settings>(None, Some(env)).unwrap();
             s.trainer.validate().unwrap();
             s.trainer.schedule.metrics_listen
         }
@@ -238,7 +242,7 @@ fn processes_reach_the_broker_and_redis_of_the_deployment() {
     let advertised = &kafka_env["KAFKA_ADVERTISED_LISTENERS"];
     for (name, ..) in PROCESSES {
         let env = container_env(&c, name);
-        let u = updater::config::load_settings_with_env(None, Some(env.clone())).unwrap();
+        let u = common::config::load_settings::<updater::config::Settings>(None, Some(env.clone())).unwrap();
         for b in u.kafka.brokers.split(',') {
             assert!(
                 advertised.contains(&format!("PLAINTEXT://{b}")),

@@ -38,7 +38,7 @@ async fn train(cfg: &Path, version: &str, overrides: &[(&str, &str)]) -> bool {
     for (k, v) in overrides {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
-    let s = batch_trainer::config::load_settings_with_env(Some(cfg), Some(env)).unwrap();
+    let s = common::load_layered::<batch_trainer::config::Settings>(Some(cfg), Some(env)).unwrap();
     let root = s.model.artifacts_dir.clone();
     let (s2, root2, v) = (s.clone(), root.clone(), version.to_owned());
     let r = tokio::task::spawn_blocking(move || {
@@ -96,7 +96,7 @@ async fn replay_train_serve_personalise_swap_and_reject_a_worse_model() {
     // same data, so the gate's tolerance is wider here. The worse model below
     // falls far beyond it.
     let cfg = write_config(dir.path(), &brokers, &tag, &[("training.gate.max_relative_drop", 0.5.into())]);
-    let shared = updater::config::load_settings_with_env(Some(&cfg), no_env()).unwrap();
+    let shared = common::config::load_settings::<updater::config::Settings>(Some(&cfg), no_env()).unwrap();
     let keys = shared.redis.keys();
     let events_topic = shared.kafka.topic(schemas::topics::EVENTS);
     common::kafka::ensure_topics(&shared.kafka, Duration::from_secs(10)).await.unwrap();
@@ -105,7 +105,7 @@ async fn replay_train_serve_personalise_swap_and_reject_a_worse_model() {
     let data = dir.path().join("data");
     let gen = datagen::GenerateConfig::new(150_000, 7);
     datagen::generate(&gen, &data, None).unwrap();
-    let ingest_settings = ingest::config::load_settings_with_env(Some(&cfg), no_env()).unwrap();
+    let ingest_settings = common::config::load_settings::<ingest::config::Settings>(Some(&cfg), no_env()).unwrap();
     let producer = ingest::kafka::producer(&ingest_settings).unwrap();
     let opts = ingest::replay::ReplayOptions {
         file: data.join("events.csv"),

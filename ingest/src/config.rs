@@ -3,7 +3,6 @@
 //! (applied by `main`). Sections of the other processes are ignored.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 pub use common::KafkaConfig;
@@ -123,28 +122,6 @@ impl IngestConfig {
 }
 
 impl Settings {
-    /// Rejects values that cannot work, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let i = &self.ingest;
-        let checks: [(bool, &str); 8] = [
-            (i.max_body_bytes > 0, "ingest.max_body_bytes must be > 0"),
-            (i.max_batch > 0, "ingest.max_batch must be > 0"),
-            (i.concurrency_limit > 0, "ingest.concurrency_limit must be > 0"),
-            (i.message_timeout_ms > 0, "ingest.message_timeout_ms must be > 0"),
-            (i.linger_ms < i.message_timeout_ms, "ingest.linger_ms must be below ingest.message_timeout_ms"),
-            (
-                i.request_timeout_ms > i.message_timeout_ms,
-                "ingest.request_timeout_ms must exceed ingest.message_timeout_ms",
-            ),
-            (i.replay_max_in_flight > 0, "ingest.replay_max_in_flight must be > 0"),
-            (i.max_future_ms >= 0, "ingest.max_future_ms must be ≥ 0"),
-        ];
-        common::config::first_failure(&checks)?;
-        i.replay_time_unit.parse::<schemas::csv::ClockOption>().map_err(|e| format!("ingest.replay_time_unit: {e}"))?;
-        schemas::csv::ColumnMap::parse(&i.replay_columns).map_err(|e| format!("ingest.replay_columns: {e}"))?;
-        self.kafka.validate()
-    }
-
     /// The producer's librdkafka settings: acknowledged by all in-sync
     /// replicas, idempotent (no duplicates or reordering from internal retries),
     /// a bounded delivery time, and the Java client's key hash (`murmur2`) so a
@@ -164,26 +141,36 @@ impl Settings {
     }
 }
 
-/// Loads settings from `file` (if given it must exist; otherwise
-/// `configs/recsys.toml` is used when present) and the environment.
-pub fn load_settings(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
-    load_settings_with_env(file, None)
-}
-
-/// [`load_settings`] with the environment given explicitly (`None` = the
-/// process environment), so tests need not mutate the process's variables.
-pub fn load_settings_with_env(
-    file: Option<&Path>,
-    env: Option<config::Map<String, String>>,
-) -> Result<Settings, config::ConfigError> {
-    let s: Settings = common::load_layered(file, env)?;
-    s.validate().map_err(config::ConfigError::Message)?;
-    Ok(s)
+impl common::config::Settings for Settings {
+    /// Rejects values that cannot work, naming the key.
+    fn validate(&self) -> Result<(), String> {
+        let i = &self.ingest;
+        let checks: [(bool, &str); 8] = [
+            (i.max_body_bytes > 0, "ingest.max_body_bytes must be > 0"),
+            (i.max_batch > 0, "ingest.max_batch must be > 0"),
+            (i.concurrency_limit > 0, "ingest.concurrency_limit must be > 0"),
+            (i.message_timeout_ms > 0, "ingest.message_timeout_ms must be > 0"),
+            (i.linger_ms < i.message_timeout_ms, "ingest.linger_ms must be below ingest.message_timeout_ms"),
+            (
+                i.request_timeout_ms > i.message_timeout_ms,
+                "ingest.request_timeout_ms must exceed ingest.message_timeout_ms",
+            ),
+            (i.replay_max_in_flight > 0, "ingest.replay_max_in_flight must be > 0"),
+            (i.max_future_ms >= 0, "ingest.max_future_ms must be ≥ 0"),
+        ];
+        common::config::first_failure(&checks)?;
+        i.replay_time_unit.parse::<schemas::csv::ClockOption>().map_err(|e| format!("ingest.replay_time_unit: {e}"))?;
+        schemas::csv::ColumnMap::parse(&i.replay_columns).map_err(|e| format!("ingest.replay_columns: {e}"))?;
+        self.kafka.validate()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use common::config::load_settings;
 
     fn repo_config() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml")
@@ -191,7 +178,7 @@ mod tests {
 
     #[test]
     fn repository_config_parses_to_the_defaults() {
-        let s = load_settings_with_env(Some(&repo_config()), Some(config::Map::new())).unwrap();
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(config::Map::new())).unwrap();
         assert_eq!(s, Settings::default(), "configs/recsys.toml and the defaults disagree");
     }
 
@@ -202,15 +189,15 @@ mod tests {
             ("RECSYS__INGEST__LISTEN".to_owned(), "0.0.0.0:9999".to_owned()),
             ("RECSYS__INGEST__COMPRESSION".to_owned(), "none".to_owned()),
         ]);
-        let s = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap();
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap();
         assert_eq!(s.kafka.brokers, "10.0.0.1:9092");
         assert_eq!(s.ingest.listen.port(), 9999);
         assert_eq!(s.ingest.compression, Compression::None);
 
         let env = config::Map::from([("RECSYS__INGEST__REQUEST_TIMEOUT_MS".to_owned(), "1000".to_owned())]);
-        let err = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+        let err = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap_err().to_string();
         assert!(err.contains("ingest.request_timeout_ms"), "{err}");
         let env = config::Map::from([("RECSYS__INGEST__COMPRESSION".to_owned(), "snappy".to_owned())]);
-        assert!(load_settings_with_env(Some(&repo_config()), Some(env)).is_err(), "snappy must be refused");
+        assert!(load_settings::<Settings>(Some(&repo_config()), Some(env)).is_err(), "snappy must be refused");
     }
 }

@@ -16,7 +16,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod replay;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::{Arc, OnceLock};
 
 use rdkafka::producer::{FutureProducer, Producer};
@@ -37,12 +37,14 @@ pub async fn run(
     let stuck = Arc::new(kafka::StuckDetector::new(std::time::Duration::from_millis(settings.ingest.stuck_after_ms)));
     let app = http::router_with(&settings, producer.clone(), metrics, stuck.clone());
     tracing::info!(addr = %listener.local_addr()?, brokers = %settings.kafka.brokers, "recsys-ingest listening");
+    let stop = common::Shutdown::new();
+    stop.cancel_on(shutdown);
     // An idempotent producer's fatal error is permanent: stop serving (so the
     // orchestrator sees the process end and starts a fresh one) instead of
     // answering 503 forever.
     let fatal = Arc::new(OnceLock::new());
-    let stop = {
-        let (fatal, producer) = (fatal.clone(), producer.clone());
+    stop.spawn("producer watch", {
+        let (fatal, producer, stop) = (fatal.clone(), producer.clone(), stop.clone());
         async move {
             let watch = async {
                 loop {
@@ -58,19 +60,27 @@ pub async fn run(
                 }
             };
             tokio::select! {
-                () = shutdown => {}
-                () = watch => tracing::error!(error = ?fatal.get(), "the producer can no longer produce; shutting down"),
+                () = stop.cancelled() => {}
+                () = watch => {
+                    tracing::error!(error = ?fatal.get(), "the producer can no longer produce; shutting down");
+                    stop.cancel();
+                }
             }
         }
-    };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    });
+    let server = stop.spawn_essential(
+        "http server",
+        axum::serve(listener, app).with_graceful_shutdown(stop.cancelled()).into_future(),
+    );
+    let drained = stop.drain().await;
     tracing::info!("HTTP server stopped; flushing the producer");
     let timeout = settings.ingest.flush_timeout();
     tokio::task::spawn_blocking(move || producer.flush(timeout)).await??;
     if let Some(e) = fatal.get() {
         anyhow::bail!("the Kafka producer can no longer produce ({e}); exiting so a fresh process replaces this one");
     }
-    Ok(())
+    server.join().await??;
+    drained.into_result()
 }
 
 /// How often [`run`] checks the producer for a fatal error.

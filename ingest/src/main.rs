@@ -64,39 +64,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    common::memory::install(&ALLOC);
     let cli = Cli::parse();
-    common::telemetry::init(cli.log.log_format);
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (file, config) = match cli.command {
+        Some(Command::Config(cmd)) => (cli.config.clone(), Some(cmd)),
+        _ => (None, None),
     };
-    match rt.block_on(real_main(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `config check` / `config print`: what `serve` and `replay` would load.
-fn config_command(cmd: common::cli::ConfigCommand, file: Option<&std::path::Path>) -> ExitCode {
-    let loaded = ingest::config::load_settings(file)
-        .map_err(anyhow::Error::from)
-        .and_then(|s| common::config::Effective::of(&s).map_err(anyhow::Error::msg));
-    ExitCode::from(common::cli::run_config_command(cmd, "recsys-ingest", file, loaded))
+    common::process::Main::new("recsys-ingest", &ALLOC, cli.log)
+        .config(file.as_deref(), config, common::config::effective::<ingest::Settings>)
+        .run(|| real_main(cli))
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let command = match cli.command.unwrap_or(Command::Serve { listen: None }) {
-        Command::Config(cmd) => return Ok(config_command(cmd, cli.config.as_deref())),
-        other => other,
-    };
-    let mut settings = ingest::config::load_settings(cli.config.as_deref())?;
+    let mut settings: ingest::Settings = common::config::load_settings(cli.config.as_deref(), None)?;
+    let command = cli.command.unwrap_or(Command::Serve { listen: None });
     match command {
         Command::Serve { listen } => {
             if let Some(l) = listen {
@@ -151,6 +131,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config(cmd) => Ok(config_command(cmd, cli.config.as_deref())),
+        // Answered by `Main` before the runtime starts.
+        Command::Config(_) => Ok(ExitCode::SUCCESS),
     }
 }

@@ -3,7 +3,6 @@
 //! then command-line flags (applied by `main`).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use common::config::first_failure;
@@ -113,36 +112,6 @@ impl ServingConfig {
 }
 
 impl Settings {
-    /// Rejects values that cannot work, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let s = &self.serving;
-        first_failure(&[
-            (s.redis_timeout_ms > 0, "serving.redis_timeout_ms must be > 0"),
-            (s.stats_timeout_ms > 0, "serving.stats_timeout_ms must be > 0"),
-            (
-                s.request_timeout_ms > s.redis_timeout_ms,
-                "serving.request_timeout_ms must exceed serving.redis_timeout_ms",
-            ),
-            (s.concurrency_limit > 0, "serving.concurrency_limit must be > 0"),
-            ((1..=MAX_K).contains(&s.default_k), "serving.default_k must be in 1..=100"),
-            (s.treatment_percent <= 100, "serving.treatment_percent must be in 0..=100"),
-            (s.history_categories > 0, "serving.history_categories must be > 0"),
-            ((1..=1_000).contains(&s.similar_size), "serving.similar_size must be in 1..=1000"),
-            (s.popular_refresh_ms > 0, "serving.popular_refresh_ms must be > 0"),
-            (s.model_poll_interval_s > 0, "serving.model_poll_interval_s must be > 0"),
-            (s.impression_queue > 0, "serving.impression_queue must be > 0"),
-            (s.impression_buffer_kbytes >= 1, "serving.impression_buffer_kbytes must be ≥ 1"),
-            (
-                s.impression_timeout_ms > s.impression_linger_ms,
-                "serving.impression_timeout_ms must exceed impression_linger_ms",
-            ),
-        ])?;
-        self.popularity.validate()?;
-        self.kafka.validate()?;
-        self.admin.resolve()?;
-        self.redis.validate()
-    }
-
     /// The impression producer: fire-and-forget from the request's point of
     /// view; bounded by librdkafka's own queue and `impression_timeout_ms`.
     /// Not idempotent: an impression duplicated by a retry counts once more in
@@ -177,25 +146,44 @@ impl Settings {
     }
 }
 
-/// Loads settings from `file` (if given it must exist; otherwise
-/// `configs/recsys.toml` is used when present) and the environment.
-pub fn load_settings(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
-    load_settings_with_env(file, None)
-}
-
-/// [`load_settings`] with the environment given explicitly (`None` = the process's).
-pub fn load_settings_with_env(
-    file: Option<&Path>,
-    env: Option<config::Map<String, String>>,
-) -> Result<Settings, config::ConfigError> {
-    let s: Settings = common::load_layered(file, env)?;
-    s.validate().map_err(config::ConfigError::Message)?;
-    Ok(s)
+impl common::config::Settings for Settings {
+    /// Rejects values that cannot work, naming the key.
+    fn validate(&self) -> Result<(), String> {
+        let s = &self.serving;
+        first_failure(&[
+            (s.redis_timeout_ms > 0, "serving.redis_timeout_ms must be > 0"),
+            (s.stats_timeout_ms > 0, "serving.stats_timeout_ms must be > 0"),
+            (
+                s.request_timeout_ms > s.redis_timeout_ms,
+                "serving.request_timeout_ms must exceed serving.redis_timeout_ms",
+            ),
+            (s.concurrency_limit > 0, "serving.concurrency_limit must be > 0"),
+            ((1..=MAX_K).contains(&s.default_k), "serving.default_k must be in 1..=100"),
+            (s.treatment_percent <= 100, "serving.treatment_percent must be in 0..=100"),
+            (s.history_categories > 0, "serving.history_categories must be > 0"),
+            ((1..=1_000).contains(&s.similar_size), "serving.similar_size must be in 1..=1000"),
+            (s.popular_refresh_ms > 0, "serving.popular_refresh_ms must be > 0"),
+            (s.model_poll_interval_s > 0, "serving.model_poll_interval_s must be > 0"),
+            (s.impression_queue > 0, "serving.impression_queue must be > 0"),
+            (s.impression_buffer_kbytes >= 1, "serving.impression_buffer_kbytes must be ≥ 1"),
+            (
+                s.impression_timeout_ms > s.impression_linger_ms,
+                "serving.impression_timeout_ms must exceed impression_linger_ms",
+            ),
+        ])?;
+        self.popularity.validate()?;
+        self.kafka.validate()?;
+        self.admin.resolve()?;
+        self.redis.validate()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use common::config::{load_settings, Settings as _};
 
     fn repo_config() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml")
@@ -203,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_shipped_file_parses_and_the_defaults_are_valid() {
-        let s = load_settings_with_env(Some(&repo_config()), Some(config::Map::new())).unwrap();
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(config::Map::new())).unwrap();
         // The shipped file holds the documented defaults.
         assert_eq!(s.serving, ServingConfig::default());
         assert_eq!(s.redis, RedisConfig::default());
@@ -219,7 +207,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("recsys.toml");
         std::fs::write(&f, block).unwrap();
-        let s = load_settings_with_env(Some(&f), Some(config::Map::new())).unwrap();
+        let s = load_settings::<Settings>(Some(&f), Some(config::Map::new())).unwrap();
         assert_eq!(s.serving, ServingConfig::default(), "serving/README.md and the defaults disagree");
     }
 
@@ -230,15 +218,15 @@ mod tests {
             ("RECSYS__SERVING__TREATMENT_PERCENT".to_owned(), "10".to_owned()),
             ("RECSYS__REDIS__PREFIX".to_owned(), "t1:".to_owned()),
         ]);
-        let s = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap();
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap();
         assert_eq!(s.serving.listen.port(), 9999);
         assert_eq!(s.serving.treatment_percent, 10);
         assert_eq!(s.redis.prefix, "t1:");
         let env = config::Map::from([("RECSYS__SERVING__TREATMENT_PERCENT".to_owned(), "101".to_owned())]);
-        let err = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+        let err = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap_err().to_string();
         assert!(err.contains("serving.treatment_percent"), "{err}");
         let env = config::Map::from([("RECSYS__SERVING__REDIS_TIMEOUT_MS".to_owned(), "0".to_owned())]);
-        let err = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+        let err = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap_err().to_string();
         assert!(err.contains("serving.redis_timeout_ms"), "{err}");
     }
 }

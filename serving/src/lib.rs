@@ -27,7 +27,7 @@ pub mod metrics;
 pub mod stats;
 pub mod watch;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -115,42 +115,42 @@ pub async fn run(
             tracing::error!(error = %e, "the CURRENT model cannot be served; waiting for another");
         }
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // A panicking background task stops the process (non-zero) instead of
-    // leaving it serving a stale model or popular list.
-    let tasks = common::tasks::Supervisor::new();
-    let impressions_task = tasks.adopt("impression producer", impressions_task);
-    let models = tasks.spawn(
+    // One stop for the API and its background tasks: the caller's shutdown,
+    // or a task's panic (a stale model or popular list must not be served
+    // quietly), or the server's end.
+    let stop = common::Shutdown::new();
+    stop.cancel_on(shutdown);
+    let impressions_task = stop.adopt("impression producer", impressions_task);
+    let models = stop.spawn(
         "model watch",
         watch::watch_models(
             root,
             Duration::from_secs(settings.serving.model_poll_interval_s),
             announcements,
             state.clone(),
-            stop_rx.clone(),
+            stop.cancelled(),
         ),
     );
-    let popular = tasks.spawn(
+    let popular = stop.spawn(
         "popular lists",
-        watch::watch_popular(state.clone(), Duration::from_millis(settings.serving.popular_refresh_ms), stop_rx),
+        watch::watch_popular(
+            state.clone(),
+            Duration::from_millis(settings.serving.popular_refresh_ms),
+            stop.cancelled(),
+        ),
     );
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, redis = %settings.redis.url, "recsys-serving listening");
-    let failed = tasks.failed();
-    let stop = async move {
-        tokio::select! {
-            () = shutdown => {}
-            e = failed => tracing::error!(error = %e, "stopping the API"),
-        }
-    };
-    let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
-    let _ = stop_tx.send(true);
-    let joined = [models.join().await, popular.join().await];
-    // The router (and with it the last Publisher) is gone: the task flushes and ends.
+    let server = stop.spawn_essential(
+        "http server",
+        axum::serve(listener, app).with_graceful_shutdown(stop.cancelled()).into_future(),
+    );
+    // In-flight requests finish, then the router (and with it the last
+    // Publisher) is gone: the impression task flushes and ends.
+    let drained = stop.drain().await;
     impressions_task.join().await?;
-    served?;
-    for r in joined {
-        r?;
-    }
-    Ok(())
+    server.join().await??;
+    models.join().await?;
+    popular.join().await?;
+    drained.into_result()
 }

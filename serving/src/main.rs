@@ -35,33 +35,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    common::memory::install(&ALLOC);
     let cli = Cli::parse();
-    common::telemetry::init(cli.log.log_format);
-    if let Some(Command::Config(cmd)) = cli.command {
-        let loaded = serving::config::load_settings(cli.config.as_deref())
-            .map_err(anyhow::Error::from)
-            .and_then(|s| common::config::Effective::of(&s).map_err(anyhow::Error::msg));
-        return ExitCode::from(common::cli::run_config_command(cmd, "recsys-serving", cli.config.as_deref(), loaded));
-    }
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (file, config) = match cli.command {
+        Some(Command::Config(cmd)) => (cli.config.clone(), Some(cmd)),
+        None => (None, None),
     };
-    match rt.block_on(real_main(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::process::Main::new("recsys-serving", &ALLOC, cli.log)
+        .config(file.as_deref(), config, common::config::effective::<serving::Settings>)
+        .run(|| real_main(cli))
 }
 
-async fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let mut settings = serving::config::load_settings(cli.config.as_deref())?;
+async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut settings: serving::Settings = common::config::load_settings(cli.config.as_deref(), None)?;
     if let Some(l) = cli.listen {
         settings.serving.listen = l;
     }
@@ -74,5 +59,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(settings.serving.listen).await?;
     let deps = serving::Deps::connect(&settings, listener)?;
-    serving::run(settings, deps, serving::shutdown_signal()).await
+    serving::run(settings, deps, serving::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,33 +1,71 @@
 //! Background work, never on the request path:
-//! - the served model's metadata: `CURRENT` at start, then announcements on
-//!   `recsys.models` and a periodic look at `CURRENT` (a version that fails
-//!   verification is refused; the old one keeps serving); each new version's
-//!   item neighbours are computed on a blocking thread;
+//! - the served model's metadata, followed by [`common::follow`] (`CURRENT`
+//!   at start, then announcements on `recsys.models` and a periodic look at
+//!   `CURRENT`; a version that fails verification is refused and the old one
+//!   keeps serving); each new version's item neighbours are computed on a
+//!   blocking thread;
 //! - the Redis `popular` / `popular:cat:{c}` lists and the live rankings
 //!   `trending:{window}` ([`crate::live`]), re-read periodically.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::Message;
+use common::follow::{self, Follower};
+use rdkafka::consumer::StreamConsumer;
 use rustc_hash::FxHashMap;
-use schemas::{ModelAnnouncement, RecsList};
-use tokio::sync::watch;
+use schemas::RecsList;
 
-use crate::catalog::{Catalog, LoadError};
+pub use common::follow::Reloaded;
+
+use crate::catalog::Catalog;
 use crate::http::{AppState, Overrides, PopList};
 
+/// Serving's side of the model follower ([`common::follow`]): a version's
+/// metadata, swapped into the state.
+#[derive(Debug, Clone)]
+pub struct Models(pub AppState);
+
+impl Follower for Models {
+    type Model = Catalog;
+
+    fn current_version(root: &Path) -> Result<Option<String>, String> {
+        model::artifact::current_version(root).map_err(|e| e.to_string())
+    }
+
+    fn load(dir: &Path) -> Result<Catalog, String> {
+        Catalog::load(dir).map_err(|e| e.to_string())
+    }
+
+    fn load_announced(dir: &Path, version: &str, manifest_sha256: &str) -> Result<Catalog, String> {
+        let c = Catalog::load_announced(dir, manifest_sha256).map_err(|e| e.to_string())?;
+        if c.version.as_str() != version {
+            return Err(format!("directory holds {}, announced {version}", c.version));
+        }
+        Ok(c)
+    }
+
+    fn version(c: &Catalog) -> String {
+        c.version.to_string()
+    }
+
+    fn served(&self) -> Option<(String, String)> {
+        self.0.inner.catalog.current().map(|c| (c.version.to_string(), c.manifest_sha256.clone()))
+    }
+
+    fn install(&self, c: Catalog) -> impl Future<Output = ()> + Send {
+        serve(&self.0, c)
+    }
+
+    fn refused(&self) {
+        self.0.inner.metrics.model_loads.with_label_values(&["refused"]).inc();
+    }
+}
+
 /// Loads the version `CURRENT` names, if any.
-pub async fn load_current(root: &Path) -> Result<Option<Catalog>, LoadError> {
-    let root = root.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let Some(v) = model::artifact::current_version(&root)? else { return Ok(None) };
-        Catalog::load(&root.join(v)).map(Some)
-    })
-    .await
-    .unwrap_or_else(|e| Err(LoadError::Unusable { version: "?".into(), reason: e.to_string() }))
+pub async fn load_current(root: &Path) -> Result<Option<Catalog>, String> {
+    follow::load_current::<Models>(root).await
 }
 
 /// Serves `c`. The first model is served at once and its neighbours follow
@@ -66,120 +104,21 @@ fn swap_in(state: &AppState, c: Arc<Catalog>) {
     s.catalog.swap(c);
 }
 
-/// Where an announced version lives: its announced path when that holds a
-/// manifest on this machine, else the version under our own artifacts root.
-pub fn resolve(a: &ModelAnnouncement, root: &Path) -> PathBuf {
-    let announced = PathBuf::from(&a.path);
-    if announced.join("manifest.json").is_file() {
-        announced
-    } else {
-        root.join(a.version.as_str())
-    }
-}
-
-/// Handles one `recsys.models` message: `Ok(true)` when a new version is served.
-pub async fn on_announcement(payload: &[u8], root: &Path, state: &AppState) -> Result<bool, String> {
-    let a = ModelAnnouncement::parse_json(payload).map_err(|e| e.to_string())?;
-    if let Some(cur) = state.inner.catalog.current() {
-        if cur.version == a.version && cur.manifest_sha256 == a.manifest_sha256.as_str() {
-            return Ok(false);
-        }
-    }
-    let dir = resolve(&a, root);
-    let sha = a.manifest_sha256.to_string();
-    let loaded =
-        tokio::task::spawn_blocking(move || Catalog::load_announced(&dir, &sha)).await.map_err(|e| e.to_string())?;
-    match loaded {
-        Ok(c) if c.version != a.version => Err(format!("directory holds {}, announced {}", c.version, a.version)),
-        Ok(c) => {
-            serve(state, c).await;
-            Ok(true)
-        }
-        Err(e) => Err(format!("model {} refused: {e}", a.version)),
-    }
-}
-
-/// Follows announcements (when a consumer is given) and `CURRENT` until `stop` turns true.
+/// Follows announcements (when a consumer is given) and `CURRENT` until `stop` resolves.
 pub async fn watch_models(
     root: PathBuf,
     poll_every: Duration,
     consumer: Option<StreamConsumer>,
     state: AppState,
-    mut stop: watch::Receiver<bool>,
+    stop: impl Future<Output = ()>,
 ) {
-    let mut poll = tokio::time::interval(poll_every);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            m = recv(&consumer) => match m {
-                Ok(payload) => {
-                    if let Err(reason) = on_announcement(&payload, &root, &state).await {
-                        state.inner.metrics.model_loads.with_label_values(&["refused"]).inc();
-                        tracing::error!(%reason, "model announcement refused; the served model stays");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "model announcement consumer error");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            },
-            _ = poll.tick() => poll_current(&root, &state).await,
-        }
-    }
-    if let Some(c) = consumer {
-        c.unsubscribe();
-    }
-}
-
-async fn recv(c: &Option<StreamConsumer>) -> rdkafka::error::KafkaResult<Vec<u8>> {
-    match c {
-        Some(c) => c.recv().await.map(|m| m.payload().unwrap_or_default().to_vec()),
-        None => std::future::pending().await,
-    }
-}
-
-/// Serves `CURRENT`'s version if it is not the served one.
-pub async fn poll_current(root: &Path, state: &AppState) {
-    if let Err(e) = reload_current(root, state).await {
-        tracing::error!(error = %e, "CURRENT names a model that cannot be served");
-    }
-}
-
-/// What a reload found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reloaded {
-    /// `CURRENT` names the served version already.
-    Unchanged(String),
-    /// This version is served now.
-    Swapped(String),
-    /// No `CURRENT` yet.
-    NoModel,
+    follow::follow(Models(state), root, poll_every, consumer, stop).await;
 }
 
 /// Serves `CURRENT`'s version unless it is served already; an unusable
 /// version is refused (counted) and the served one stays.
 pub async fn reload_current(root: &Path, state: &AppState) -> Result<Reloaded, String> {
-    let v = match model::artifact::current_version(root) {
-        Ok(Some(v)) => v,
-        Ok(None) => return Ok(Reloaded::NoModel),
-        Err(e) => return Err(format!("reading {}: {e}", root.display())),
-    };
-    if state.inner.catalog.current().is_some_and(|c| c.version.as_str() == v) {
-        return Ok(Reloaded::Unchanged(v));
-    }
-    match load_current(root).await {
-        Ok(Some(c)) => {
-            let version = c.version.to_string();
-            serve(state, c).await;
-            Ok(Reloaded::Swapped(version))
-        }
-        Ok(None) => Ok(Reloaded::NoModel),
-        Err(e) => {
-            state.inner.metrics.model_loads.with_label_values(&["refused"]).inc();
-            Err(format!("model {v} refused: {e}"))
-        }
-    }
+    follow::reload_current(&Models(state.clone()), root).await
 }
 
 /// The announcement consumer, subscribed to `recsys.models`.
@@ -187,9 +126,10 @@ pub fn announcement_consumer(
     settings: &crate::Settings,
     instance: &str,
 ) -> rdkafka::error::KafkaResult<StreamConsumer> {
-    let c: StreamConsumer = settings.announcement_consumer_config(instance).create()?;
-    c.subscribe(&[&settings.kafka.topic(schemas::topics::MODELS)])?;
-    Ok(c)
+    follow::announcement_consumer(
+        &settings.announcement_consumer_config(instance),
+        &settings.kafka.topic(schemas::topics::MODELS),
+    )
 }
 
 /// Reads `popular` and `popular:cat:{c}` (for the served model's categories)
@@ -230,13 +170,14 @@ fn parse_list(bytes: &[u8]) -> Option<PopList> {
 }
 
 /// Re-reads the Redis popular lists and live rankings every `every` until
-/// `stop` turns true.
-pub async fn watch_popular(state: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
+/// `stop` resolves.
+pub async fn watch_popular(state: AppState, every: Duration, stop: impl Future<Output = ()>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            () = &mut stop => break,
             _ = tick.tick() => {
                 let budget = state.inner.cfg.stats_timeout();
                 match tokio::time::timeout(budget, refresh_popular(&state)).await {

@@ -1,7 +1,6 @@
 //! Typed configuration: `[tracking]`, `[kafka]` and `[redis]` of
 //! `configs/recsys.toml`, then `RECSYS__SECTION__KEY` environment variables.
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::config::first_failure;
@@ -110,8 +109,34 @@ impl TrackingConfig {
 }
 
 impl Settings {
+    /// The consumer of both topics: commits only what it stored after the
+    /// Redis write, starts a new group at the beginning of the log.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let t = &self.tracking;
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.kafka.brokers)
+            .set("group.id", &t.group_id)
+            .set("client.id", "recsys-tracking")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", t.fetch_wait_max_ms.to_string())
+            .set("fetch.min.bytes", "1")
+            .set("session.timeout.ms", t.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (t.session_timeout_ms / 5).max(100).to_string())
+            // Range: with equal partition counts a member gets the same
+            // partition numbers of both topics, so one user's impressions and
+            // events usually meet in one process (not needed for correctness:
+            // the join state is in Redis).
+            .set("partition.assignment.strategy", "range")
+            .set("statistics.interval.ms", "1000");
+        c
+    }
+}
+
+impl common::config::Settings for Settings {
     /// Rejects values that cannot work, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         let t = &self.tracking;
         // Windows over a year would overflow nothing but make no sense; the
         // bound keeps ms arithmetic far from i64 limits and Lua's 2^53.
@@ -141,51 +166,14 @@ impl Settings {
         self.kafka.validate()?;
         self.redis.validate()
     }
-
-    /// The consumer of both topics: commits only what it stored after the
-    /// Redis write, starts a new group at the beginning of the log.
-    pub fn consumer_config(&self) -> ClientConfig {
-        let t = &self.tracking;
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.kafka.brokers)
-            .set("group.id", &t.group_id)
-            .set("client.id", "recsys-tracking")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", t.fetch_wait_max_ms.to_string())
-            .set("fetch.min.bytes", "1")
-            .set("session.timeout.ms", t.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (t.session_timeout_ms / 5).max(100).to_string())
-            // Range: with equal partition counts a member gets the same
-            // partition numbers of both topics, so one user's impressions and
-            // events usually meet in one process (not needed for correctness:
-            // the join state is in Redis).
-            .set("partition.assignment.strategy", "range")
-            .set("statistics.interval.ms", "1000");
-        c
-    }
-}
-
-/// Loads settings from `file` (if given it must exist; otherwise
-/// `configs/recsys.toml` is used when present) and the environment.
-pub fn load_settings(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
-    load_settings_with_env(file, None)
-}
-
-/// [`load_settings`] with the environment given explicitly (`None` = the process's).
-pub fn load_settings_with_env(
-    file: Option<&Path>,
-    env: Option<config::Map<String, String>>,
-) -> Result<Settings, config::ConfigError> {
-    let s: Settings = common::load_layered(file, env)?;
-    s.validate().map_err(config::ConfigError::Message)?;
-    Ok(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use common::config::load_settings;
 
     fn repo_config() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml")
@@ -193,7 +181,7 @@ mod tests {
 
     #[test]
     fn repository_config_parses_to_the_defaults() {
-        let s = load_settings_with_env(Some(&repo_config()), Some(config::Map::new())).unwrap();
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(config::Map::new())).unwrap();
         assert_eq!(s, Settings::default(), "configs/recsys.toml and the defaults disagree");
         let w = s.tracking.windows();
         assert_eq!((w.click_ms, w.conversion_ms), (1_800_000, 86_400_000));
@@ -207,13 +195,13 @@ mod tests {
             ("RECSYS__TRACKING__CLICK_WINDOW_S".to_owned(), "60".to_owned()),
             ("RECSYS__TRACKING__GROUP_ID".to_owned(), "g2".to_owned()),
         ]);
-        let s = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap();
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap();
         assert!(!s.tracking.enabled);
         assert_eq!(s.tracking.click_window_s, 60);
         assert_eq!(s.tracking.group_id, "g2");
         for (key, value) in [("CLICK_WINDOW_S", "0"), ("MAX_IMPRESSIONS_PER_USER", "0"), ("BATCH_MAX_RECORDS", "0")] {
             let env = config::Map::from([(format!("RECSYS__TRACKING__{key}"), value.to_owned())]);
-            let err = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+            let err = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap_err().to_string();
             assert!(err.contains(&format!("tracking.{}", key.to_lowercase())), "{err}");
         }
     }

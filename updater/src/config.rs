@@ -4,7 +4,6 @@
 //! (applied by `main`).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use common::config::first_failure;
@@ -128,28 +127,6 @@ impl UpdaterConfig {
 }
 
 impl Settings {
-    /// Rejects values that cannot work, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let u = &self.updater;
-        first_failure(&[
-            (!u.group_id.trim().is_empty(), "updater.group_id must not be empty"),
-            (u.batch_max_events > 0, "updater.batch_max_events must be > 0"),
-            (u.batch_max_wait_ms > 0, "updater.batch_max_wait_ms must be > 0"),
-            (u.session_timeout_ms >= 1_000, "updater.session_timeout_ms must be ≥ 1000"),
-            (u.score_block > 0, "updater.score_block must be > 0"),
-            (u.history_max_items > 0, "updater.history_max_items must be > 0"),
-            (u.recs_size > 0 && u.recs_size <= 1_000, "updater.recs_size must be in 1..=1000"),
-            (u.new_item_max_users >= u.new_item_min_users, "updater.new_item_max_users must be ≥ new_item_min_users"),
-            (u.new_item_refresh_ms > 0, "updater.new_item_refresh_ms must be > 0"),
-            (u.model_poll_interval_s > 0, "updater.model_poll_interval_s must be > 0"),
-            (u.retry_backoff_ms > 0, "updater.retry_backoff_ms must be > 0"),
-            (u.refold_batch > 0 && u.refold_batch <= 10_000, "updater.refold_batch must be in 1..=10000"),
-        ])?;
-        self.popularity.validate()?;
-        self.kafka.validate()?;
-        self.redis.validate()
-    }
-
     /// The event consumer: a group member that commits only what it stored
     /// after the Redis write, starts a new group at the beginning of the log,
     /// and fetches with a short broker wait so freshness is not librdkafka's
@@ -200,26 +177,39 @@ impl Settings {
     }
 }
 
-/// Loads settings from `file` (if given it must exist; otherwise
-/// `configs/recsys.toml` is used when present) and the environment.
-pub fn load_settings(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
-    load_settings_with_env(file, None)
-}
-
-/// [`load_settings`] with the environment given explicitly (`None` = the process's).
-pub fn load_settings_with_env(
-    file: Option<&Path>,
-    env: Option<config::Map<String, String>>,
-) -> Result<Settings, config::ConfigError> {
+impl common::config::Settings for Settings {
     // Of [training], only [training.rerank] is the updater's: the trainer checks the rest.
-    let s: Settings = common::config::load_sections(file, env, &["training"])?;
-    s.validate().map_err(config::ConfigError::Message)?;
-    Ok(s)
+    const PARTIAL_SECTIONS: &'static [&'static str] = &["training"];
+
+    /// Rejects values that cannot work, naming the key.
+    fn validate(&self) -> Result<(), String> {
+        let u = &self.updater;
+        first_failure(&[
+            (!u.group_id.trim().is_empty(), "updater.group_id must not be empty"),
+            (u.batch_max_events > 0, "updater.batch_max_events must be > 0"),
+            (u.batch_max_wait_ms > 0, "updater.batch_max_wait_ms must be > 0"),
+            (u.session_timeout_ms >= 1_000, "updater.session_timeout_ms must be ≥ 1000"),
+            (u.score_block > 0, "updater.score_block must be > 0"),
+            (u.history_max_items > 0, "updater.history_max_items must be > 0"),
+            (u.recs_size > 0 && u.recs_size <= 1_000, "updater.recs_size must be in 1..=1000"),
+            (u.new_item_max_users >= u.new_item_min_users, "updater.new_item_max_users must be ≥ new_item_min_users"),
+            (u.new_item_refresh_ms > 0, "updater.new_item_refresh_ms must be > 0"),
+            (u.model_poll_interval_s > 0, "updater.model_poll_interval_s must be > 0"),
+            (u.retry_backoff_ms > 0, "updater.retry_backoff_ms must be > 0"),
+            (u.refold_batch > 0 && u.refold_batch <= 10_000, "updater.refold_batch must be in 1..=10000"),
+        ])?;
+        self.popularity.validate()?;
+        self.kafka.validate()?;
+        self.redis.validate()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use common::config::load_settings;
 
     fn repo_config() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml")
@@ -227,7 +217,7 @@ mod tests {
 
     #[test]
     fn repository_config_parses_to_the_defaults() {
-        let s = load_settings_with_env(Some(&repo_config()), Some(config::Map::new())).unwrap();
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(config::Map::new())).unwrap();
         assert_eq!(s, Settings::default(), "configs/recsys.toml and the defaults disagree");
     }
 
@@ -241,7 +231,7 @@ mod tests {
             ("RECSYS__UPDATER__METRICS_LISTEN".to_owned(), "0.0.0.0:9999".to_owned()),
             ("RECSYS__UPDATER__SOLVER".to_owned(), "cg".to_owned()),
         ]);
-        let s = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap();
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap();
         assert_eq!(s.kafka.brokers, "10.0.0.1:9092");
         assert_eq!(s.redis.url, "redis://10.0.0.2:6379");
         assert_eq!(s.redis.prefix, "t1:");
@@ -249,7 +239,7 @@ mod tests {
         assert_eq!(s.updater.metrics_listen.port(), 9999);
         assert_eq!(s.updater.solver, FoldInSolver::Cg);
         let env = config::Map::from([("RECSYS__UPDATER__BATCH_MAX_EVENTS".to_owned(), "0".to_owned())]);
-        let err = load_settings_with_env(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+        let err = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap_err().to_string();
         assert!(err.contains("updater.batch_max_events"), "{err}");
     }
 }

@@ -32,7 +32,7 @@ pub mod served;
 pub mod store;
 pub mod watch;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -106,8 +106,9 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
         Store::new(redis, settings.redis.keys(), settings.updater.history_max_items, settings.updater.recs_ttl_s)
             .with_live_rankings(store::LiveRankings::new(&settings.popularity, settings.training.weights));
     let handle = ModelHandle::default();
+    let models = watch::Models { handle: handle.clone(), metrics: metrics.clone() };
     match watch::load_current(&settings.model.artifacts_dir).await {
-        Ok(Some(m)) => watch::serve(&handle, &store, &metrics, m).await,
+        Ok(Some(m)) => watch::serve(&handle, &metrics, m),
         Ok(None) => tracing::warn!(
             dir = %settings.model.artifacts_dir.display(),
             "no model yet: histories are kept, lists follow the first model"
@@ -118,22 +119,12 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
         }
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // A panicking background task stops the pipeline and the process
     // (non-zero) instead of leaving it on a stale model.
-    let tasks = common::tasks::Supervisor::new();
-    let watcher = tasks.spawn(
-        "model watch",
-        watch::watch_models(
-            settings.clone(),
-            announcements,
-            handle.clone(),
-            store.clone(),
-            metrics.clone(),
-            stop_rx.clone(),
-        ),
-    );
-    let refold = tasks.spawn(
+    let stop = common::Shutdown::new();
+    let watcher =
+        stop.spawn("model watch", watch::watch_models(settings.clone(), announcements, models, stop.cancelled()));
+    let refold = stop.spawn(
         "re-fold",
         refold::supervise(
             settings.clone(),
@@ -141,38 +132,37 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
             handle.clone(),
             metrics.clone(),
             compute::ComputeParams::from_settings(&settings),
-            stop_rx.clone(),
+            stop.cancelled(),
         ),
     );
-    let mut http_stop = stop_rx.clone();
     let app = http::router_with(metrics.clone(), handle.clone(), extra_metrics);
     tracing::info!(addr = %listener.local_addr()?, "recsys-updater metrics listening");
-    let server = tasks.spawn("metrics server", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await
-    });
+    let server =
+        stop.spawn("metrics server", axum::serve(listener, app).with_graceful_shutdown(stop.cancelled()).into_future());
 
     let pipeline = pipeline::Pipeline::new(settings, Arc::new(consumer), producer, store, handle, metrics);
-    let failed = tasks.failed();
     let result = pipeline
-        .run(async move {
-            tokio::select! {
-                () = shutdown => {}
-                e = failed => tracing::error!(error = %e, "stopping the pipeline"),
+        .run({
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stop.cancelled() => {
+                        if let Some(e) = stop.first_failure() {
+                            tracing::error!(error = %e, "stopping the pipeline");
+                        }
+                    }
+                }
             }
         })
         .await;
-    let _ = stop_tx.send(true);
-    let joined = [watcher.join().await, refold.join().await];
+    // The batch in hand is committed: the background tasks stop within the deadline.
+    let drained = stop.drain().await;
     if let Err(e) = server.join().await? {
         tracing::warn!(error = %e, "metrics server");
     }
     result?;
-    for r in joined {
-        r?;
-    }
-    Ok(())
+    watcher.join().await?;
+    refold.join().await?;
+    drained.into_result()
 }

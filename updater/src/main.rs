@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -42,90 +41,52 @@ enum Command {
 
 /// What the updater and its tracking task would load, as one TOML document.
 fn effective(file: Option<&std::path::Path>) -> anyhow::Result<common::config::Effective> {
-    let u = updater::config::load_settings(file).context("[updater] and the sections it reads")?;
-    let t = tracking::config::load_settings(file).context("[tracking]")?;
-    let (u, t) = (common::config::Effective::of(&u), common::config::Effective::of(&t));
-    Ok(u.map_err(anyhow::Error::msg)?.merge(t.map_err(anyhow::Error::msg)?))
+    let u = common::config::effective::<updater::Settings>(file).context("[updater] and the sections it reads")?;
+    let t = common::config::effective::<tracking::config::Settings>(file).context("[tracking]")?;
+    Ok(u.merge(t))
 }
 
 fn main() -> ExitCode {
-    common::memory::install(&ALLOC);
     let cli = Cli::parse();
-    common::telemetry::init(cli.log.log_format);
-    if let Some(Command::Config(cmd)) = cli.command {
-        return ExitCode::from(common::cli::run_config_command(
-            cmd,
-            "recsys-updater",
-            cli.config.as_deref(),
-            effective(cli.config.as_deref()),
-        ));
-    }
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (file, config) = match cli.command {
+        Some(Command::Config(cmd)) => (cli.config.clone(), Some(cmd)),
+        None => (None, None),
     };
-    match rt.block_on(real_main(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::process::Main::new("recsys-updater", &ALLOC, cli.log)
+        .config(file.as_deref(), config, effective)
+        .run(|| real_main(cli))
 }
 
-async fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let mut settings = updater::config::load_settings(cli.config.as_deref()).context("loading the configuration")?;
+async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let file = cli.config.as_deref();
+    let mut settings: updater::Settings =
+        common::config::load_settings(file, None).context("loading the configuration")?;
     if let Some(l) = cli.metrics_listen {
         settings.updater.metrics_listen = l;
     }
-    let tracking_settings =
-        tracking::config::load_settings(cli.config.as_deref()).context("loading the [tracking] configuration")?;
+    let tracking_settings: tracking::config::Settings =
+        common::config::load_settings(file, None).context("loading the [tracking] configuration")?;
     common::kafka::ensure_topics(&settings.kafka, Duration::from_secs(10)).await?;
     let listener = tokio::net::TcpListener::bind(settings.updater.metrics_listen)
         .await
         .with_context(|| format!("binding {}", settings.updater.metrics_listen))?;
     let mut deps = updater::Deps::connect(&settings, listener).await?;
 
-    // One stop switch for both tasks: a signal, or either task ending (an
-    // error in one must not leave the process half-working).
-    let stop = Arc::new(tokio::sync::watch::channel(false).0);
-    let stopped = |stop: &Arc<tokio::sync::watch::Sender<bool>>| {
-        let mut rx = stop.subscribe();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    // A panic of the tracking task stops the updater too (and the process
-    // exits non-zero) rather than leaving it running without attribution.
-    let tasks = common::tasks::Supervisor::new();
-    tokio::spawn({
-        let (stop, failed) = (stop.clone(), tasks.failed());
-        async move {
-            tokio::select! {
-                () = common::shutdown_signal() => {}
-                e = failed => tracing::error!(error = %e, "stopping the updater"),
-            }
-            stop.send_replace(true);
-        }
-    });
+    // One stop for both tasks: a signal, or either task ending (an error in
+    // one must not leave the process half-working), or a panic of the
+    // tracking task (the process then exits non-zero with its name).
+    let stop = common::Shutdown::new();
+    stop.on_signals();
     let tracking_task = if tracking_settings.tracking.enabled {
         let tdeps = tracking::Deps::connect(&tracking_settings).await.context("starting the tracking task")?;
         deps.extra_metrics.push(tdeps.metrics.registry().clone());
-        let (stop, until) = (stop.clone(), stopped(&stop));
-        Some(tasks.spawn("tracking", async move {
-            let r = tracking::run(tracking_settings, tdeps, until).await;
-            stop.send_replace(true);
-            r
-        }))
+        Some(stop.spawn_essential("tracking", tracking::run(tracking_settings, tdeps, stop.cancelled())))
     } else {
         tracing::info!("tracking disabled ([tracking] enabled = false)");
         None
     };
-    let result = updater::run(settings, deps, stopped(&stop)).await;
-    stop.send_replace(true);
+    let result = updater::run(settings, deps, stop.cancelled()).await;
+    let drained = stop.drain().await;
     if let Some(t) = tracking_task {
         match t.join().await {
             Ok(Ok(())) => {}
@@ -133,5 +94,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Err(e) => return Err(anyhow::Error::new(e)),
         }
     }
-    result
+    result?;
+    drained.into_result()?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use schemas::ModelVersion;
-use tokio::sync::watch;
 
 use crate::compute::{self, ComputeParams, NewItems};
 use crate::config::Settings;
@@ -58,14 +57,14 @@ const LOCK_MS: u64 = 30_000;
 /// How long the progress of a pass is kept.
 const STATE_TTL_S: u64 = 30 * 86_400;
 
-/// Starts a pass for each newly served version until `stop` turns true.
+/// Starts a pass for each newly served version until `stop` resolves.
 pub async fn supervise(
     settings: Arc<Settings>,
     store: Store,
     handle: ModelHandle,
     metrics: Metrics,
     params: ComputeParams,
-    mut stop: watch::Receiver<bool>,
+    stop: impl std::future::Future<Output = ()>,
 ) {
     if settings.updater.refold_rate_per_s == 0 {
         return;
@@ -74,15 +73,16 @@ pub async fn supervise(
     // The pass of the served version; its handle is taken once it is joined.
     let mut running: Option<(ModelVersion, Option<tokio::task::JoinHandle<()>>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            () = &mut stop => break,
             _ = tick.tick() => {}
         }
         if let Some((_, task)) = running.as_mut() {
             if let Some(t) = task.take_if(|t| t.is_finished()) {
                 // A pass that panicked stops the process (this task's panic
-                // reaches the updater's supervisor) instead of vanishing.
+                // reaches the updater's Shutdown) instead of vanishing.
                 if let Err(e) = t.await {
                     if e.is_panic() {
                         std::panic::resume_unwind(e.into_panic());

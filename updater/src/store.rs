@@ -563,16 +563,6 @@ pub async fn new_items(
     Ok(out)
 }
 
-/// Publishes the served version under `model:current`.
-pub async fn set_model_current(
-    conn: &mut ConnectionManager,
-    keys: &RedisKeys,
-    version: &ModelVersion,
-) -> Result<(), StoreError> {
-    redis::cmd("SET").arg(keys.model_current()).arg(version.as_str()).query_async::<()>(conn).await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

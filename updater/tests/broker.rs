@@ -653,8 +653,13 @@ async fn an_announced_model_is_swapped_in_and_a_corrupted_one_refused() {
 
     // Events keep flowing while v2 arrives.
     let mut r = env.redis().await;
+    let current_key = env.settings.redis.keys().model_current();
+    let current: Option<String> = redis::cmd("GET").arg(&current_key).query_async(&mut r).await.unwrap();
+    assert_eq!(current, None, "model:current is the trainer's to write, not the updater's");
     let v2 = env.write_model("v2", 99, false);
     send(&p, &events, b"w1", &event_json(1_700_000_000_000, "w1", "1001", EventKind::View)).await;
+    // As the trainer publishes: `model:current`, then the announcement.
+    let () = redis::cmd("SET").arg(&current_key).arg("v2").query_async(&mut r).await.unwrap();
     send(&p, &models, schemas::ModelAnnouncement::KEY, &announce(&v2, "v2")).await;
     let start = Instant::now();
     while up.health().await["model"] != "v2" {
