@@ -50,7 +50,8 @@ impl Follower for Models {
     }
 
     fn install(&self, m: ServedModel) -> impl Future<Output = ()> + Send {
-        std::future::ready(serve(&self.handle, &self.metrics, m))
+        serve(&self.handle, &self.metrics, m);
+        std::future::ready(())
     }
 
     fn refused(&self) {
