@@ -1,7 +1,8 @@
 //! Topic creation at start-up (the local broker does not auto-create topics,
 //! and a deployment should not rely on broker defaults for partition counts),
-//! the micro-batch read of the updater's and tracking's consumers, and the
-//! log-start lookup of their lost-state checks.
+//! the consumer loop of the updater and tracking ([`consume`]: micro-batch
+//! read, retried apply, commit, stop), and the log-start lookup of their
+//! lost-state checks.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -127,4 +128,103 @@ where
         }
     }
     Some(Batch { messages, stopping })
+}
+
+/// How [`consume`] paces a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLoop {
+    /// Most messages per batch.
+    pub max: usize,
+    /// Longest wait for more messages after a batch's first (see [`next_batch`]).
+    pub wait: Duration,
+    /// Pause after the first failed attempt at a batch; doubled after each
+    /// further failure, up to 5 s.
+    pub backoff: Duration,
+    /// Names the consumer in the logs.
+    pub task: &'static str,
+}
+
+/// The work [`consume`] does on each batch.
+pub trait BatchStep {
+    /// What is worked out once per batch and kept across its retries.
+    type Decoded: Send;
+    /// Why an attempt failed (it is retried).
+    type Error: std::fmt::Display + Send;
+
+    /// Once per batch, before the first attempt: what needs no retry.
+    fn decode(&mut self, batch: &[OwnedMessage]) -> impl Future<Output = Self::Decoded> + Send;
+
+    /// Applies the batch and stores and commits its offsets — in that order,
+    /// so no offset moves past a message whose effects are not written.
+    /// Called again with the same batch after an error, so it must be
+    /// idempotent.
+    fn apply(
+        &mut self,
+        batch: &[OwnedMessage],
+        decoded: &Self::Decoded,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// An attempt failed and will be retried after a pause.
+    fn failed(&mut self, _error: &Self::Error) {}
+}
+
+/// The consumer loop of the updater and tracking: [`next_batch`] → decode →
+/// apply (retried with backoff until it succeeds) → the next batch, until
+/// `shutdown` resolves. The batch in hand is then finished and the consumer's
+/// offsets committed synchronously before returning; if shutdown comes while a
+/// batch keeps failing, it returns at once without committing (the batch is
+/// read again after the restart). The error is the final commit's task
+/// failing.
+pub async fn consume<C, S, F>(
+    consumer: Arc<StreamConsumer<C>>,
+    pace: BatchLoop,
+    mut step: S,
+    shutdown: F,
+) -> Result<(), tokio::task::JoinError>
+where
+    C: ConsumerContext + 'static,
+    S: BatchStep + Send + 'static,
+    F: Future<Output = ()>,
+{
+    let task = pace.task;
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+    while !stopping {
+        // Bounded: one batch of at most `max` messages is all the loop holds.
+        let Some(next) = next_batch(&consumer, pace.max, pace.wait, &mut shutdown, task).await else {
+            break;
+        };
+        stopping = next.stopping;
+        let batch = next.messages;
+        let decoded = step.decode(&batch).await;
+        let mut backoff = pace.backoff;
+        loop {
+            match step.apply(&batch, &decoded).await {
+                Ok(()) => break,
+                Err(e) => {
+                    step.failed(&e);
+                    tracing::warn!(task, error = %e, retry_in = ?backoff, "batch failed; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => {
+                            tracing::warn!(task, "shutting down with a batch not applied; it will be read again");
+                            return Ok(());
+                        }
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    tracing::info!(task, "consumer stopped; committing offsets");
+    // A synchronous commit and the consumer's drop (leaving the group, when
+    // the step held the last other handle) block: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        match consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(task, error = %e, "final commit failed"),
+        }
+        drop(step);
+    })
+    .await
 }

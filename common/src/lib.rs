@@ -17,6 +17,7 @@
 //! - [`memory`]: a counting global allocator, the live-heap gauge and the
 //!   process collector (CPU, RSS, open files).
 //! - [`redis_conn`]: a reconnecting Redis connection with a response timeout.
+//! - [`redis_value`]: readers of raw replies (the Lua scripts' nested arrays).
 //! - [`shutdown`]: the one way to stop: a cancellation token (signals, a
 //!   task's panic or end) and the tasks it joins within a drain deadline.
 //! - [`signal`]: SIGINT/SIGTERM as a future.
@@ -34,6 +35,7 @@ pub mod kafka;
 pub mod memory;
 pub mod process;
 pub mod redis_conn;
+pub mod redis_value;
 pub mod shutdown;
 pub mod signal;
 pub mod tasks;
