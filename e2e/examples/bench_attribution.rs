@@ -14,14 +14,15 @@
 //! The figure of merit is tracking's time per event over the updater's (both
 //! include their Redis round trips; the Lua runs on the Redis server).
 //!
-//! `cargo run [--release] -p tracking --example bench_attribution [-- RATE SECONDS ITEMS FACTORS [TRACKING_WAIT_MS]]`
+//! Here, in `e2e`, because it runs both processes' code; tracking does not
+//! depend on the updater.
+//!
+//! `cargo run [--release] -p e2e --example bench_attribution [-- RATE SECONDS ITEMS FACTORS [TRACKING_WAIT_MS]]`
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use model::artifact::{Artifact, Counts, DataRange, ItemRecord, Manifest, FORMAT_VERSION};
-use model::{AlsParams, EventWeights, Factors, Popularity};
 use schemas::{Event, EventKind, EventLimits, Impression, ItemId, ModelVersion, RecId, Source, UserId, Variant};
 use tracking::store::{Record, Store};
 use updater::compute::{refresh, ComputeParams, NewItems};
@@ -30,35 +31,7 @@ use updater::store::ApplyEvent;
 use updater::ServedModel;
 
 fn model(items: usize, f: usize) -> ServedModel {
-    let art = Artifact {
-        manifest: Manifest {
-            format: FORMAT_VERSION,
-            version: "bench".into(),
-            created_at: "2026-11-29T00:00:00Z".into(),
-            parent_version: None,
-            params: AlsParams { factors: f, ..AlsParams::default() },
-            weights: EventWeights::default(),
-            data: DataRange { source: "bench".into(), first_ts: 0, last_ts: 0, events: 0 },
-            counts: Counts { users: 1000, items, train_nnz: 0, factors: f },
-            kafka_offsets: vec![],
-            evaluation: None,
-            files: Default::default(),
-        },
-        user_ids: (0..1000).map(|u| format!("u{u}")).collect(),
-        items: (0..items)
-            .map(|i| ItemRecord {
-                id: i.to_string(),
-                category: Some((i % 300) as u64),
-                available: None,
-                popularity: 1.0,
-            })
-            .collect(),
-        user_factors: Factors::seeded(1000, f, 0.1, 1),
-        item_factors: Factors::seeded(items, f, 0.1, 2),
-        categories: vec![],
-        popular: Popularity::default(),
-    };
-    ServedModel::from_artifact(art, "0".repeat(64)).unwrap()
+    ServedModel::from_artifact(testkit::bench_model::artifact(items, f), "0".repeat(64)).unwrap()
 }
 
 /// xorshift64: deterministic and dependency-free.
@@ -163,7 +136,7 @@ async fn main() {
     let (rate, seconds, items, factors) =
         (arg(0, 5_000.0), arg(1, 6.0), arg(2, 50_000.0) as usize, arg(3, 64.0) as usize);
     let users = 20_000;
-    let url = std::env::var("RECSYS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = testkit::services::redis_url();
     let prefix = format!("bench-{:x}:", rand::random::<u32>());
     let rc = common::RedisConfig { url, prefix: prefix.clone(), ..Default::default() };
     let conn = common::redis_conn::connect(&rc).await.unwrap();
@@ -188,7 +161,7 @@ async fn main() {
         score_block: 128,
     };
     let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = schemas::now_ms();
     let ucfg = updater::config::UpdaterConfig::default();
     let ub = batches(&events, ucfg.batch_max_wait_ms as f64 / 1000.0, ucfg.batch_max_events);
     let started = Instant::now();

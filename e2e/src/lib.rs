@@ -14,6 +14,11 @@
 //! - `tests/broker_restart.rs`: a private broker stopped and restarted under
 //!   ingest load: 503 while it is down, every acknowledged event in the topic
 //!   exactly once, the updater resumes by itself.
+//! - `tests/tracking.rs`: tracking's scripted scenario counted exactly once
+//!   across a kill and a replay, as Redis, the hosting updater's `/metrics`
+//!   and serving's `/v1/stats` report it.
+//! - `examples/bench_attribution.rs`: the updater's per-event cost with and
+//!   without tracking's attribution.
 //!
 //! This library: one configuration file per test ([`write_config`]) that every
 //! process reads, as in a deployment, and the processes' real `run` functions
@@ -30,30 +35,9 @@ use rdkafka::ClientConfig;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The shared broker of the suite (`RECSYS_TEST_KAFKA`, default
-/// 127.0.0.1:9092), or `None` when `RECSYS_SKIP_BROKER_TESTS=1`. A missing
-/// broker fails the test.
-pub fn broker() -> Option<String> {
-    if std::env::var("RECSYS_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
-        eprintln!("RECSYS_SKIP_BROKER_TESTS=1: skipping a real-broker test");
-        return None;
-    }
-    let addr = std::env::var("RECSYS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    if let Err(e) = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)) {
-        panic!("no Kafka broker at {addr} ({e}): run scripts/dev-up.sh or set RECSYS_SKIP_BROKER_TESTS=1");
-    }
-    Some(addr)
-}
-
-/// The Redis of the suite (`RECSYS_TEST_REDIS`).
-pub fn redis_url() -> String {
-    std::env::var("RECSYS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A random tag for topic prefixes, key prefixes and group ids.
-pub fn tag() -> String {
-    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
-}
+/// The shared broker and Redis of the suites and a random tag per test
+/// (`testkit::services`).
+pub use testkit::services::{broker, redis_url, tag};
 
 /// Writes `dir/recsys.toml`: the shipped `configs/recsys.toml` isolated by
 /// `tag` (topic prefix, Redis prefix, consumer group, artifacts under `dir`),

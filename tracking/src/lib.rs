@@ -21,8 +21,10 @@
 //! are committed only after the script, and only decide where re-reading
 //! starts.
 //!
-//! Layout: [`config`] (`[tracking]`), [`store`] (the script), [`metrics`]
-//! (`recsys_tracking_*`), [`run`] (the consume → attribute → commit loop).
+//! Layout: [`config`] (`[tracking]`), [`store`] (the script,
+//! `attribute.lua`), [`metrics`] (`recsys_tracking_*`), [`run`] (the consume
+//! → attribute → commit loop: `common::kafka::consume` with an attribute →
+//! commit step).
 //! [`run`] takes an already-made consumer and Redis connection ([`Deps`]) so
 //! tests drive it with their own topics, group and key prefix; `recsys-updater`
 //! runs it beside its pipeline.
@@ -36,6 +38,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::kafka::{BatchLoop, BatchStep};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Message, OwnedMessage};
@@ -160,99 +163,112 @@ impl Deps {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Consumes until `shutdown` resolves; then finishes the batch in hand,
 /// commits its offsets and returns. Redis failures are retried (with backoff)
-/// until the batch lands or shutdown comes, so no record is skipped.
+/// until the batch lands or shutdown comes, so no record is skipped. The loop
+/// is `common::kafka::consume`, with [`Attribution`] as its step.
 pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = ()>) -> Result<(), TrackingError> {
     let Deps { consumer, redis, metrics } = deps;
     let consumer = Arc::new(consumer);
-    // The first offset of each partition's log, for the lost-state check.
-    let mut log_starts: BTreeMap<(usize, i32), i64> = BTreeMap::new();
     let t = &settings.tracking;
-    let store = Store::new(redis, settings.redis.keys(), t.windows());
-    let names = topic_names(&settings);
-    let topics: [&str; 2] = [&names[0], &names[1]];
-    tracing::info!(group = %t.group_id, impressions = topics[0], events = topics[1], "tracking started");
-    tokio::pin!(shutdown);
-    let max = t.batch_max_records;
-    let wait = t.batch_max_wait();
-    let mut stopping = false;
-    while !stopping {
-        // Bounded: one batch of at most `max` records is all the task holds.
-        let Some(next) = common::kafka::next_batch(&consumer, max, wait, &mut shutdown, "tracking").await else {
-            break;
-        };
-        stopping = next.stopping;
-        let batch = next.messages;
-        let (records, highest, firsts) = parse_batch(&batch, &topics, &metrics);
+    let topics = topic_names(&settings);
+    tracing::info!(group = %t.group_id, impressions = %topics[0], events = %topics[1], "tracking started");
+    let pace = BatchLoop {
+        max: t.batch_max_records,
+        wait: t.batch_max_wait(),
+        backoff: Duration::from_millis(t.retry_backoff_ms),
+        task: "tracking",
+    };
+    let step = Attribution {
+        consumer: consumer.clone(),
+        store: Store::new(redis, settings.redis.keys(), t.windows()),
+        topics,
+        metrics,
+        log_starts: BTreeMap::new(),
+    };
+    if let Err(e) = common::kafka::consume(consumer, pace, step, shutdown).await {
+        tracing::warn!(error = %e, "tracking: final commit task");
+    }
+    Ok(())
+}
+
+/// The step of tracking's consumer loop: a batch's records attributed in
+/// Redis in one script, then its offsets committed.
+struct Attribution {
+    consumer: Arc<StreamConsumer<TrackingContext>>,
+    store: Store,
+    /// The full names of the two topics (see [`topic_names`]).
+    topics: [String; 2],
+    metrics: Metrics,
+    /// The first offset of each partition's log, for the lost-state check.
+    log_starts: BTreeMap<(usize, i32), i64>,
+}
+
+/// A batch as [`parse_batch`] reads it.
+#[derive(Debug)]
+struct Parsed {
+    records: Vec<Record>,
+    highest: Vec<Highest>,
+    firsts: Firsts,
+}
+
+impl BatchStep for Attribution {
+    type Decoded = Parsed;
+    type Error = StoreError;
+
+    /// Parses the batch (once: invalid records are counted once) and looks up
+    /// the log start of each partition it is the first to touch.
+    async fn decode(&mut self, batch: &[OwnedMessage]) -> Parsed {
+        let topics = [self.topics[0].as_str(), self.topics[1].as_str()];
+        let (records, highest, firsts) = parse_batch(batch, &topics, &self.metrics);
         for &tp in firsts.keys() {
-            if let std::collections::btree_map::Entry::Vacant(v) = log_starts.entry(tp) {
-                v.insert(common::kafka::log_start(&consumer, topics[tp.0], tp.1).await);
+            if let std::collections::btree_map::Entry::Vacant(v) = self.log_starts.entry(tp) {
+                v.insert(common::kafka::log_start(&self.consumer, topics[tp.0], tp.1).await);
             }
         }
-        let mut backoff = Duration::from_millis(t.retry_backoff_ms);
+        Parsed { records, highest, firsts }
+    }
+
+    async fn apply(&mut self, batch: &[OwnedMessage], parsed: &Parsed) -> Result<(), StoreError> {
+        let topics = [self.topics[0].as_str(), self.topics[1].as_str()];
+        let Parsed { records, highest, firsts } = parsed;
         let mut lost: Vec<(usize, i32)> = Vec::new();
         loop {
             let started = Instant::now();
             let guards: FxHashMap<(usize, i32), Guard> = firsts
                 .iter()
-                .map(|(&tp, &first)| (tp, Guard { log_start: log_starts.get(&tp).copied().unwrap_or(-1), first }))
+                .map(|(&tp, &first)| (tp, Guard { log_start: self.log_starts.get(&tp).copied().unwrap_or(-1), first }))
                 .collect();
-            match store.attribute_guarded(&topics, &records, &highest, &guards).await {
-                Ok(outcome) => {
-                    metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
-                    metrics.record(&outcome);
-                    if !outcome.lost.is_empty() {
-                        // Retention may have moved a log start since it was
-                        // read: then this batch is all there is; apply it.
-                        let mut moved = false;
-                        for &tp in &outcome.lost {
-                            let start = common::kafka::log_start(&consumer, topics[tp.0], tp.1).await;
-                            moved |= start >= firsts[&tp];
-                            log_starts.insert(tp, start);
-                        }
-                        if moved {
-                            continue;
-                        }
-                        lost = outcome.lost;
-                        rebuild(&consumer, &store, &topics, &log_starts, &metrics).await;
-                    }
-                    metrics.batches.inc();
-                    metrics.batch_records.observe(batch.len() as f64);
-                    break;
+            let outcome = self.store.attribute_guarded(&topics, records, highest, &guards).await?;
+            self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.record(&outcome);
+            if !outcome.lost.is_empty() {
+                // Retention may have moved a log start since it was read:
+                // then this batch is all there is; apply it.
+                let mut moved = false;
+                for &tp in &outcome.lost {
+                    let start = common::kafka::log_start(&self.consumer, topics[tp.0], tp.1).await;
+                    moved |= start >= firsts[&tp];
+                    self.log_starts.insert(tp, start);
                 }
-                Err(e) => {
-                    metrics.retries.inc();
-                    tracing::warn!(error = %e, retry_in = ?backoff, "tracking: batch failed; retrying");
-                    tokio::select! {
-                        () = &mut shutdown => {
-                            tracing::warn!("tracking: shutting down with a batch not applied; it will be read again");
-                            return Ok(());
-                        }
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                if moved {
+                    continue;
                 }
+                lost = outcome.lost;
+                rebuild(&self.consumer, &self.store, &topics, &self.log_starts, &self.metrics).await;
             }
+            self.metrics.batches.inc();
+            self.metrics.batch_records.observe(batch.len() as f64);
+            break;
         }
-        let kept: Vec<Highest> = highest.into_iter().filter(|(tp, _)| !lost.contains(tp)).collect();
-        commit(&consumer, &topics, &kept, &metrics);
+        let kept: Vec<Highest> = highest.iter().copied().filter(|(tp, _)| !lost.contains(tp)).collect();
+        commit(&self.consumer, &topics, &kept, &self.metrics);
+        Ok(())
     }
-    tracing::info!("tracking: consumer stopped; committing offsets");
-    // A synchronous commit and the consumer's drop (leaving the group) block:
-    // off the async workers.
-    let done = tokio::task::spawn_blocking(move || match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "tracking: final commit failed"),
-    });
-    if let Err(e) = done.await {
-        tracing::warn!(error = %e, "tracking: final commit task");
+
+    fn failed(&mut self, _error: &StoreError) {
+        self.metrics.retries.inc();
     }
-    Ok(())
 }
 
 /// ((topic index, partition), highest offset of the batch).
@@ -270,7 +286,7 @@ pub fn parse_batch(
     topics: &[&str; 2],
     metrics: &Metrics,
 ) -> (Vec<Record>, Vec<Highest>, Firsts) {
-    let received = now_ms();
+    let received = schemas::now_ms();
     // Tracking never rejects an event for its age: the updater already
     // decided what enters the system.
     let limits = EventLimits { min_ts: 0, ..EventLimits::default() };

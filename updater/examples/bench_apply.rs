@@ -24,7 +24,7 @@ fn batches(n: usize, size: usize) -> Vec<Vec<ApplyEvent>> {
         x ^= x << 17;
         x
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = schemas::now_ms();
     let mut offset = 0i64;
     (0..n)
         .map(|_| {

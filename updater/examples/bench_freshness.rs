@@ -84,7 +84,7 @@ async fn main() {
         x ^= x << 17;
         let user = UserId::parse(&format!("f{}", x % 50_000)).unwrap();
         let item = ItemId::parse(&item_id(((x >> 20) % spec.items as u64) as usize)).unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let now = schemas::now_ms();
         let payload = Event::new(now, user.clone(), item, EventKind::View).to_json();
         while let Err((e, _)) =
             p.send_result(FutureRecord::<[u8], [u8]>::to(&topic).key(user.as_str().as_bytes()).payload(&payload))

@@ -11,44 +11,14 @@ use std::time::Instant;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use model::artifact::{Artifact, Counts, DataRange, ItemRecord, Manifest, FORMAT_VERSION};
-use model::{AlsParams, EventWeights, Factors, Popularity};
-use schemas::{ItemId, UserId};
+use schemas::{HistEntry, ItemId, UserId};
 use updater::compute::{refresh, ComputeParams, NewItems};
 use updater::config::FoldInSolver;
-use updater::store::{HistEntry, UserHistory};
+use updater::store::UserHistory;
 use updater::ServedModel;
 
 fn model(items: usize, f: usize) -> ServedModel {
-    let art = Artifact {
-        manifest: Manifest {
-            format: FORMAT_VERSION,
-            version: "bench".into(),
-            created_at: "2026-11-29T00:00:00Z".into(),
-            parent_version: None,
-            params: AlsParams { factors: f, ..AlsParams::default() },
-            weights: EventWeights::default(),
-            data: DataRange { source: "bench".into(), first_ts: 0, last_ts: 0, events: 0 },
-            counts: Counts { users: 1000, items, train_nnz: 0, factors: f },
-            kafka_offsets: vec![],
-            evaluation: None,
-            files: Default::default(),
-        },
-        user_ids: (0..1000).map(|u| format!("u{u}")).collect(),
-        items: (0..items)
-            .map(|i| ItemRecord {
-                id: i.to_string(),
-                category: Some((i % 300) as u64),
-                available: None,
-                popularity: 1.0,
-            })
-            .collect(),
-        user_factors: Factors::seeded(1000, f, 0.1, 1),
-        item_factors: Factors::seeded(items, f, 0.1, 2),
-        categories: vec![],
-        popular: Popularity::default(),
-    };
-    ServedModel::from_artifact(art, "0".repeat(64)).unwrap()
+    ServedModel::from_artifact(testkit::bench_model::artifact(items, f), "0".repeat(64)).unwrap()
 }
 
 fn histories(n: usize, items: usize, seed: u64) -> Vec<UserHistory> {

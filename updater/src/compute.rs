@@ -96,7 +96,7 @@ pub fn split_history(m: &ServedModel, h: &UserHistory) -> SplitHistory {
     let mut s = SplitHistory::default();
     for (item, e) in &h.items {
         match m.item_index.get(item) {
-            Some(&row) => s.known.push((row, e.weight(&m.weights))),
+            Some(&row) => s.known.push((row, e.weighted(|k| m.weights.of(k)))),
             None => s.unknown.push(item.clone()),
         }
     }
@@ -237,7 +237,7 @@ pub fn fold_item(
     let rows: Vec<(Vec<f32>, f32)> = users
         .par_iter()
         .filter_map(|h| {
-            let w = h.items.iter().find(|(i, _)| i == item)?.1.weight(&m.weights);
+            let w = h.items.iter().find(|(i, _)| i == item)?.1.weighted(|k| m.weights.of(k));
             let s = split_history(m, h);
             Some((fold_user(m, &s.known, solver)?, w))
         })
@@ -260,8 +260,8 @@ pub fn fold_item(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::HistEntry;
     use model::synthetic::{item_id, synthetic_artifact, SyntheticSpec};
+    use schemas::HistEntry;
 
     fn served() -> ServedModel {
         let mut art = synthetic_artifact(&SyntheticSpec::default());

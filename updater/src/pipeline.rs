@@ -8,17 +8,21 @@
 //! failure retries the whole batch (with backoff) — safe, because the stored
 //! offsets make applying a batch idempotent — so nothing is skipped and no
 //! offset moves past an event whose effects are not in Redis.
+//!
+//! The loop is `common::kafka::consume` (shared with tracking); the
+//! [`Pipeline`] is its step, one method per stage of [`Pipeline::process`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::kafka::{BatchLoop, BatchStep};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use schemas::{DeadLetter, DeadLetterSource, Event, EventLimits, ItemId};
+use schemas::{now_ms, DeadLetter, DeadLetterSource, Event, EventLimits, ItemId, RecsList, UserId};
 
 use crate::compute::{self, ComputeParams, NewItems};
 use crate::config::Settings;
@@ -96,8 +100,63 @@ struct Valid {
     event: Event,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// A batch's messages sorted out: the valid events, and the rest with the
+/// dead letter each becomes and its rejection class.
+#[derive(Debug, Default)]
+struct Decoded {
+    valid: Vec<Valid>,
+    dead: Vec<(DeadLetter, &'static str)>,
+}
+
+/// Parses and validates every message (`received`: the wall clock of the
+/// batch, for events without a time). An event keyed by another user than its
+/// own is refused: its user's events would lose their order.
+fn decode(batch: &[OwnedMessage], received: i64) -> Decoded {
+    let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
+    let mut out = Decoded { valid: Vec::with_capacity(batch.len()), dead: Vec::new() };
+    for m in batch {
+        let payload = m.payload().unwrap_or_default();
+        let parsed = Event::parse_json_with(payload, received, &limits);
+        match parsed {
+            Ok(ev) if m.key().is_some_and(|k| k != ev.user_id().as_str().as_bytes()) => out.dead.push((
+                DeadLetter::new(
+                    format!(
+                        "message key {:?} is not the event's user_id {:?}: the user's events would lose their order",
+                        String::from_utf8_lossy(m.key().unwrap_or_default()),
+                        ev.user_id().as_str()
+                    ),
+                    DeadLetterSource::Updater,
+                    received,
+                    payload,
+                ),
+                "key_mismatch",
+            )),
+            Ok(event) => out.valid.push(Valid {
+                partition: m.partition(),
+                offset: m.offset(),
+                kafka_ts_ms: m.timestamp().to_millis(),
+                event,
+            }),
+            Err(e) => out
+                .dead
+                .push((DeadLetter::new(e.to_string(), DeadLetterSource::Updater, received, payload), "invalid_event")),
+        }
+    }
+    out
+}
+
+/// What the apply stage left in Redis.
+#[derive(Debug, Default)]
+struct InRedis {
+    /// Histories of the batch's users, for the fold-in.
+    histories: Vec<UserHistory>,
+    /// Unknown items of the batch with their user counts.
+    unknown_items: Vec<(ItemId, usize)>,
+    applied: usize,
+    duplicates: usize,
+    /// Partitions whose state Redis lost: nothing of them was applied, and
+    /// their offsets are not committed (they are re-read from the log start).
+    lost: Vec<i32>,
 }
 
 impl Pipeline {
@@ -128,102 +187,80 @@ impl Pipeline {
     }
 
     /// Runs until `shutdown` resolves: then finishes the batch in hand,
-    /// commits, and returns.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        tokio::pin!(shutdown);
-        let max = self.settings.updater.batch_max_events;
-        let wait = self.settings.updater.batch_max_wait();
-        let mut stopping = false;
-        while !stopping {
-            let Some(next) = common::kafka::next_batch(&self.consumer, max, wait, &mut shutdown, "updater").await
-            else {
-                break;
-            };
-            stopping = next.stopping;
-            let batch = next.messages;
-            // Retry until the batch is in Redis. On shutdown in the middle of
-            // an outage, give up without committing: the events are read again.
-            let mut backoff = Duration::from_millis(self.settings.updater.retry_backoff_ms);
-            loop {
-                match self.process(&batch).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        self.metrics.retries.with_label_values(&[e.stage()]).inc();
-                        tracing::warn!(error = %e, retry_in = ?backoff, "batch failed; retrying");
-                        tokio::select! {
-                            () = &mut shutdown => {
-                                tracing::warn!("shutting down with a batch not applied; it will be read again");
-                                return Ok(());
-                            }
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        }
-        tracing::info!("consumer stopped; committing offsets");
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(error = %e, "final commit failed"),
-        })
-        .await?;
+    /// commits, and returns (`common::kafka::consume`, with [`Pipeline::process`]
+    /// as its step).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let u = &self.settings.updater;
+        let pace = BatchLoop {
+            max: u.batch_max_events,
+            wait: u.batch_max_wait(),
+            backoff: Duration::from_millis(u.retry_backoff_ms),
+            task: "updater",
+        };
+        common::kafka::consume(self.consumer.clone(), pace, self, shutdown).await?;
         Ok(())
     }
 
-    /// Applies one batch end to end. Idempotent: may be called again with the
-    /// same messages after a failure.
+    /// Applies one batch end to end, one stage after the other: decode,
+    /// apply to Redis, fold in, write the lists, dead-letter, commit.
+    /// Idempotent: may be called again with the same messages after a failure.
     pub async fn process(&mut self, batch: &[OwnedMessage]) -> Result<(), BatchError> {
         let started = Instant::now();
         let model = self.model.current();
         self.sync_new_items(model.as_deref()).await;
-        let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
-        let received = now_ms();
+        let decoded = decode(batch, now_ms());
+        let InRedis { histories, unknown_items, applied, duplicates, lost } =
+            self.apply_to_redis(batch, &decoded.valid, model.as_deref()).await?;
+        let mut refreshed = 0usize;
+        if let Some(m) = &model {
+            let lists = self.fold_in(m, histories).await?;
+            self.write_lists(&lists).await?;
+            refreshed = lists.len();
+        }
+        self.dead_letter(&decoded.dead).await?;
 
-        let mut valid: Vec<Valid> = Vec::with_capacity(batch.len());
-        let mut dead: Vec<(DeadLetter, &'static str)> = Vec::new();
-        for m in batch {
-            let payload = m.payload().unwrap_or_default();
-            let parsed = Event::parse_json_with(payload, received, &limits);
-            match parsed {
-                Ok(ev) if m.key().is_some_and(|k| k != ev.user_id().as_str().as_bytes()) => dead.push((
-                    DeadLetter::new(
-                        format!(
-                            "message key {:?} is not the event's user_id {:?}: the user's events would lose their order",
-                            String::from_utf8_lossy(m.key().unwrap_or_default()),
-                            ev.user_id().as_str()
-                        ),
-                        DeadLetterSource::Updater,
-                        received,
-                        payload,
-                    ),
-                    "key_mismatch",
-                )),
-                Ok(event) => valid.push(Valid {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    kafka_ts_ms: m.timestamp().to_millis(),
-                    event,
-                }),
-                Err(e) => dead.push((
-                    DeadLetter::new(e.to_string(), DeadLetterSource::Updater, received, payload),
-                    "invalid_event",
-                )),
+        // Metrics, then the offsets (only now is everything in Redis).
+        let done = now_ms();
+        for v in decoded.valid.iter().filter(|v| !lost.contains(&v.partition)) {
+            if let Some(ts) = v.kafka_ts_ms {
+                self.metrics.freshness_seconds.observe(((done - ts).max(0)) as f64 / 1000.0);
             }
         }
+        self.metrics.events.with_label_values(&["applied"]).inc_by(applied as u64);
+        self.metrics.events.with_label_values(&["duplicate"]).inc_by(duplicates as u64);
+        self.metrics.events.with_label_values(&["rejected"]).inc_by(decoded.dead.len() as u64);
+        self.metrics.users_refreshed.inc_by(refreshed as u64);
+        self.metrics.batches.inc();
+        self.metrics.batch_events.observe(batch.len() as f64);
+        self.commit(batch, &lost);
+        self.metrics.stage_seconds.with_label_values(&["total"]).observe(started.elapsed().as_secs_f64());
 
-        // 1. Histories and offsets, one atomic script per partition.
+        // Items the model does not know, off the critical path of the batch.
+        if let Some(m) = &model {
+            self.fold_new_items(m, unknown_items).await;
+        }
+        Ok(())
+    }
+
+    /// Histories and offsets, one atomic script per partition of the batch;
+    /// a partition whose state Redis lost is re-read from its log start
+    /// instead ([`Pipeline::rebuild_partition`]).
+    async fn apply_to_redis(
+        &mut self,
+        batch: &[OwnedMessage],
+        valid: &[Valid],
+        model: Option<&ServedModel>,
+    ) -> Result<InRedis, BatchError> {
         let t = Instant::now();
         let mut by_partition: BTreeMap<i32, Vec<ApplyEvent>> = BTreeMap::new();
-        for v in &valid {
+        for v in valid {
             by_partition.entry(v.partition).or_default().push(ApplyEvent {
                 offset: v.offset,
                 user: v.event.user_id().clone(),
                 item: v.event.item_id().clone(),
                 kind: v.event.kind(),
                 ts: v.event.ts(),
-                unknown_item: model.as_ref().is_some_and(|m| !m.item_index.contains_key(v.event.item_id())),
+                unknown_item: model.is_some_and(|m| !m.item_index.contains_key(v.event.item_id())),
             });
         }
         // Every partition of the batch, with the offsets of its first and last
@@ -254,88 +291,74 @@ impl Pipeline {
                 .map(|(p, evs)| async move { (*p, store.apply_guarded(topic, *p, evs, slices[p]).await) }),
         )
         .await;
-        let mut histories: Vec<UserHistory> = Vec::new();
-        let mut unknown_items: Vec<(ItemId, usize)> = Vec::new();
-        let (mut applied, mut duplicates) = (0usize, 0usize);
-        let mut lost: Vec<i32> = Vec::new();
+        let mut out = InRedis::default();
         for (p, r) in results {
             let a = r.map_err(|source| BatchError::Store { stage: "apply", source })?;
             if a.lost {
-                lost.push(p);
+                out.lost.push(p);
                 continue;
             }
-            applied += a.applied;
-            duplicates += a.duplicates;
-            histories.extend(a.histories);
-            unknown_items.extend(a.unknown_items);
+            out.applied += a.applied;
+            out.duplicates += a.duplicates;
+            out.histories.extend(a.histories);
+            out.unknown_items.extend(a.unknown_items);
         }
-        for &p in &lost {
+        for &p in &out.lost {
             self.rebuild_partition(p, spans[&p].0).await?;
         }
         self.metrics.stage_seconds.with_label_values(&["apply"]).observe(t.elapsed().as_secs_f64());
+        Ok(out)
+    }
 
-        // 2. Fold in and score every touched user, off the async runtime.
-        let mut refreshed = 0usize;
-        if let Some(m) = &model {
-            let t = Instant::now();
-            let (m2, items, params) = (m.clone(), self.new_items.items.clone(), self.params.clone());
-            let lists =
-                tokio::task::spawn_blocking(move || compute::refresh(&m2, &items, &params, &histories, now_ms()))
-                    .await?;
-            self.metrics.stage_seconds.with_label_values(&["fold"]).observe(t.elapsed().as_secs_f64());
-            // 3. The lists.
-            let t = Instant::now();
-            crate::store::write_recs(&mut self.store.conn.clone(), &self.store.keys, &lists, self.store.ttl_s)
-                .await
-                .map_err(|source| BatchError::Store { stage: "write", source })?;
-            self.metrics.stage_seconds.with_label_values(&["write"]).observe(t.elapsed().as_secs_f64());
-            refreshed = lists.len();
+    /// Folds in and scores every touched user, off the async runtime.
+    async fn fold_in(
+        &self,
+        m: &Arc<ServedModel>,
+        histories: Vec<UserHistory>,
+    ) -> Result<Vec<(UserId, RecsList)>, BatchError> {
+        let t = Instant::now();
+        let (m2, items, params) = (m.clone(), self.new_items.items.clone(), self.params.clone());
+        let lists =
+            tokio::task::spawn_blocking(move || compute::refresh(&m2, &items, &params, &histories, now_ms())).await?;
+        self.metrics.stage_seconds.with_label_values(&["fold"]).observe(t.elapsed().as_secs_f64());
+        Ok(lists)
+    }
+
+    /// The touched users' lists.
+    async fn write_lists(&self, lists: &[(UserId, RecsList)]) -> Result<(), BatchError> {
+        let t = Instant::now();
+        crate::store::write_recs(&mut self.store.conn.clone(), &self.store.keys, lists, self.store.ttl_s)
+            .await
+            .map_err(|source| BatchError::Store { stage: "write", source })?;
+        self.metrics.stage_seconds.with_label_values(&["write"]).observe(t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Dead letters, acknowledged by the broker before their offsets are committed.
+    async fn dead_letter(&self, dead: &[(DeadLetter, &'static str)]) -> Result<(), BatchError> {
+        if dead.is_empty() {
+            return Ok(());
         }
-
-        // 4. Dead letters, acknowledged before their offsets are committed.
-        if !dead.is_empty() {
-            let sends = dead.iter().map(|(d, _)| {
-                let payload = d.to_json();
-                let producer = &self.producer;
-                let topic = self.dlq_topic.as_str();
-                async move {
-                    producer
-                        .send(
-                            FutureRecord::<[u8], [u8]>::to(topic).payload(&payload),
-                            Timeout::After(Duration::from_secs(10)),
-                        )
-                        .await
-                        .map_err(|(e, _)| e)
-                }
-            });
-            for r in futures::future::join_all(sends).await {
-                r.map_err(BatchError::DeadLetter)?;
+        let sends = dead.iter().map(|(d, _)| {
+            let payload = d.to_json();
+            let producer = &self.producer;
+            let topic = self.dlq_topic.as_str();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::<[u8], [u8]>::to(topic).payload(&payload),
+                        Timeout::After(Duration::from_secs(10)),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
             }
-            for (d, class) in &dead {
-                self.metrics.rejected.with_label_values(&[class]).inc();
-                tracing::warn!(reason = %d.reason, "event dead-lettered");
-            }
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(BatchError::DeadLetter)?;
         }
-
-        // 5. Metrics, then the offsets (only now is everything in Redis).
-        let done = now_ms();
-        for v in valid.iter().filter(|v| !lost.contains(&v.partition)) {
-            if let Some(ts) = v.kafka_ts_ms {
-                self.metrics.freshness_seconds.observe(((done - ts).max(0)) as f64 / 1000.0);
-            }
-        }
-        self.metrics.events.with_label_values(&["applied"]).inc_by(applied as u64);
-        self.metrics.events.with_label_values(&["duplicate"]).inc_by(duplicates as u64);
-        self.metrics.events.with_label_values(&["rejected"]).inc_by(dead.len() as u64);
-        self.metrics.users_refreshed.inc_by(refreshed as u64);
-        self.metrics.batches.inc();
-        self.metrics.batch_events.observe(batch.len() as f64);
-        self.commit(batch, &lost);
-        self.metrics.stage_seconds.with_label_values(&["total"]).observe(started.elapsed().as_secs_f64());
-
-        // 6. Items the model does not know, off the critical path of the batch.
-        if let Some(m) = &model {
-            self.fold_new_items(m, unknown_items).await;
+        for (d, class) in dead {
+            self.metrics.rejected.with_label_values(&[class]).inc();
+            tracing::warn!(reason = %d.reason, "event dead-lettered");
         }
         Ok(())
     }
@@ -472,5 +495,21 @@ impl Pipeline {
             self.metrics.new_items.set(items.len() as i64);
             self.new_items.items = Arc::new(items);
         }
+    }
+}
+
+impl BatchStep for Pipeline {
+    /// Nothing: [`Pipeline::process`] decodes on every attempt.
+    type Decoded = ();
+    type Error = BatchError;
+
+    async fn decode(&mut self, _batch: &[OwnedMessage]) {}
+
+    async fn apply(&mut self, batch: &[OwnedMessage], _decoded: &()) -> Result<(), BatchError> {
+        self.process(batch).await
+    }
+
+    fn failed(&mut self, e: &BatchError) {
+        self.metrics.retries.with_label_values(&[e.stage()]).inc();
     }
 }

@@ -183,7 +183,7 @@ impl Pass {
             let histories = read_histories(&mut conn, keys, &ids).await?;
             let (m2, params) = (m.clone(), self.params.clone());
             let lists = tokio::task::spawn_blocking(move || {
-                compute::refresh(&m2, &NewItems::default(), &params, &histories, crate::pipeline::now_ms())
+                compute::refresh(&m2, &NewItems::default(), &params, &histories, schemas::now_ms())
             })
             .await
             .map_err(|e| StoreError::Reply(format!("re-fold task: {e}")))?;

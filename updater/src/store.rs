@@ -14,47 +14,11 @@
 //! the read of the stored offset inside the atomic step (MULTI/EXEC would need
 //! WATCH and a dedicated connection per partition to get that).
 
+use common::redis_value::{as_int, as_pairs};
 use redis::aio::ConnectionManager;
 use redis::Value;
-use schemas::{ItemId, ModelVersion, RedisKeys, UserId};
+use schemas::{HistEntry, ItemId, ModelVersion, RedisKeys, UserId};
 pub use schemas::{RecItem, RecsList};
-
-/// One history entry, as stored: `views,carts,purchases,last_ts`. Counts
-/// rather than a weight, so a model trained with other event weights folds the
-/// same history in correctly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistEntry {
-    /// Events of each kind, in `schemas::EventKind::ALL` order.
-    pub counts: [u32; 3],
-    /// Latest event time, epoch ms.
-    pub last_ts: i64,
-}
-
-impl HistEntry {
-    /// Parses the stored text.
-    pub fn parse(s: &str) -> Option<HistEntry> {
-        let mut it = s.split(',');
-        let mut counts = [0u32; 3];
-        for c in &mut counts {
-            *c = it.next()?.parse().ok()?;
-        }
-        let last_ts: i64 = it.next()?.parse().ok()?;
-        if it.next().is_some() {
-            return None;
-        }
-        Some(HistEntry { counts, last_ts })
-    }
-
-    /// `r` of the pair under `w`: Σ count × weight.
-    pub fn weight(&self, w: &model::EventWeights) -> f32 {
-        schemas::EventKind::ALL.iter().map(|&k| self.counts[k.index()] as f32 * w.of(k)).sum()
-    }
-
-    /// The user bought this item.
-    pub fn purchased(&self) -> bool {
-        self.counts[schemas::EventKind::Transaction.index()] > 0
-    }
-}
 
 /// A user's whole history, as Redis holds it after the batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +67,7 @@ pub struct Applied {
     pub lost: bool,
 }
 
-/// See the module documentation. KEYS: the offset key, then `h` history keys,
+/// `apply.lua`, next to this file; see the module documentation. KEYS: the offset key, then `h` history keys,
 /// then `m` item user-set keys, then — with `nw` > 0 live rankings — the
 /// landmarks hash and the `nw` ranking keys. ARGV: cap, ttl, n, h, m, floor,
 /// first, last, nw, ranking size, now (ms), the weights of view, addtocart and
@@ -127,120 +91,7 @@ pub struct Applied {
 /// starts past the floor means Redis lost what was applied (restarted empty,
 /// flushed); the script then applies nothing and returns `{-1}`, and the
 /// caller re-reads from the floor.
-pub const APPLY_SCRIPT: &str = r#"
-local raw = redis.call('GET', KEYS[1])
-local n = tonumber(ARGV[3])
-local floor = tonumber(ARGV[6])
-if not raw and floor >= 0 and tonumber(ARGV[7]) > floor then
-  return {-1, {}, {}}
-end
-local stored = tonumber(raw or '-1')
-local cap = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local h = tonumber(ARGV[4])
-local m = tonumber(ARGV[5])
-local nw = tonumber(ARGV[9])
-local now = tonumber(ARGV[11])
-local ebase = 16 + 2 * nw
-local applied = 0
-local last = stored
-local touched = {}
-local ranked = {}
-local newest = nil
-for e = 0, n - 1 do
-  local b = ebase + e * 7
-  local off = tonumber(ARGV[b])
-  if off > stored then
-    local ki = tonumber(ARGV[b + 1])
-    local key = KEYS[1 + ki]
-    local item = ARGV[b + 2]
-    local kind = tonumber(ARGV[b + 3])
-    local ts = tonumber(ARGV[b + 4])
-    if nw > 0 then
-      local w = tonumber(ARGV[12 + kind])
-      if w > 0 then
-        local rts = ts
-        if rts > now then rts = now end
-        table.insert(ranked, {item, w, rts})
-        if newest == nil or rts > newest then newest = rts end
-      end
-    end
-    local c = {0, 0, 0}
-    local cur = redis.call('HGET', key, item)
-    if cur then
-      local v, a, t, cts = string.match(cur, '^(%d+),(%d+),(%d+),(-?%d+)$')
-      if v then
-        c = {tonumber(v), tonumber(a), tonumber(t)}
-        if tonumber(cts) > ts then ts = tonumber(cts) end
-      end
-    end
-    c[kind + 1] = c[kind + 1] + 1
-    redis.call('HSET', key, item, string.format('%d,%d,%d,%.0f', c[1], c[2], c[3], ts))
-    touched[ki] = true
-    local ni = tonumber(ARGV[b + 5])
-    if ni > 0 then
-      redis.call('SADD', KEYS[1 + h + ni], ARGV[b + 6])
-      if ttl > 0 then redis.call('EXPIRE', KEYS[1 + h + ni], ttl) end
-    end
-    applied = applied + 1
-    if off > last then last = off end
-  end
-end
-for ki, _ in pairs(touched) do
-  local key = KEYS[1 + ki]
-  local len = redis.call('HLEN', key)
-  if len > cap then
-    -- Least recently touched entries go first (ties: lower item id first).
-    local all = redis.call('HGETALL', key)
-    local entries = {}
-    for i = 1, #all, 2 do
-      local ts = string.match(all[i + 1], ',(-?%d+)$')
-      table.insert(entries, {all[i], tonumber(ts) or 0})
-    end
-    table.sort(entries, function(a, b)
-      if a[2] ~= b[2] then return a[2] < b[2] end
-      return a[1] < b[1]
-    end)
-    for i = 1, len - cap do redis.call('HDEL', key, entries[i][1]) end
-  end
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-end
-if newest then
-  local lkey = KEYS[2 + h + m]
-  local size = tonumber(ARGV[10])
-  local bound = tonumber(ARGV[15])
-  for j = 0, nw - 1 do
-    local name = ARGV[16 + 2 * j]
-    local win = tonumber(ARGV[17 + 2 * j])
-    local zkey = KEYS[3 + h + m + j]
-    local landmark = tonumber(redis.call('HGET', lkey, name) or '')
-    if not landmark or (newest - landmark) / win > bound then
-      if landmark and redis.call('EXISTS', zkey) == 1 then
-        local factor = string.format('%.17g', math.exp((landmark - newest) / win))
-        redis.call('ZUNIONSTORE', zkey, 1, zkey, 'WEIGHTS', factor)
-      end
-      landmark = newest
-      redis.call('HSET', lkey, name, string.format('%.0f', landmark))
-    end
-    local inc = {}
-    for _, r in ipairs(ranked) do
-      inc[r[1]] = (inc[r[1]] or 0) + r[2] * math.exp((r[3] - landmark) / win)
-    end
-    for item, v in pairs(inc) do
-      redis.call('ZINCRBY', zkey, string.format('%.17g', v), item)
-    end
-    local card = redis.call('ZCARD', zkey)
-    if card > size then redis.call('ZREMRANGEBYRANK', zkey, 0, card - size - 1) end
-  end
-end
-local slice_last = tonumber(ARGV[8])
-if slice_last > last then last = slice_last end
-if last > stored then redis.call('SET', KEYS[1], string.format('%.0f', last)) end
-local out = {applied, {}, {}}
-for ki = 1, h do out[2][ki] = redis.call('HGETALL', KEYS[1 + ki]) end
-for ni = 1, m do out[3][ni] = redis.call('SCARD', KEYS[1 + h + ni]) end
-return out
-"#;
+pub const APPLY_SCRIPT: &str = include_str!("apply.lua");
 
 /// Redis failed, or answered something this code did not write.
 #[derive(Debug, thiserror::Error)]
@@ -329,12 +180,8 @@ impl Store {
         events: &[ApplyEvent],
         slice: Slice,
     ) -> Result<Applied, StoreError> {
-        apply(&mut self.conn.clone(), self, topic, partition, events, slice, now_ms()).await
+        apply(&mut self.conn.clone(), self, topic, partition, events, slice, schemas::now_ms()).await
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn apply(
@@ -422,31 +269,10 @@ async fn apply(
     Ok(Applied { applied, duplicates: events.len() - applied, histories, unknown_items, lost: false })
 }
 
-fn as_int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        _ => None,
-    }
-}
-
-fn as_str(v: &Value) -> Option<&str> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
-
 /// Parses an HGETALL reply of a history hash. Entries this code could not have
 /// written are skipped with a warning rather than failing the whole batch.
 fn parse_hash(v: &Value) -> Option<Vec<(ItemId, HistEntry)>> {
-    let pairs: Vec<(&str, &str)> = match v {
-        Value::Array(a) => {
-            a.chunks_exact(2).map(|c| Some((as_str(&c[0])?, as_str(&c[1])?))).collect::<Option<Vec<_>>>()?
-        }
-        Value::Map(m) => m.iter().map(|(k, v)| Some((as_str(k)?, as_str(v)?))).collect::<Option<Vec<_>>>()?,
-        _ => return None,
-    };
+    let pairs = as_pairs(v)?;
     let mut out = Vec::with_capacity(pairs.len());
     for (k, val) in pairs {
         match (ItemId::parse(k), HistEntry::parse(val)) {
@@ -572,7 +398,8 @@ mod tests {
         let e = HistEntry::parse("3,1,1,1433221332117").unwrap();
         assert_eq!(e, HistEntry { counts: [3, 1, 1], last_ts: 1433221332117 });
         assert!(e.purchased());
-        assert_eq!(e.weight(&model::EventWeights::default()), 3.0 + 4.0 + 8.0);
+        let w = model::EventWeights::default();
+        assert_eq!(e.weighted(|k| w.of(k)), 3.0 + 4.0 + 8.0);
         for bad in ["", "1,2,3", "1,2,3,4,5", "x,1,1,1", "1,1,1,x", "-1,1,1,1", "1.5,1,1,1"] {
             assert_eq!(HistEntry::parse(bad), None, "{bad}");
         }

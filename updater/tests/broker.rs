@@ -17,25 +17,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
 use redis::aio::ConnectionManager;
-use schemas::{DeadLetter, Event, EventKind, ItemId, RecsList, UserId};
-use updater::store::HistEntry;
+use schemas::{DeadLetter, Event, EventKind, HistEntry, ItemId, RecsList, UserId};
+use testkit::services::{broker, free_port, redis_url, tag};
 use updater::Settings;
-
-fn broker() -> Option<String> {
-    if std::env::var("RECSYS_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
-        eprintln!("RECSYS_SKIP_BROKER_TESTS=1: skipping a real-broker test");
-        return None;
-    }
-    let addr = std::env::var("RECSYS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    if let Err(e) = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)) {
-        panic!("no Kafka broker at {addr} ({e}): run scripts/dev-up.sh or set RECSYS_SKIP_BROKER_TESTS=1");
-    }
-    Some(addr)
-}
-
-fn redis_url() -> String {
-    std::env::var("RECSYS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 /// One isolated test environment.
 struct Env {
@@ -46,7 +30,7 @@ struct Env {
 
 impl Env {
     async fn new(brokers: &str, partitions: i32) -> Env {
-        let tag = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let tag = tag();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("models");
         let mut s = Settings::default();
@@ -183,12 +167,7 @@ impl Env {
     }
 
     async fn cleanup(&self) {
-        let mut r = self.redis().await;
-        let keys: Vec<String> =
-            redis::cmd("KEYS").arg(format!("{}*", self.settings.redis.prefix)).query_async(&mut r).await.unwrap();
-        for chunk in keys.chunks(500) {
-            let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut r).await.unwrap();
-        }
+        testkit::services::delete_keys(&mut self.redis().await, &self.settings.redis.prefix).await;
     }
 }
 
@@ -355,10 +334,6 @@ async fn produce_stream(env: &Env, events: &[(String, String, EventKind)], per_s
         }
     }
     rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn scrape(port: u16) -> Option<String> {

@@ -9,17 +9,14 @@
 use std::collections::BTreeMap;
 
 use schemas::popularity::{decayed_count, forward_weight};
-use schemas::{EventKind, ItemId, UserId, Window};
+use schemas::{now_ms, EventKind, ItemId, UserId, Window};
+use testkit::services::{redis_url, tag};
 use updater::store::{ApplyEvent, LiveRankings, Store};
 
 const MIN: i64 = 60_000;
 
 async fn store(windows: &[&str], size: usize) -> (Store, String) {
-    let mut cfg = common::RedisConfig::default();
-    if let Ok(url) = std::env::var("RECSYS_TEST_REDIS") {
-        cfg.url = url;
-    }
-    cfg.prefix = format!("live-{:x}:", rand::random::<u64>());
+    let cfg = common::RedisConfig { url: redis_url(), prefix: format!("live-{}:", tag()), ..Default::default() };
     let conn = common::redis_conn::connect(&cfg).await.unwrap();
     let live = LiveRankings {
         windows: windows.iter().map(|w| Window::parse(w).unwrap()).collect(),
@@ -38,10 +35,6 @@ fn ev(offset: i64, user: &str, item: &str, kind: EventKind, ts: i64) -> ApplyEve
         ts,
         unknown_item: false,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// The ranking of `window` as decayed counts at `at`, and its landmark.

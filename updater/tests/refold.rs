@@ -8,37 +8,17 @@ use std::time::Duration;
 
 use model::synthetic::{item_id, synthetic_artifact, SyntheticSpec};
 use schemas::{EventKind, ItemId, ModelVersion, RecsList, UserId};
+use testkit::services::{redis_url, tag, KeysCleanup};
 use updater::compute::{self, ComputeParams, NewItems};
 use updater::refold::Pass;
 use updater::store::{read_histories, write_recs, ApplyEvent, Store};
 use updater::{Metrics, ServedModel, Settings};
 
-/// Deletes the test's keys from the shared Redis when dropped, also after a
-/// failed assertion (the re-fold pass SCANs the whole keyspace: keys left
-/// behind slow every later run).
-struct KeysCleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for KeysCleanup {
-    fn drop(&mut self) {
-        let Ok(mut c) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) else { return };
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut c).unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
-        }
-    }
-}
-
 async fn store() -> (Store, KeysCleanup) {
-    let mut cfg = common::RedisConfig::default();
-    if let Ok(url) = std::env::var("RECSYS_TEST_REDIS") {
-        cfg.url = url;
-    }
-    cfg.prefix = format!("rf-{:x}:", rand::random::<u64>());
+    // The re-fold pass SCANs the whole keyspace: keys left behind slow every later run.
+    let cfg = common::RedisConfig { url: redis_url(), prefix: format!("rf-{}:", tag()), ..Default::default() };
     let conn = common::redis_conn::connect(&cfg).await.unwrap();
-    let cleanup = KeysCleanup { url: cfg.url.clone(), prefix: cfg.prefix.clone() };
+    let cleanup = KeysCleanup::new(&cfg.url, &cfg.prefix);
     (Store::new(conn, cfg.keys(), 100, 600), cleanup)
 }
 

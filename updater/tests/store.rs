@@ -4,14 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use schemas::{EventKind, ItemId, UserId};
+use testkit::services::{redis_url, tag};
 use updater::store::{ApplyEvent, Slice, Store};
 
 async fn store(cap: usize) -> Store {
-    let mut cfg = common::RedisConfig::default();
-    if let Ok(url) = std::env::var("RECSYS_TEST_REDIS") {
-        cfg.url = url;
-    }
-    cfg.prefix = format!("st-{:x}:", rand::random::<u64>());
+    let cfg = common::RedisConfig { url: redis_url(), prefix: format!("st-{}:", tag()), ..Default::default() };
     let conn = common::redis_conn::connect(&cfg).await.unwrap();
     Store::new(conn, cfg.keys(), cap, 60)
 }

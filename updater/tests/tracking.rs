@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
+use testkit::services::free_port;
 
 /// A `recsys-updater` child process, SIGKILLed when dropped.
 struct Proc(Child);
@@ -25,10 +26,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn spawn(s: &tracking::Settings, models: &Path, port: u16) -> Proc {

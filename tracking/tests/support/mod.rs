@@ -13,9 +13,13 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use redis::aio::ConnectionManager;
 use schemas::{
-    Event, EventKind, Impression, ItemId, ModelVersion, RecId, Revenue, Source, TransactionId, UserId, Variant,
+    Counters, Event, EventKind, Impression, ItemId, ModelVersion, RecId, Revenue, Source, TransactionId, UserId,
+    Variant,
 };
-use tracking::store::Counters;
+// The broker, Redis, a random tag per test and its keys deleted (`cleanup`):
+// the suites' one harness.
+#[allow(unused_imports)] // each test binary uses some of them
+pub use testkit::services::{broker, delete_keys as cleanup, redis_url, tag};
 use tracking::Settings;
 
 /// 2025-11-24T16:00:00Z, on an hour boundary (epoch hour 490000).
@@ -183,24 +187,6 @@ pub fn expected_hourly() -> Vec<(Variant, &'static str, i64, Counters)> {
     ]
 }
 
-/// The Redis URL of the tests (`RECSYS_TEST_REDIS`, default the local one).
-pub fn redis_url() -> String {
-    std::env::var("RECSYS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A random tag for topic names, groups, key prefixes and ids.
-pub fn tag() -> String {
-    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
-}
-
-/// Deletes every key under `prefix`.
-pub async fn cleanup(conn: &mut redis::aio::ConnectionManager, prefix: &str) {
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(conn).await.unwrap();
-    for chunk in keys.chunks(500) {
-        let _: () = redis::cmd("DEL").arg(chunk).query_async(conn).await.unwrap();
-    }
-}
-
 /// Checks the totals and hourly counters under `keys` against the scenario.
 pub async fn assert_counters(conn: &mut redis::aio::ConnectionManager, keys: &schemas::RedisKeys) {
     for (variant, version, want) in expected() {
@@ -300,20 +286,6 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
     text.lines().filter_map(|l| l.strip_prefix(&want)).filter_map(|v| v.parse::<f64>().ok()).sum()
 }
 
-/// The broker of the tests, or `None` when `RECSYS_SKIP_BROKER_TESTS=1`;
-/// panics when none answers.
-pub fn broker() -> Option<String> {
-    if std::env::var("RECSYS_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
-        eprintln!("RECSYS_SKIP_BROKER_TESTS=1: skipping a real-broker test");
-        return None;
-    }
-    let addr = std::env::var("RECSYS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    if let Err(e) = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)) {
-        panic!("no Kafka broker at {addr} ({e}): run scripts/dev-up.sh or set RECSYS_SKIP_BROKER_TESTS=1");
-    }
-    Some(addr)
-}
-
 /// Settings on fresh topics (3 partitions), group and key prefix.
 pub async fn settings(brokers: &str, tag: &str) -> Settings {
     let mut s = Settings::default();
@@ -328,4 +300,22 @@ pub async fn settings(brokers: &str, tag: &str) -> Settings {
     s.tracking.batch_max_records = 3;
     common::kafka::ensure_topics(&s.kafka, Duration::from_secs(10)).await.unwrap();
     s
+}
+
+/// A tracking task running in this test, and how to stop it.
+pub struct Running {
+    pub metrics: tracking::Metrics,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<Result<(), tracking::TrackingError>>,
+}
+
+/// Starts `tracking::run` on `s`, stopped by sending on `stop`.
+pub async fn start(s: &Settings) -> Running {
+    let deps = tracking::Deps::connect(s).await.unwrap();
+    let metrics = deps.metrics.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(tracking::run(s.clone(), deps, async move {
+        let _ = rx.await;
+    }));
+    Running { metrics, stop: Some(tx), task }
 }
