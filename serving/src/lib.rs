@@ -4,8 +4,15 @@
 //!
 //! Layout:
 //! - [`config`]: `[serving]` and the shared sections.
-//! - [`http`]: the routes, the fallback chain (cached list → category popular
-//!   → popular), the sticky A/B arm, stats, readiness, the OpenAPI document.
+//! - [`http`]: the router: every route, the `/v1/*` guard, request metrics.
+//! - [`routes`]: the handlers by family — [`routes::recs`] (the fallback chain
+//!   cached list → category popular → popular, the sticky A/B arm),
+//!   [`routes::similar`], [`routes::popular`], [`routes::stats`],
+//!   [`routes::ops`] (health, readiness, metrics, admin reload).
+//! - [`state`]: [`AppState`], what every request shares, and the popular-list lookups.
+//! - [`request`]: path and query parameters.
+//! - [`cached`]: the lazy reader of cached-list values (`recs:{user}`, `similar:{item}`).
+//! - [`openapi`]: the OpenAPI document.
 //! - [`catalog`]: the served model's metadata in memory (popular lists,
 //!   categories, availability, item neighbours), swapped atomically.
 //! - [`watch`]: model announcements / `CURRENT`, and the Redis popular lists.
@@ -17,6 +24,7 @@
 //! [`run`] takes already-made dependencies ([`Deps`]) so tests drive it with
 //! their own Redis prefix, topics and a port-0 listener.
 
+pub mod cached;
 pub mod catalog;
 pub mod config;
 pub mod error;
@@ -24,6 +32,10 @@ pub mod http;
 pub mod impressions;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
+pub mod request;
+pub mod routes;
+pub mod state;
 pub mod stats;
 pub mod watch;
 
@@ -37,7 +49,7 @@ use tokio::net::TcpListener;
 pub use catalog::{Catalog, CatalogHandle};
 pub use common::shutdown_signal;
 pub use config::Settings;
-pub use http::AppState;
+pub use state::AppState;
 pub use metrics::Metrics;
 
 /// What [`run`] needs, made by the caller.
@@ -98,7 +110,7 @@ pub async fn run(
         publisher,
         metrics.clone(),
     )
-    .with_admin(http::Admin {
+    .with_admin(state::Admin {
         auth: settings.admin.resolve().map_err(|e| anyhow::anyhow!(e))?,
         model_root: settings.model.artifacts_dir.clone(),
     })

@@ -13,18 +13,11 @@ use rustc_hash::FxHashMap;
 use schemas::popularity::decayed_count;
 use schemas::{live_popular_version, ItemId, RecItem};
 
-use crate::http::{AppState, PopList};
+use crate::state::{AppState, LiveRankings, PopList};
 
 /// Most items of a ranking held in memory (`k` is at most 100; the margin
 /// survives filtering out unavailable and purchased items).
 pub const KEEP: usize = 200;
-
-/// The rankings read at the last refresh, by window name; a window whose
-/// ranking holds nothing yet is absent.
-#[derive(Debug, Default)]
-pub struct LiveRankings {
-    pub lists: FxHashMap<String, PopList>,
-}
 
 /// Reads every configured ranking and its landmark in one transaction (a
 /// rescale between two reads would scale the counts wrongly) and installs
@@ -44,7 +37,7 @@ pub async fn refresh(state: &AppState) -> redis::RedisResult<()> {
     let replies: Vec<Value> = p.query_async(&mut conn).await?;
     let mut replies = replies.into_iter();
     let landmarks: FxHashMap<String, String> = redis::from_redis_value(replies.next().unwrap_or(Value::Nil))?;
-    let now = crate::http::now_ms();
+    let now = schemas::now_ms();
     let version = live_popular_version();
     let mut lists = FxHashMap::default();
     for (w, reply) in windows.iter().zip(replies) {

@@ -20,7 +20,7 @@ use schemas::RecsList;
 pub use common::follow::Reloaded;
 
 use crate::catalog::Catalog;
-use crate::http::{AppState, Overrides, PopList};
+use crate::state::{AppState, Overrides, PopList};
 
 /// Serving's side of the model follower ([`common::follow`]): a version's
 /// metadata, swapped into the state.

@@ -1,0 +1,123 @@
+//! The handlers, by family: [`recs`] (a user's recommendations and their
+//! fallbacks), [`similar`], [`popular`], [`stats`] and [`ops`] (health,
+//! readiness, metrics, admin). Here: what their answers share — the item
+//! shape, the A/B arm, the impression an answer publishes, and the filter of
+//! unavailable items.
+
+pub mod ops;
+pub mod popular;
+pub mod recs;
+pub mod similar;
+pub mod stats;
+
+use rustc_hash::FxHashSet;
+use schemas::{Impression, ItemId, ModelVersion, RecId, RecItem, Source, UserId, Variant};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::catalog::Catalog;
+use crate::state::Inner;
+
+/// One recommended item.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ScoredItem {
+    #[schema(value_type = String)]
+    pub item_id: ItemId,
+    pub score: f32,
+}
+
+impl From<RecItem> for ScoredItem {
+    fn from(r: RecItem) -> Self {
+        ScoredItem { item_id: r.item_id, score: r.score }
+    }
+}
+
+/// The route-level `source` label of a response (for the request counter).
+#[derive(Debug, Clone, Copy)]
+pub struct SourceLabel(pub &'static str);
+
+/// A/B arm: `fnv1a64(salt ‖ 0xff ‖ user_id) % 100 < treatment_percent` → `als`.
+/// Sticky per user and the same in every instance (no process-random seed).
+pub fn variant_of(salt: &str, user: &str, treatment_percent: u8) -> Variant {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.bytes().chain(std::iter::once(0xff)).chain(user.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if h % 100 < u64::from(treatment_percent) {
+        Variant::Als
+    } else {
+        Variant::Popular
+    }
+}
+
+/// Publishes what `/similar` or `/popular` showed to `user` (in the user's
+/// sticky arm, so `/v1/stats` counts it there); without a user there is
+/// nobody to attribute later events to, which is counted.
+pub fn impression(
+    s: &Inner,
+    user: Option<UserId>,
+    route: &'static str,
+    rec_id: &RecId,
+    items: &[ScoredItem],
+    model: &ModelVersion,
+    source: Source,
+) {
+    let Some(user) = user else {
+        s.metrics.impressions_anonymous.with_label_values(&[route]).inc();
+        return;
+    };
+    let variant = variant_of(&s.cfg.ab_salt, user.as_str(), s.cfg.treatment_percent);
+    publish_impression(s, user, variant, rec_id, items, model, source);
+}
+
+/// Queues the impression of one answer (never waits on Kafka).
+pub fn publish_impression(
+    s: &Inner,
+    user: UserId,
+    variant: Variant,
+    rec_id: &RecId,
+    items: &[ScoredItem],
+    model: &ModelVersion,
+    source: Source,
+) {
+    s.publisher.publish(Impression {
+        rec_id: rec_id.clone(),
+        ts: schemas::now_ms(),
+        user_id: user,
+        items: items.iter().map(|i| i.item_id.clone()).collect(),
+        variant,
+        model_version: model.clone(),
+        source,
+    });
+}
+
+/// True for an item the served model marks unavailable (an item it does not
+/// know may be newer than the model: kept).
+pub fn unavailable(cat: Option<&Catalog>, id: &str) -> bool {
+    cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false)
+}
+
+/// The first `k` items of `list` that are not known to be unavailable (a live
+/// ranking holds whatever had events) and not in `exclude`.
+pub fn available(cat: Option<&Catalog>, list: &[RecItem], exclude: &FxHashSet<&str>, k: usize) -> Vec<ScoredItem> {
+    list.iter()
+        .filter(|r| !exclude.contains(r.item_id.as_str()) && !unavailable(cat, r.item_id.as_str()))
+        .take(k)
+        .map(|r| ScoredItem::from(r.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arms_are_sticky_and_split_by_the_percentage() {
+        let als = (0..10_000).filter(|n| variant_of("s", &format!("u{n}"), 30) == Variant::Als).count();
+        assert!((2_700..3_300).contains(&als), "{als}");
+        assert_eq!(variant_of("s", "u1", 30), variant_of("s", "u1", 30));
+        assert!((0..100).all(|n| variant_of("s", &format!("u{n}"), 0) == Variant::Popular));
+        assert!((0..100).all(|n| variant_of("s", &format!("u{n}"), 100) == Variant::Als));
+    }
+}
