@@ -22,40 +22,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use schemas::{ModelAnnouncement, RecsList};
-
-fn broker() -> Option<String> {
-    if std::env::var("RECSYS_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
-        eprintln!("RECSYS_SKIP_BROKER_TESTS=1: skipping a real-broker test");
-        return None;
-    }
-    let addr = std::env::var("RECSYS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    if let Err(e) = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)) {
-        panic!("no Kafka broker at {addr} ({e}): run scripts/dev-up.sh or set RECSYS_SKIP_BROKER_TESTS=1");
-    }
-    Some(addr)
-}
-
-fn redis_url() -> String {
-    std::env::var("RECSYS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// Deletes the test's keys from the shared Redis when dropped, also after a
-/// failed assertion (the re-fold pass SCANs the whole keyspace: keys left
-/// behind slow every later run).
-struct KeysCleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for KeysCleanup {
-    fn drop(&mut self) {
-        let Ok(mut c) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) else { return };
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut c).unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut c);
-        }
-    }
-}
+use testkit::services::{broker, redis_url, tag, KeysCleanup};
 
 /// One isolated environment: topics, Redis keys, artifacts, small fast models.
 struct Env {
@@ -66,7 +33,7 @@ struct Env {
 
 impl Env {
     async fn new(brokers: &str, partitions: i32) -> Env {
-        let tag = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let tag = tag();
         let dir = tempfile::tempdir().unwrap();
         let mut s = Settings::default();
         s.kafka.brokers = brokers.to_owned();
@@ -80,7 +47,7 @@ impl Env {
         s.trainer.kafka_idle_timeout_ms = 15_000;
         s.trainer.publish.similar_size = 10;
         common::kafka::ensure_topics(&s.kafka, Duration::from_secs(10)).await.unwrap();
-        let _cleanup = KeysCleanup { url: s.redis.url.clone(), prefix: s.redis.prefix.clone() };
+        let _cleanup = KeysCleanup::new(&s.redis.url, &s.redis.prefix);
         Env { s, dir, _cleanup }
     }
 

@@ -17,24 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
-/// The broker's address, or `None` when broker tests are explicitly skipped.
-fn broker() -> Option<String> {
-    if std::env::var("RECSYS_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
-        eprintln!("RECSYS_SKIP_BROKER_TESTS=1: skipping a real-broker test");
-        return None;
-    }
-    let addr = std::env::var("RECSYS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    if let Err(e) = std::net::TcpStream::connect_timeout(
-        &addr.parse().unwrap_or_else(|e| panic!("RECSYS_TEST_KAFKA={addr:?}: {e}")),
-        Duration::from_secs(2),
-    ) {
-        panic!(
-            "no Kafka broker at {addr} ({e}). Start one with scripts/dev-up.sh, point RECSYS_TEST_KAFKA at one, \
-             or set RECSYS_SKIP_BROKER_TESTS=1"
-        );
-    }
-    Some(addr)
-}
+use common::broker;
 
 /// Settings on a fresh random topic prefix, with the topics created.
 async fn fresh(brokers: &str, partitions: i32) -> Settings {

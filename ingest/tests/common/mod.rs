@@ -1,5 +1,9 @@
-//! Shared by the integration tests: reading a topic back, whole.
+//! Shared by the integration tests: reading a topic back, whole; the
+//! broker of the suites (`testkit::services`).
 #![allow(dead_code, clippy::unwrap_used)]
+
+#[allow(unused_imports)] // not every test binary needs the broker
+pub use testkit::services::broker;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
