@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use common::http::{ErrorReply, Refused};
 use serde_json::json;
 
 /// Why a request was not processed. Item-level rejections are not errors:
@@ -59,22 +59,28 @@ impl ApiError {
     }
 }
 
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Timeout { after_ms } => ApiError::Timeout(after_ms),
+            Refused::Overloaded => ApiError::Overloaded,
+            Refused::Failed(e) => ApiError::Internal(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::warn!(error = %self, code, "request failed");
-        }
-        let mut body = json!({"error": code, "detail": self.to_string()});
+        let mut reply = ErrorReply::new(status, code, self.to_string());
         if let ApiError::KafkaPartial { persisted, .. } = &self {
-            body["persisted"] = json!(persisted);
+            reply = reply.field("persisted", json!(persisted));
         }
-        let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Every 503 here is transient (broker, load, deadline): tell
             // clients when to come back rather than letting them hammer.
-            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            reply = reply.retry_after(1);
         }
-        resp
+        reply.into_response()
     }
 }

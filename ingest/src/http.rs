@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
@@ -12,11 +11,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use common::http::Guard;
 use rdkafka::producer::{FutureProducer, Producer};
 use schemas::{DeadLetter, DeadLetterSource, Event, EventError, EventLimits};
 use serde::Serialize;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::{BoxError, ServiceBuilder};
 
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -113,34 +111,17 @@ fn build(
             stuck,
         }),
     };
-    let timeout_ms = ingest.request_timeout_ms;
-    let guarded = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |e: BoxError| async move { middleware_error(e, timeout_ms) }))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(ingest.concurrency_limit))
-        .timeout(ingest.request_timeout());
+    let guard = Guard { concurrency: ingest.concurrency_limit, timeout: ingest.request_timeout() };
     let app = Router::new()
-        .route("/v1/events", post(post_events).layer(guarded))
+        .route("/v1/events", post(post_events).layer(common::http::guard(guard, ApiError::from)))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(ingest.max_body_bytes))
-        .layer(common::http::catch_panic())
-        .layer(middleware::from_fn_with_state(metrics, track))
         .with_state(state);
-    common::http::traced(app)
-}
-
-fn middleware_error(e: BoxError, timeout_ms: u64) -> ApiError {
-    if e.is::<tower::timeout::error::Elapsed>() {
-        ApiError::Timeout(timeout_ms)
-    } else if e.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::Overloaded
-    } else {
-        ApiError::Internal(e.to_string())
-    }
+    common::http::api(app, middleware::from_fn_with_state(metrics, track))
 }
 
 /// Records every response's latency under its route template (never a raw path).
@@ -214,7 +195,7 @@ async fn post_events(
         }
     })?;
     let s = &s.inner;
-    let now = crate::kafka::now_ms();
+    let now = schemas::now_ms();
     // schemas owns the rules: one result per element, with its original text.
     let items = Event::parse_json_batch(&bytes, now, &s.limits).map_err(|e| match e {
         EventError::Json(msg) => ApiError::InvalidJson(msg),

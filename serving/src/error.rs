@@ -1,13 +1,15 @@
 //! Request failures and their HTTP mapping: every one answers
-//! `{"error": code, "detail": text}`; a bad parameter's detail names it.
+//! `{"error": code, "detail": text}` (`common::http::ErrorReply`); a bad
+//! parameter's detail names it.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use common::http::{ErrorReply, Refused};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// The body of every error response.
+/// The body of every error response, as the OpenAPI document describes it
+/// (`common::http::ErrorReply` writes it).
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `invalid_parameter`.
@@ -94,12 +96,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to a request the `/v1/*` guard refused; a shed request is
+    /// told to come back after `retry_after_s`.
+    pub fn refused(r: Refused, retry_after_s: u64) -> ApiError {
+        match r {
+            Refused::Timeout { after_ms } => ApiError::Timeout(after_ms),
+            Refused::Overloaded => ApiError::Overloaded { retry_after_s },
+            Refused::Failed(e) => ApiError::Internal(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_code();
-        if status.is_server_error() && !matches!(self, ApiError::Overloaded { .. }) {
-            tracing::warn!(error = %self, "request failed");
-        }
         let retry = match &self {
             ApiError::Overloaded { retry_after_s } => Some(*retry_after_s),
             ApiError::ModelUnavailable
@@ -109,15 +120,14 @@ impl IntoResponse for ApiError {
             | ApiError::Timeout(_) => Some(1),
             _ => None,
         };
-        let mut resp = (status, Json(ErrorBody { error: code.to_owned(), detail: self.to_string() })).into_response();
+        let mut reply = ErrorReply::new(status, code, self.to_string());
+        if let Some(s) = retry {
+            reply = reply.retry_after(s);
+        }
+        let mut resp = reply.into_response();
         if matches!(self, ApiError::Unauthorized(_)) {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"recsys-admin\""));
-        }
-        if let Some(s) = retry {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
         }
         resp
     }

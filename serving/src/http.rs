@@ -4,15 +4,13 @@
 
 use std::time::Instant;
 
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::{BoxError, ServiceBuilder};
+use common::http::Guard;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -35,19 +33,15 @@ pub fn router(state: AppState) -> Router {
 /// answered 500 inside the layer that records status codes.
 pub fn router_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let cfg = &state.inner.cfg;
-    let (timeout_ms, retry_after_s) = (cfg.request_timeout_ms, cfg.retry_after_s);
-    let guarded = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |e: BoxError| async move { middleware_error(e, timeout_ms, retry_after_s) }))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(cfg.concurrency_limit))
-        .timeout(cfg.request_timeout());
+    let retry_after_s = cfg.retry_after_s;
+    let guard = Guard { concurrency: cfg.concurrency_limit, timeout: cfg.request_timeout() };
     let metrics = state.inner.metrics.clone();
     let v1 = Router::new()
         .route("/v1/recommendations/{user_id}", get(recs::recommendations))
         .route("/v1/items/{item_id}/similar", get(similar::similar))
         .route("/v1/popular", get(popular::popular))
         .route("/v1/stats", get(stats::stats))
-        .route_layer(guarded);
+        .route_layer(common::http::guard(guard, move |r| ApiError::refused(r, retry_after_s)));
     let app = Router::new()
         .merge(v1)
         .route("/health", get(ops::health))
@@ -58,20 +52,8 @@ pub fn router_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(common::http::catch_panic())
-        .layer(middleware::from_fn_with_state(metrics, track))
         .with_state(state);
-    common::http::traced(app)
-}
-
-fn middleware_error(e: BoxError, timeout_ms: u64, retry_after_s: u64) -> ApiError {
-    if e.is::<tower::timeout::error::Elapsed>() {
-        ApiError::Timeout(timeout_ms)
-    } else if e.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::Overloaded { retry_after_s }
-    } else {
-        ApiError::Internal(e.to_string())
-    }
+    common::http::api(app, middleware::from_fn_with_state(metrics, track))
 }
 
 /// Records every response under its route template (never a raw path).
