@@ -3,9 +3,10 @@
 //!
 //! Layout:
 //! - [`config`]: `[updater]` and the shared sections, consumer settings.
-//! - [`pipeline`]: the consume → apply → fold → write → commit loop.
-//! - [`store`]: Redis — the atomic apply script (history + offset), lists,
-//!   folded-in items.
+//! - [`pipeline`]: the consume → apply → fold → write → commit loop: the
+//!   batch step `common::kafka::consume` runs, one method per stage.
+//! - [`store`]: Redis — the atomic apply script (`apply.lua`: history +
+//!   offset), lists, folded-in items.
 //! - [`compute`]: fold-in, batched scoring, re-rank, item fold-in (pure CPU).
 //! - [`served`]: a verified model version and the atomic [`ModelHandle`].
 //! - [`watch`]: model announcements and `CURRENT` → hot swap.
