@@ -1,8 +1,19 @@
 //! Readers of raw Redis replies (`redis::Value`), for the Lua scripts whose
 //! answers are nested arrays that no `FromRedisValue` impl describes: the
-//! updater's apply script and tracking's attribution script.
+//! updater's apply script and tracking's attribution script; and the error
+//! of both stores.
 
 use redis::Value;
+
+/// Redis failed, or answered something this code did not write: the error
+/// of the updater's and tracking's stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(String),
+}
 
 /// An integer reply.
 pub fn as_int(v: &Value) -> Option<i64> {

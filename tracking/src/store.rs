@@ -48,6 +48,7 @@
 //! read inside the script. That is fine on one Redis; on Redis Cluster the
 //! script would need per-user hash tags like the updater's (docs/design.md §9).
 
+pub use common::redis_value::StoreError;
 use common::redis_value::{as_int, as_str};
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -66,15 +67,6 @@ use crate::config::Windows;
 /// impression `i, offset key no, offset, user no, ts, rec_id, variant, model_version, items joined by ',', ""`;
 /// event `e, offset key no, offset, user no, ts, kind v|a|t, item, rec_id or "", revenue or "", transaction key`.
 pub const ATTRIBUTE_SCRIPT: &str = include_str!("attribute.lua");
-
-/// Redis failed, or answered something this code did not write.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unexpected reply from Redis: {0}")]
-    Reply(String),
-}
 
 /// One parsed record of a batch with its Kafka coordinates.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@
 //! the read of the stored offset inside the atomic step (MULTI/EXEC would need
 //! WATCH and a dedicated connection per partition to get that).
 
+pub use common::redis_value::StoreError;
 use common::redis_value::{as_int, as_pairs};
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -92,15 +93,6 @@ pub struct Applied {
 /// flushed); the script then applies nothing and returns `{-1}`, and the
 /// caller re-reads from the floor.
 pub const APPLY_SCRIPT: &str = include_str!("apply.lua");
-
-/// Redis failed, or answered something this code did not write.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unexpected reply from Redis: {0}")]
-    Reply(String),
-}
 
 /// The updater's Redis: a reconnecting connection, the key builder and the
 /// history bounds. Cheap to clone (one multiplexed connection underneath).
