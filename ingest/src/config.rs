@@ -61,6 +61,10 @@ pub struct IngestConfig {
     pub compression: Compression,
     /// On shutdown, how long to wait for the producer to flush, ms.
     pub flush_timeout_ms: u64,
+    /// On shutdown, how long the process waits for its tasks (requests in
+    /// flight, background loops) before aborting the rest, s
+    /// (docs/design.md §8).
+    pub drain_deadline_s: u64,
     /// When every produce has failed with an error answered by the broker
     /// (not a timeout) for this long, the producer is considered stuck:
     /// `/health` turns 503 and the process exits to be replaced, ms.
@@ -95,6 +99,7 @@ impl Default for IngestConfig {
             linger_ms: 5,
             compression: Compression::Lz4,
             flush_timeout_ms: 10_000,
+            drain_deadline_s: 30,
             stuck_after_ms: 30_000,
             replay_max_in_flight: 50_000,
             replay_message_timeout_ms: 120_000,
@@ -145,7 +150,8 @@ impl common::config::Settings for Settings {
     /// Rejects values that cannot work, naming the key.
     fn validate(&self) -> Result<(), String> {
         let i = &self.ingest;
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 9] = [
+            (i.drain_deadline_s > 0, "ingest.drain_deadline_s must be > 0"),
             (i.max_body_bytes > 0, "ingest.max_body_bytes must be > 0"),
             (i.max_batch > 0, "ingest.max_batch must be > 0"),
             (i.concurrency_limit > 0, "ingest.concurrency_limit must be > 0"),

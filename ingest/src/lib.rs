@@ -37,7 +37,8 @@ pub async fn run(
     let stuck = Arc::new(kafka::StuckDetector::new(std::time::Duration::from_millis(settings.ingest.stuck_after_ms)));
     let app = http::router_with(&settings, producer.clone(), metrics, stuck.clone());
     tracing::info!(addr = %listener.local_addr()?, brokers = %settings.kafka.brokers, "recsys-ingest listening");
-    let stop = common::Shutdown::new();
+    let deadline = std::time::Duration::from_secs(settings.ingest.drain_deadline_s);
+    let stop = common::Shutdown::new().with_drain_deadline(deadline);
     stop.cancel_on(shutdown);
     // An idempotent producer's fatal error is permanent: stop serving (so the
     // orchestrator sees the process end and starts a fresh one) instead of

@@ -65,6 +65,10 @@ pub struct ServingConfig {
     /// Producer: librdkafka `message.timeout.ms`; an impression not acknowledged
     /// by then is dropped (and counted).
     pub impression_timeout_ms: u64,
+    /// On shutdown, how long the process waits for its tasks (requests in
+    /// flight, background loops) before aborting the rest, s
+    /// (docs/design.md §8).
+    pub drain_deadline_s: u64,
     /// Producer: librdkafka `queue.buffering.max.kbytes`, the memory impressions
     /// waiting for a slow or absent broker may take (then `producer_queue_full`).
     pub impression_buffer_kbytes: u64,
@@ -89,6 +93,7 @@ impl Default for ServingConfig {
             impression_queue: 10_000,
             impression_linger_ms: 5,
             impression_timeout_ms: 5_000,
+            drain_deadline_s: 30,
             impression_buffer_kbytes: 16_384,
         }
     }
@@ -163,6 +168,7 @@ impl common::config::Settings for Settings {
             (s.history_categories > 0, "serving.history_categories must be > 0"),
             ((1..=1_000).contains(&s.similar_size), "serving.similar_size must be in 1..=1000"),
             (s.popular_refresh_ms > 0, "serving.popular_refresh_ms must be > 0"),
+            (s.drain_deadline_s > 0, "serving.drain_deadline_s must be > 0"),
             (s.model_poll_interval_s > 0, "serving.model_poll_interval_s must be > 0"),
             (s.impression_queue > 0, "serving.impression_queue must be > 0"),
             (s.impression_buffer_kbytes >= 1, "serving.impression_buffer_kbytes must be ≥ 1"),

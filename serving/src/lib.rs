@@ -130,7 +130,7 @@ pub async fn run(
     // One stop for the API and its background tasks: the caller's shutdown,
     // or a task's panic (a stale model or popular list must not be served
     // quietly), or the server's end.
-    let stop = common::Shutdown::new();
+    let stop = common::Shutdown::new().with_drain_deadline(Duration::from_secs(settings.serving.drain_deadline_s));
     stop.cancel_on(shutdown);
     let impressions_task = stop.adopt("impression producer", impressions_task);
     let models = stop.spawn(

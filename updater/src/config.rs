@@ -84,6 +84,10 @@ pub struct UpdaterConfig {
     pub new_item_refresh_ms: u64,
     /// How often `CURRENT` is checked for a model version the announcements missed, s.
     pub model_poll_interval_s: u64,
+    /// On shutdown, how long the process waits for its tasks (the model follower,
+    /// the re-fold, the metrics server, the tracking task) before aborting the rest, s
+    /// (docs/design.md §8).
+    pub drain_deadline_s: u64,
     /// Delay between attempts of a batch whose Redis write failed, ms (doubling, capped at 5 s).
     pub retry_backoff_ms: u64,
     /// After a model swap, every user with a history gets a list from the new
@@ -113,6 +117,7 @@ impl Default for UpdaterConfig {
             new_item_max_users: 1_000,
             new_item_refresh_ms: 1_000,
             model_poll_interval_s: 30,
+            drain_deadline_s: 30,
             retry_backoff_ms: 100,
             refold_rate_per_s: 1_000,
             refold_batch: 256,
@@ -195,6 +200,7 @@ impl common::config::Settings for Settings {
             (u.new_item_max_users >= u.new_item_min_users, "updater.new_item_max_users must be ≥ new_item_min_users"),
             (u.new_item_refresh_ms > 0, "updater.new_item_refresh_ms must be > 0"),
             (u.model_poll_interval_s > 0, "updater.model_poll_interval_s must be > 0"),
+            (u.drain_deadline_s > 0, "updater.drain_deadline_s must be > 0"),
             (u.retry_backoff_ms > 0, "updater.retry_backoff_ms must be > 0"),
             (u.refold_batch > 0 && u.refold_batch <= 10_000, "updater.refold_batch must be in 1..=10000"),
         ])?;

@@ -122,7 +122,8 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
 
     // A panicking background task stops the pipeline and the process
     // (non-zero) instead of leaving it on a stale model.
-    let stop = common::Shutdown::new();
+    let deadline = std::time::Duration::from_secs(settings.updater.drain_deadline_s);
+    let stop = common::Shutdown::new().with_drain_deadline(deadline);
     let watcher =
         stop.spawn("model watch", watch::watch_models(settings.clone(), announcements, models, stop.cancelled()));
     let refold = stop.spawn(

@@ -75,7 +75,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     // One stop for both tasks: a signal, or either task ending (an error in
     // one must not leave the process half-working), or a panic of the
     // tracking task (the process then exits non-zero with its name).
-    let stop = common::Shutdown::new();
+    let stop = common::Shutdown::new().with_drain_deadline(Duration::from_secs(settings.updater.drain_deadline_s));
     stop.on_signals();
     let tracking_task = if tracking_settings.tracking.enabled {
         let tdeps = tracking::Deps::connect(&tracking_settings).await.context("starting the tracking task")?;
