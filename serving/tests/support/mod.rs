@@ -17,9 +17,8 @@ use serving::{Catalog, CatalogHandle, Metrics};
 use tower::ServiceExt;
 
 /// The Redis the tests use (`RECSYS_TEST_REDIS`, default the local one).
-pub fn redis_url() -> String {
-    std::env::var("RECSYS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+#[allow(unused_imports)] // not every test binary needs it
+pub use testkit::services::redis_url;
 
 /// A port nothing listens on.
 pub fn closed_port() -> u16 {
