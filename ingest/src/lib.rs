@@ -73,6 +73,9 @@ pub async fn run(
         "http server",
         axum::serve(listener, app).with_graceful_shutdown(stop.cancelled()).into_future(),
     );
+    // Serves until the first stop (the caller's, the producer watch's or the
+    // server's own end), then drains.
+    stop.cancelled().await;
     let drained = stop.drain().await;
     tracing::info!("HTTP server stopped; flushing the producer");
     let timeout = settings.ingest.flush_timeout();

@@ -157,8 +157,10 @@ pub async fn run(
         "http server",
         axum::serve(listener, app).with_graceful_shutdown(stop.cancelled()).into_future(),
     );
-    // In-flight requests finish, then the router (and with it the last
-    // Publisher) is gone: the impression task flushes and ends.
+    // Serves until the first stop; then in-flight requests finish, the
+    // router (and with it the last Publisher) is gone: the impression task
+    // flushes and ends.
+    stop.cancelled().await;
     let drained = stop.drain().await;
     impressions_task.join().await?;
     server.join().await??;
