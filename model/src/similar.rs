@@ -3,8 +3,9 @@
 //! against itself with [`crate::topn::recommend_all`], each item excluding itself).
 //!
 //! Cost is `items² · factors` multiply-adds (≈ 6·10¹¹ for 50k items × 256
-//! factors): fine once per model version in the background, never per request.
-//! The trainer should precompute and publish these lists with the model.
+//! factors): once per model version, never per request. The trainer computes
+//! them when it publishes a model (`similar:{item}` in Redis); serving answers
+//! from those lists and never calls this.
 
 use crate::dense::Factors;
 use crate::topn::{recommend_all, Scored, DEFAULT_BLOCK};

@@ -1,11 +1,12 @@
 //! What serving keeps in memory of the served model version: item ids,
-//! categories and availability, the global and per-category popular lists
-//! (the fallbacks that work with Redis down) and, once computed in the
-//! background, each item's nearest neighbours. Swapped atomically when a new
-//! version is announced ([`CatalogHandle`]).
+//! categories and availability, and the global and per-category popular lists
+//! (the fallbacks that work with Redis down). The item factors are not kept:
+//! serving computes nothing from them (item neighbours are the trainer's
+//! `similar:{item}` lists). Swapped atomically when a new version is
+//! announced ([`CatalogHandle`]).
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use model::artifact::{self, Artifact};
@@ -39,10 +40,6 @@ pub struct Catalog {
     pub popular_by_category: FxHashMap<u64, Arc<IdList>>,
     /// Event weights of the model (to rank a history's categories).
     pub weights: model::EventWeights,
-    /// Per-row neighbours, filled by [`Catalog::compute_similar`] in the background.
-    pub similar: OnceLock<Vec<Ranked>>,
-    /// Item factors, kept until the neighbours are computed.
-    factors: std::sync::Mutex<Option<model::Factors>>,
 }
 
 /// Why a version could not be loaded (the served one stays).
@@ -127,25 +124,7 @@ impl Catalog {
             popular,
             popular_by_category,
             weights: art.manifest.weights,
-            similar: OnceLock::new(),
-            factors: std::sync::Mutex::new(Some(art.item_factors)),
         })
-    }
-
-    /// Computes every item's `k` nearest neighbours (CPU-heavy: run it on a
-    /// blocking thread). A second call does nothing.
-    pub fn compute_similar(&self, k: usize) {
-        let taken = match self.factors.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        if let Some(y) = taken {
-            let lists = model::similar::similar_items(&y, k)
-                .into_iter()
-                .map(|l| l.into_iter().filter(|s| self.available[s.item as usize]).collect())
-                .collect();
-            let _ = self.similar.set(lists);
-        }
     }
 
     /// Row of an item.

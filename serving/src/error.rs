@@ -41,8 +41,9 @@ pub enum ApiError {
     /// `GET /v1/popular?window=NAME` before the live ranking holds anything.
     #[error("the live popularity ranking {0} has no events yet")]
     PopularNotReady(String),
-    #[error("the neighbours of model {0} are still being computed")]
-    SimilarNotReady(String),
+    /// The trainer has not published the item's similar list (yet).
+    #[error("no similar list of item {item} is published yet (model {model} is served; the trainer publishes them)")]
+    SimilarNotReady { item: String, model: String },
     #[error("redis: {0}")]
     RedisUnavailable(String),
     #[error("too many requests in flight")]
@@ -83,7 +84,7 @@ impl ApiError {
             ApiError::ModelUnavailable | ApiError::NoPopularList => {
                 (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable")
             }
-            ApiError::SimilarNotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "similar_not_ready"),
+            ApiError::SimilarNotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "similar_not_ready"),
             ApiError::PopularNotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "popular_not_ready"),
             ApiError::RedisUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -115,7 +116,7 @@ impl IntoResponse for ApiError {
             ApiError::Overloaded { retry_after_s } => Some(*retry_after_s),
             ApiError::ModelUnavailable
             | ApiError::NoPopularList
-            | ApiError::SimilarNotReady(_)
+            | ApiError::SimilarNotReady { .. }
             | ApiError::PopularNotReady(_)
             | ApiError::Timeout(_) => Some(1),
             _ => None,

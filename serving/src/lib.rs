@@ -1,6 +1,7 @@
 //! recsys-serving: the API the storefront calls on every page view
 //! (docs/design.md §7–8). It reads what the updater and the trainer wrote to Redis
-//! and never computes ALS on the request path.
+//! (cached lists, popular and similar lists, counters) and computes nothing
+//! from the model's factors.
 //!
 //! Layout:
 //! - [`config`]: `[serving]` and the shared sections.
@@ -14,7 +15,7 @@
 //! - [`cached`]: the lazy reader of cached-list values (`recs:{user}`, `similar:{item}`).
 //! - [`openapi`]: the OpenAPI document.
 //! - [`catalog`]: the served model's metadata in memory (popular lists,
-//!   categories, availability, item neighbours), swapped atomically.
+//!   categories, availability), swapped atomically.
 //! - [`watch`]: model announcements / `CURRENT`, and the Redis popular lists.
 //! - [`impressions`]: the bounded, fire-and-forget impression producer.
 //! - [`live`]: the live popularity rankings in memory (day one, trending).
@@ -49,8 +50,8 @@ use tokio::net::TcpListener;
 pub use catalog::{Catalog, CatalogHandle};
 pub use common::shutdown_signal;
 pub use config::Settings;
-pub use state::AppState;
 pub use metrics::Metrics;
+pub use state::AppState;
 
 /// What [`run`] needs, made by the caller.
 pub struct Deps {

@@ -2,8 +2,7 @@
 //! - the served model's metadata, followed by [`common::follow`] (`CURRENT`
 //!   at start, then announcements on `recsys.models` and a periodic look at
 //!   `CURRENT`; a version that fails verification is refused and the old one
-//!   keeps serving); each new version's item neighbours are computed on a
-//!   blocking thread;
+//!   keeps serving);
 //! - the Redis `popular` / `popular:cat:{c}` lists and the live rankings
 //!   `trending:{window}` ([`crate::live`]), re-read periodically.
 
@@ -68,37 +67,11 @@ pub async fn load_current(root: &Path) -> Result<Option<Catalog>, String> {
     follow::load_current::<Models>(root).await
 }
 
-/// Serves `c`. The first model is served at once and its neighbours follow
-/// in the background (`/similar` answers 503 `similar_not_ready` meanwhile);
-/// a replacement is served only once its neighbours exist, so a swap never
-/// turns a working `/similar` into an error.
+/// Serves `c` from the next request on (its neighbours are the trainer's
+/// `similar:{item}` lists: nothing to compute first).
 pub async fn serve(state: &AppState, c: Catalog) {
     let s = &state.inner;
     let c = Arc::new(c);
-    let k = s.cfg.similar_size;
-    let compute = {
-        let c = c.clone();
-        move || {
-            let t = std::time::Instant::now();
-            c.compute_similar(k);
-            tracing::info!(version = %c.version, seconds = t.elapsed().as_secs_f64(), "item neighbours ready");
-        }
-    };
-    if s.catalog.current().is_none() {
-        swap_in(state, c);
-        // A panic here is logged (by join) and /similar keeps answering
-        // similar_not_ready, as when a replacement's neighbours fail below.
-        tokio::spawn(common::tasks::join("item neighbours", tokio::task::spawn_blocking(compute)));
-    } else {
-        if let Err(e) = tokio::task::spawn_blocking(compute).await {
-            tracing::error!(error = %e, version = %c.version, "computing item neighbours panicked; serving without them");
-        }
-        swap_in(state, c);
-    }
-}
-
-fn swap_in(state: &AppState, c: Arc<Catalog>) {
-    let s = &state.inner;
     tracing::info!(version = %c.version, items = c.items.len(), "serving model metadata");
     s.metrics.model_served(c.version.as_str());
     s.catalog.swap(c);

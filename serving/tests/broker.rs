@@ -99,7 +99,8 @@ async fn impressions_carry_the_rec_id_and_announcements_swap_the_model() {
         sent.push((v, user, arm, source));
     }
     // /similar and /popular publish one when told who sees the list; the
-    // neighbours are computed in the background after the model loads.
+    // similar lists are the trainer's (published here as it does).
+    publish_similar(&s, dir.path(), 20).await;
     let user = user_in(Variant::Popular, "imp-d");
     let item = model::synthetic::item_id(1);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -12,15 +12,11 @@ use axum::http::StatusCode;
 use model::synthetic::item_id;
 use redis::AsyncCommands;
 use schemas::popularity::forward_weight;
-use schemas::{Variant, Window, LIVE_POPULAR_VERSION};
+use schemas::{now_ms, Variant, Window, LIVE_POPULAR_VERSION};
 use serving::http::router;
 use support::*;
 
 const H: i64 = 3_600_000;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 /// Writes a ranking of `window` whose items have these decayed counts now.
 async fn write_ranking(

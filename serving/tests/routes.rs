@@ -113,6 +113,8 @@ async fn similar_popular_stats_and_the_meta_routes() {
     let (state, _m) = state(&s, Some(catalog(dir.path())));
     let app = router(state);
 
+    // The trainer's lists (serving computes no neighbours).
+    let similar_keys = publish_similar(&s, dir.path(), 20).await;
     let g = get(&app, &format!("/v1/items/{}/similar?k=5", item_id(3))).await;
     assert_eq!(g.status, StatusCode::OK, "{:?}", g.body);
     assert_eq!(g.body["model_version"], "v1");
@@ -121,6 +123,17 @@ async fn similar_popular_stats_and_the_meta_routes() {
     assert!(!ids.contains(&item_id(3)) && !ids.contains(&item_id(5)), "never itself nor unavailable");
     let scores: Vec<f64> = g.body["items"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0001, "{scores:?}");
+
+    // A list of another model version (the trainer moves CURRENT before it
+    // rewrites the lists) is answered under its own version, minus what the
+    // served model marks unavailable (row 5).
+    let mut r = redis_conn(&s.redis.url).await;
+    let item4 = schemas::ItemId::parse(&item_id(4)).unwrap();
+    let older = recs_json("v0", &[item_id(5), item_id(7), item_id(8)]);
+    let _: () = r.set(s.redis.keys().similar(&item4), older).await.unwrap();
+    let g = get(&app, &format!("/v1/items/{}/similar?k=5", item_id(4))).await;
+    assert_eq!((g.status, g.body["model_version"].as_str()), (StatusCode::OK, Some("v0")), "{:?}", g.body);
+    assert_eq!(item_ids(&g.body), [item_id(7), item_id(8)]);
 
     let g = get(&app, "/v1/popular?k=3&category=2").await;
     assert_eq!(g.status, StatusCode::OK);
@@ -131,7 +144,6 @@ async fn similar_popular_stats_and_the_meta_routes() {
 
     // Stats: the counters that exist.
     let keys = s.redis.keys();
-    let mut r = redis_conn(&s.redis.url).await;
     let v1 = schemas::ModelVersion::parse("v1").unwrap();
     let _: () = r
         .hset_multiple(
@@ -167,6 +179,7 @@ async fn similar_popular_stats_and_the_meta_routes() {
         .await
         .unwrap();
     assert_eq!(get(&app, "/v1/stats").await.body["arms"].as_array().unwrap().len(), 0);
+    let _: () = redis::cmd("DEL").arg(&similar_keys).query_async(&mut r).await.unwrap();
 
     assert_eq!(get(&app, "/health").await.status, StatusCode::OK);
     let g = get(&app, "/ready").await;
@@ -233,7 +246,7 @@ async fn without_a_model_popular_answers_are_503_and_ready_fails() {
     assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!((g.body["redis"].as_bool(), g.body["ready"].as_bool()), (Some(true), Some(false)));
 
-    // Neighbours not computed yet: 503 similar_not_ready.
+    // A known item whose similar list the trainer has not published (yet): 503 similar_not_ready.
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), "v1");
     let v = model::artifact::current_version(dir.path()).unwrap().unwrap();
@@ -260,6 +273,9 @@ async fn redis_down_degrades_to_the_in_memory_popular_list() {
     assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(g.body["redis"], false);
     assert_error(&get(&app, "/v1/stats").await, StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable", "");
+    // Similar lists live in Redis only (the trainer's): no answer from memory.
+    let g = get(&app, &format!("/v1/items/{}/similar", item_id(1))).await;
+    assert_error(&g, StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable", "");
     assert!(metric(&metrics.render(), "recsys_serving_degraded_responses_total") >= 1.0);
     // Kafka is down too (closed port): the impression is queued or dropped, never awaited.
     assert_eq!(get(&app, "/health").await.status, StatusCode::OK);

@@ -180,7 +180,7 @@ async fn preload(
     let mut conn = client.get_multiplexed_async_connection().await?;
     let keys = schemas::RedisKeys::new(prefix);
     let model = schemas::ModelVersion::parse(model).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let now = schemas::now_ms();
     let t = Instant::now();
     let mut rng = rand::rng();
     for chunk in (0..users).collect::<Vec<_>>().chunks(1000) {

@@ -1,13 +1,26 @@
-//! `GET /v1/items/{item_id}/similar`: an item's nearest items.
+//! `GET /v1/items/{item_id}/similar`: an item's nearest items, as the trainer
+//! published them (`similar:{item}`, one GET). Serving computes nothing from
+//! the factors (docs/design.md §8):
+//! - the item must be known to the served model (404 otherwise, no Redis
+//!   read); items the served model marks unavailable are left out;
+//! - no list yet (a publication still under way, or one that failed): 503
+//!   `similar_not_ready` with `Retry-After`, as while neighbours used to be
+//!   computed;
+//! - a list of another model version than the served one (the trainer moves
+//!   `CURRENT` before it rewrites the lists) is answered as it is, under its
+//!   own `model_version`, like a cached `recs:{user}`: refusing it would turn
+//!   every model swap into a window of errors, and the impression then names
+//!   the model the list came from.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use schemas::Source;
+use schemas::{ItemId, Source};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{impression, ScoredItem};
+use super::{impression, unavailable, ScoredItem};
+use crate::cached::CachedList;
 use crate::error::{ApiError, ErrorBody};
 use crate::request::{parse_k, path_item, query_user};
 use crate::state::AppState;
@@ -17,6 +30,8 @@ use crate::state::AppState;
 pub struct SimilarResponse {
     pub item_id: String,
     pub rec_id: String,
+    /// The model the list was computed with (the served one, or for a moment
+    /// after a swap the one before it).
     pub model_version: String,
     /// Cosine similarity of item factors.
     pub items: Vec<ScoredItem>,
@@ -27,14 +42,15 @@ pub struct SimilarResponse {
     path = "/v1/items/{item_id}/similar",
     params(
         ("item_id" = String, Path, description = "1–64 characters [A-Za-z0-9._:-]"),
-        ("k" = Option<u32>, Query, description = "How many items, 1..=100"),
+        ("k" = Option<u32>, Query, description = "How many items, 1..=100 (at most the trainer's `publish.similar_size`)"),
         ("user_id" = Option<String>, Query, description = "Who is shown the list: with it an impression is published (attribution, /v1/stats); without it none is"),
     ),
     responses(
-        (status = 200, description = "Nearest items by cosine of item factors", body = SimilarResponse),
+        (status = 200, description = "Nearest items by cosine of item factors, as the trainer published them (`similar:{item}`), minus items the served model marks unavailable", body = SimilarResponse),
         (status = 400, description = "Invalid item_id or k", body = ErrorBody),
         (status = 404, description = "Item unknown to the served model", body = ErrorBody),
-        (status = 503, description = "No model, or its neighbours are still being computed", body = ErrorBody),
+        (status = 500, description = "The published list is unreadable", body = ErrorBody),
+        (status = 503, description = "No model; no list published for the item yet (similar_not_ready, Retry-After); Redis unavailable", body = ErrorBody),
     )
 )]
 /// The items nearest to an item.
@@ -48,19 +64,42 @@ pub async fn similar(
     let k = parse_k(&q, s.cfg.default_k)?;
     let user = query_user(&q)?;
     let cat = s.catalog.current().ok_or(ApiError::ModelUnavailable)?;
-    let row = cat.row(item.as_str()).ok_or_else(|| ApiError::ItemNotFound(item.to_string()))?;
-    let lists = cat.similar.get().ok_or_else(|| ApiError::SimilarNotReady(cat.version.to_string()))?;
-    let items: Vec<ScoredItem> = lists[row as usize]
+    if cat.row(item.as_str()).is_none() {
+        return Err(ApiError::ItemNotFound(item.into_string()));
+    }
+    let mut conn = s.redis.clone();
+    let mut get = redis::cmd("GET");
+    get.arg(s.keys.similar(&item));
+    let bytes = match tokio::time::timeout(s.cfg.redis_timeout(), get.query_async::<Option<Vec<u8>>>(&mut conn)).await {
+        Ok(Ok(Some(b))) => b,
+        Ok(Ok(None)) => {
+            return Err(ApiError::SimilarNotReady { item: item.into_string(), model: cat.version.to_string() })
+        }
+        Ok(Err(e)) => {
+            s.metrics.redis_errors.with_label_values(&["similar"]).inc();
+            return Err(ApiError::RedisUnavailable(e.to_string()));
+        }
+        Err(_) => {
+            s.metrics.redis_errors.with_label_values(&["similar"]).inc();
+            return Err(ApiError::RedisUnavailable(format!("no answer within {} ms", s.cfg.redis_timeout_ms)));
+        }
+    };
+    let keep = |id: &str| !unavailable(Some(&cat), id);
+    let list = CachedList::parse(&bytes, k, &keep).map_err(|e| {
+        s.metrics.redis_errors.with_label_values(&["bad_list"]).inc();
+        ApiError::Internal(format!("the similar list of item {item} is unreadable: {e}"))
+    })?;
+    let items: Vec<ScoredItem> = list
+        .items
         .iter()
-        .take(k)
-        .map(|sc| ScoredItem { item_id: cat.items[sc.item as usize].clone(), score: sc.score })
+        .filter_map(|r| Some(ScoredItem { item_id: ItemId::parse(r.item_id).ok()?, score: r.score }))
         .collect();
     let rec_id = s.rec_id();
-    impression(s, user, "similar", &rec_id, &items, &cat.version, Source::Similar);
+    impression(s, user, "similar", &rec_id, &items, &list.model, Source::Similar);
     Ok(Json(SimilarResponse {
         item_id: item.into_string(),
         rec_id: rec_id.into_string(),
-        model_version: cat.version.to_string(),
+        model_version: list.model.to_string(),
         items,
     }))
 }

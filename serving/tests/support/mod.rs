@@ -36,12 +36,42 @@ pub fn write_model(root: &Path, version: &str) {
     model::artifact::set_current(root, version).unwrap();
 }
 
-/// The catalog of `root`'s CURRENT, neighbours computed.
+/// The catalog of `root`'s CURRENT.
 pub fn catalog(root: &Path) -> Catalog {
     let v = model::artifact::current_version(root).unwrap().unwrap();
-    let c = Catalog::load(&root.join(v)).unwrap();
-    c.compute_similar(20);
-    c
+    Catalog::load(&root.join(v)).unwrap()
+}
+
+/// Publishes the `similar:{item}` lists of `root`'s CURRENT as the trainer
+/// does (`batch-trainer/src/publish.rs`: `k` nearest items by cosine of the
+/// item factors, unavailable ones left out, `schemas::RecsList`); returns the
+/// keys written.
+pub async fn publish_similar(settings: &Settings, root: &Path, k: usize) -> Vec<String> {
+    let v = model::artifact::current_version(root).unwrap().unwrap();
+    let art = model::artifact::Artifact::read(&root.join(&v)).unwrap();
+    let ids: Vec<schemas::ItemId> = art.items.iter().map(|r| schemas::ItemId::parse(&r.id).unwrap()).collect();
+    let available: Vec<bool> = art.items.iter().map(|r| r.available != Some(false)).collect();
+    let keys = settings.redis.keys();
+    let mut pipe = redis::pipe();
+    let mut written = Vec::new();
+    for (row, l) in model::similar::similar_items(&art.item_factors, k).into_iter().enumerate() {
+        let list = schemas::RecsList {
+            model: schemas::ModelVersion::parse(&v).unwrap(),
+            updated_ms: schemas::now_ms(),
+            items: l
+                .iter()
+                .filter(|s| available[s.item as usize])
+                .map(|s| schemas::RecItem { item_id: ids[s.item as usize].clone(), score: s.score })
+                .collect(),
+        };
+        let key = keys.similar(&ids[row]);
+        pipe.cmd("SET").arg(&key).arg(list.to_json()).ignore();
+        written.push(key);
+    }
+    let mut c =
+        redis::Client::open(settings.redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    pipe.query_async::<()>(&mut c).await.unwrap();
+    written
 }
 
 /// Settings on a fresh random Redis prefix, Kafka at a closed port.
