@@ -167,12 +167,8 @@ fn is_broker_error(e: &KafkaError) -> bool {
     e.rdkafka_error_code().is_some_and(|c| (c as i32) >= -1 && (c as i32) != 0)
 }
 
-/// The wall clock in epoch milliseconds (the receiver's clock of every check).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+/// The receiver's clock of every check.
+pub(crate) use schemas::now_ms;
 
 #[cfg(test)]
 mod tests {

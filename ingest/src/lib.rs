@@ -5,6 +5,11 @@
 //! - `recsys-ingest replay` ([`replay`]) sends a RetailRocket `events.csv`.
 //! - Rejected input goes to `recsys.events.dlq` with its reason; the rules are
 //!   `schemas::Event`'s, not ingest's.
+//! - [`kafka`]: the idempotent producer, topic creation and the detector of a
+//!   broker that stopped acknowledging; [`error`]: the API's error enum
+//!   (client faults 4xx, server faults 5xx, JSON bodies); [`metrics`]: the
+//!   Prometheus series of `/metrics`; [`config`]: `[ingest]` and the sections
+//!   it reads.
 //!
 //! [`run`] serves until `shutdown` resolves, then finishes in-flight requests
 //! and flushes the producer; `main` only wires configuration and signals.

@@ -51,8 +51,6 @@ pub struct ServingConfig {
     pub ab_salt: String,
     /// Categories of a user's history used for `category_popular` (most-weighted first).
     pub history_categories: usize,
-    /// Neighbours kept per item for `/v1/items/{item}/similar` (computed per model version).
-    pub similar_size: usize,
     /// How often the Redis `popular` and `popular:cat:{c}` lists and the live
     /// rankings `trending:{window}` are re-read, ms.
     pub popular_refresh_ms: u64,
@@ -87,7 +85,6 @@ impl Default for ServingConfig {
             treatment_percent: 50,
             ab_salt: "recsys-ab-1".into(),
             history_categories: 3,
-            similar_size: 50,
             popular_refresh_ms: 5_000,
             model_poll_interval_s: 30,
             impression_queue: 10_000,
@@ -166,7 +163,6 @@ impl common::config::Settings for Settings {
             ((1..=MAX_K).contains(&s.default_k), "serving.default_k must be in 1..=100"),
             (s.treatment_percent <= 100, "serving.treatment_percent must be in 0..=100"),
             (s.history_categories > 0, "serving.history_categories must be > 0"),
-            ((1..=1_000).contains(&s.similar_size), "serving.similar_size must be in 1..=1000"),
             (s.popular_refresh_ms > 0, "serving.popular_refresh_ms must be > 0"),
             (s.drain_deadline_s > 0, "serving.drain_deadline_s must be > 0"),
             (s.model_poll_interval_s > 0, "serving.model_poll_interval_s must be > 0"),
