@@ -14,23 +14,6 @@ const BIN: Binary = Binary {
     ],
 };
 
-#[test]
-fn the_shipped_file_checks_ok_and_names_the_file() {
-    BIN.shipped_file_checks_ok();
-}
-
-#[test]
-fn an_unknown_key_in_the_file_fails_with_its_name_and_the_file() {
-    BIN.unknown_key_in_the_file_fails();
-}
-
-#[test]
-fn an_unknown_variable_fails_with_its_name() {
-    BIN.unknown_variable_fails();
-}
-
-#[test]
-fn print_shows_the_effective_configuration_with_secrets_masked() {
-    let t = BIN.print_masks_secrets();
-    assert_eq!(t["trainer"]["webhook"]["chat_id"].as_str(), Some("0042"), "the chat id keeps its zeros");
-}
+testkit::config_cli_tests!(BIN, |printed| {
+    assert_eq!(printed["trainer"]["webhook"]["chat_id"].as_str(), Some("0042"), "the chat id keeps its zeros");
+});

@@ -10,22 +10,4 @@ const BIN: Binary = Binary {
     env: &[("RECSYS__ADMIN__TOKEN", "s3cret-admin-token-0123", "s3cret-admin-token-0123")],
 };
 
-#[test]
-fn the_shipped_file_checks_ok_and_names_the_file() {
-    BIN.shipped_file_checks_ok();
-}
-
-#[test]
-fn an_unknown_key_in_the_file_fails_with_its_name_and_the_file() {
-    BIN.unknown_key_in_the_file_fails();
-}
-
-#[test]
-fn an_unknown_variable_fails_with_its_name() {
-    BIN.unknown_variable_fails();
-}
-
-#[test]
-fn print_shows_the_effective_configuration_with_secrets_masked() {
-    BIN.print_masks_secrets();
-}
+testkit::config_cli_tests!(BIN);

@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// What `config print` printed, parsed.
+pub use toml::Table;
+
 /// One binary and what its own section looks like.
 #[derive(Debug, Clone, Copy)]
 pub struct Binary {
@@ -103,4 +106,36 @@ impl Binary {
         assert_eq!(t["kafka"]["topic_prefix"].as_str(), Some("0123."), "strings stay strings");
         t
     }
+}
+
+/// The four tests every binary runs, for the [`Binary`] constant `$bin`:
+/// `config_cli_tests!(BIN);`, or with a check of the printed configuration
+/// after the shared ones: `config_cli_tests!(BIN, |printed| …);`.
+#[macro_export]
+macro_rules! config_cli_tests {
+    ($bin:expr) => {
+        $crate::config_cli_tests!($bin, |_printed: $crate::config_cli::Table| {});
+    };
+    ($bin:expr, $printed:expr) => {
+        #[test]
+        fn the_shipped_file_checks_ok_and_names_the_file() {
+            $bin.shipped_file_checks_ok();
+        }
+
+        #[test]
+        fn an_unknown_key_in_the_file_fails_with_its_name_and_the_file() {
+            $bin.unknown_key_in_the_file_fails();
+        }
+
+        #[test]
+        fn an_unknown_variable_fails_with_its_name() {
+            $bin.unknown_variable_fails();
+        }
+
+        #[test]
+        fn print_shows_the_effective_configuration_with_secrets_masked() {
+            let check: fn($crate::config_cli::Table) = $printed;
+            check($bin.print_masks_secrets());
+        }
+    };
 }
