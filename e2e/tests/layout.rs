@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e sits in the workspace").to_path_buf()
 }
 
 /// The workspace members, from the root manifest.
 fn members() -> Vec<String> {
-    let manifest = std::fs::read_to_string(workspace().join("Cargo.toml")).unwrap();
+    let manifest = std::fs::read_to_string(workspace().join("Cargo.toml")).expect("the root manifest");
     let line = manifest.lines().find(|l| l.trim_start().starts_with("members")).expect("a members line");
     line.split('"').skip(1).step_by(2).map(str::to_owned).collect()
 }
@@ -129,7 +129,7 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in files {
         let Some(m) = top_module(src, &f) else { continue };
-        let text = std::fs::read_to_string(&f).unwrap();
+        let text = std::fs::read_to_string(&f).expect("a source file");
         let refs = crate_refs(&code(&text));
         graph.entry(m.clone()).or_default().extend(refs.into_iter().filter(|r| *r != m));
     }
@@ -175,17 +175,14 @@ fn every_crate_root_doc_names_its_modules() {
 
 #[test]
 fn the_checks_see_what_they_claim_to() {
-    let refs = crate_refs("use crate::{a, b::c, d::{e, f}};\nlet x = crate::g::h();\nlet y = $crate::z; other_crate::q;");
+    let refs =
+        crate_refs("use crate::{a, b::c, d::{e, f}};\nlet x = crate::g::h();\nlet y = $crate::z; other_crate::q;");
     assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["a", "b", "d", "g"]);
-    let g: BTreeMap<String, BTreeSet<String>> = [
-        ("a", vec!["b"]),
-        ("b", vec!["c"]),
-        ("c", vec!["a"]),
-        ("d", vec!["a"]),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
-    .collect();
+    let g: BTreeMap<String, BTreeSet<String>> =
+        [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec!["a"])]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+            .collect();
     assert_eq!(cycles(&g), vec![vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]]);
     assert!(code("use crate::x; // crate::y").contains("crate::x"));
     assert!(!code("/// [`crate::y`]").contains("crate::y"));
