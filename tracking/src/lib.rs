@@ -166,7 +166,7 @@ impl Deps {
 /// Consumes until `shutdown` resolves; then finishes the batch in hand,
 /// commits its offsets and returns. Redis failures are retried (with backoff)
 /// until the batch lands or shutdown comes, so no record is skipped. The loop
-/// is `common::kafka::consume`, with [`Attribution`] as its step.
+/// is `common::kafka::consume`, with `Attribution` as its step.
 pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = ()>) -> Result<(), TrackingError> {
     let Deps { consumer, redis, metrics } = deps;
     let consumer = Arc::new(consumer);
