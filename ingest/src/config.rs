@@ -80,6 +80,10 @@ pub struct IngestConfig {
     pub replay_time_unit: String,
     /// `replay`: header names of fields under other names, `user_id=customer,item_id=sku`.
     pub replay_columns: String,
+    /// Web origins (`https://shop.example`, exact: scheme, host and port)
+    /// whose pages may post events from the browser: they get CORS headers,
+    /// preflights included. Empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
     /// Earliest accepted event `ts`, epoch ms.
     pub min_ts: i64,
     /// How far past the receiver's clock an event `ts` may be, ms.
@@ -105,6 +109,7 @@ impl Default for IngestConfig {
             replay_message_timeout_ms: 120_000,
             replay_time_unit: "auto".into(),
             replay_columns: String::new(),
+            cors_origins: Vec::new(),
             min_ts: limits.min_ts,
             max_future_ms: limits.max_future_ms,
         }
@@ -167,8 +172,47 @@ impl common::config::Settings for Settings {
         common::config::first_failure(&checks)?;
         i.replay_time_unit.parse::<schemas::csv::ClockOption>().map_err(|e| format!("ingest.replay_time_unit: {e}"))?;
         schemas::csv::ColumnMap::parse(&i.replay_columns).map_err(|e| format!("ingest.replay_columns: {e}"))?;
+        for o in &i.cors_origins {
+            check_origin(o).map_err(|e| format!("ingest.cors_origins: {o:?} {e}"))?;
+        }
         self.kafka.validate()
     }
+}
+
+/// An origin as browsers send it in `Origin`: `http` or `https`, a host,
+/// an optional port, nothing after (no path, not even `/`); CORS compares it
+/// byte for byte, so anything else would never match.
+fn check_origin(o: &str) -> Result<(), String> {
+    let Some(rest) = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")) else {
+        return Err("must start with http:// or https://".into());
+    };
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']').ok_or("has an unclosed [")?;
+            match after {
+                "" => (h, None),
+                _ => (h, Some(after.strip_prefix(':').ok_or("has something after the host")?)),
+            }
+        }
+        None => match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Err("has an invalid port".into());
+    }
+    if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')) {
+        return Err("must be scheme://host[:port], with no path, query or trailing slash".into());
+    }
+    if o.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err("must be lowercase, as browsers send it".into());
+    }
+    axum::http::HeaderValue::from_str(o).map_err(|e| format!("is not a header value: {e}"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -205,5 +249,28 @@ mod tests {
         assert!(err.contains("ingest.request_timeout_ms"), "{err}");
         let env = config::Map::from([("RECSYS__INGEST__COMPRESSION".to_owned(), "snappy".to_owned())]);
         assert!(load_settings::<Settings>(Some(&repo_config()), Some(env)).is_err(), "snappy must be refused");
+    }
+
+    #[test]
+    fn cors_origins_must_be_exact_origins() {
+        for good in ["https://shop.example", "http://127.0.0.1:8080", "http://localhost:3000", "http://[::1]:80"] {
+            assert_eq!(check_origin(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "shop.example",
+            "https://shop.example/",
+            "https://shop.example/x",
+            "https://",
+            "*",
+            "https://Shop.example",
+            "https://a:port",
+            "https://a b",
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad} accepted");
+        }
+        let mut s = Settings::default();
+        s.ingest.cors_origins = vec!["https://shop.example".into(), "https://shop.example/".into()];
+        let err = common::config::Settings::validate(&s).unwrap_err();
+        assert!(err.contains("ingest.cors_origins") && err.contains("https://shop.example/"), "{err}");
     }
 }

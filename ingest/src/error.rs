@@ -4,13 +4,29 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::http::{ErrorReply, Refused};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
+
+/// The body of every error response, as the OpenAPI document describes it
+/// (`common::http::ErrorReply` writes it).
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `invalid_json`.
+    pub error: String,
+    /// Human-readable explanation.
+    pub detail: String,
+    /// `kafka_partial` only: the request indices the event log holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persisted: Option<Vec<usize>>,
+}
 
 /// Why a request was not processed. Item-level rejections are not errors:
-/// they are reported in a 200 response and dead-lettered.
+/// they are listed in the response (200, or 422 when nothing was accepted)
+/// and dead-lettered.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("Content-Type must be application/json, got {0}")]
+    #[error("Content-Type must be application/json or text/plain (JSON either way), got {0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),

@@ -1,4 +1,5 @@
-//! The HTTP API: `POST /v1/events`, `GET /health`, `GET /metrics`.
+//! The HTTP API: `POST /v1/events`, `GET /health`, `GET /metrics`,
+//! `GET /openapi.json`; CORS for the configured origins (docs/design.md §8).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,9 +16,11 @@ use common::http::Guard;
 use rdkafka::producer::{FutureProducer, Producer};
 use schemas::{DeadLetter, DeadLetterSource, Event, EventError, EventLimits};
 use serde::Serialize;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::ToSchema;
 
 use crate::config::Settings;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::kafka::{self, OutRecord};
 use crate::metrics::{reason_class, Metrics};
 
@@ -45,16 +48,27 @@ impl std::fmt::Debug for AppState {
 }
 
 /// One rejected item of a request.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
 pub struct Rejected {
+    /// The item's position in the request (0 for a single object).
     pub index: usize,
+    /// Why, as a stable machine code (docs/design.md §3): `invalid_json`,
+    /// `not_an_object`, `duplicate_field`, `unknown_field`, `missing_field`,
+    /// `null_field`, `invalid_id`, `wrong_type`, `invalid_event_kind`,
+    /// `invalid_ts`, `invalid_revenue`, `transaction_field_on_non_transaction`.
+    pub code: String,
+    /// Why, for people: names the field and the rule.
     pub reason: String,
 }
 
-/// The 200 answer: every accepted event is in Kafka, every rejected one in the DLQ.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+/// The answer to a processed request: every accepted event is in Kafka, every
+/// rejected one in the DLQ. 200 when something was accepted (or nothing was
+/// sent), 422 when every item was rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
 pub struct IngestResponse {
+    /// Events written to the event log.
     pub accepted: usize,
+    /// The rejected items, in request order; each is also dead-lettered.
     pub rejected: Vec<Rejected>,
 }
 
@@ -112,16 +126,51 @@ fn build(
         }),
     };
     let guard = Guard { concurrency: ingest.concurrency_limit, timeout: ingest.request_timeout() };
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/v1/events", post(post_events).layer(common::http::guard(guard, ApiError::from)))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(ingest.max_body_bytes))
-        .with_state(state);
-    common::http::api(app, middleware::from_fn_with_state(metrics, track))
+        .layer(DefaultBodyLimit::max(ingest.max_body_bytes));
+    if let Some(cors) = cors(&ingest.cors_origins) {
+        // Outside the routes, so a preflight (OPTIONS) is answered here
+        // without a route of its own and without taking a request slot.
+        app = app.layer(cors).layer(middleware::from_fn(only_for_allowed));
+    }
+    common::http::api(app.with_state(state), middleware::from_fn_with_state(metrics, track))
+}
+
+/// CORS for exactly `origins` (validated by the configuration): `POST` with
+/// a JSON `Content-Type` (which browsers preflight); `None` when empty.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(list))
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers([header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// tower-http's preflight answer names the allowed methods and headers to
+/// any origin; an origin that is not allowed gets no CORS header at all, so
+/// nothing suggests it could be.
+async fn only_for_allowed(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    if !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        h.remove(header::ACCESS_CONTROL_ALLOW_METHODS);
+        h.remove(header::ACCESS_CONTROL_ALLOW_HEADERS);
+        h.remove(header::ACCESS_CONTROL_MAX_AGE);
+    }
+    resp
 }
 
 /// Records every response's latency under its route template (never a raw path).
@@ -137,11 +186,20 @@ async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Resp
     resp
 }
 
-/// `ok`, or 503 once the producer can no longer produce: a fatal error of the
-/// idempotent producer (librdkafka then refuses everything, to keep the log's
-/// order and uniqueness) or a stuck one (see [`kafka::StuckDetector`]). The
-/// process must be replaced; [`crate::run`] exits too.
-async fn health(State(s): State<AppState>) -> Response {
+// `ok`, or 503 once the producer can no longer produce: a fatal error of the
+// idempotent producer (librdkafka then refuses everything, to keep the log's
+// order and uniqueness) or a stuck one (see `kafka::StuckDetector`). The
+// process must be replaced; `crate::run` exits too.
+#[utoipa::path(
+    get,
+    path = "/health",
+    responses(
+        (status = 200, description = "The producer can produce: `{\"status\": \"ok\"}`"),
+        (status = 503, description = "The producer can no longer produce; the process exits to be replaced"),
+    )
+)]
+/// Alive and able to produce.
+pub async fn health(State(s): State<AppState>) -> Response {
     let failed = match (s.inner.producer.client().fatal_error(), s.inner.stuck.stuck_for()) {
         (Some((code, reason)), _) => Some(format!("{code:?}: {reason}")),
         (None, Some(d)) => Some(format!("the broker has refused every message for {} s", d.as_secs())),
@@ -154,7 +212,9 @@ async fn health(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition")))]
+/// Prometheus metrics.
+pub async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.inner.metrics.render())
 }
 
@@ -166,26 +226,47 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
 }
 
-/// `application/json`, or any `application/…+json`, with optional parameters.
+/// `application/json`, any `application/…+json`, or `text/plain` (what
+/// `navigator.sendBeacon` sends for a string body, which browsers post
+/// without a preflight), with optional parameters; the body is JSON in each.
 fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(v) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType("no Content-Type".into()));
     };
     let text = v.to_str().unwrap_or("");
     let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    if essence == "application/json"
+        || essence == "text/plain"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType(format!("{:?}", text.chars().take(100).collect::<String>())))
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    request_body(
+        description = "One event object or an array of them (docs/data-format.md); `text/plain` holding the same JSON is accepted for `navigator.sendBeacon`",
+        content(("application/json"), ("text/plain")),
+    ),
+    responses(
+        (status = 200, description = "Processed; at least one event accepted (or an empty array): the accepted ones are in the event log, each rejected item is listed with its code and dead-lettered", body = IngestResponse),
+        (status = 422, description = "Processed, every item rejected (listed with its code, each dead-lettered); nothing accepted", body = IngestResponse),
+        (status = 400, description = "`invalid_json`, `bad_request`: the body is not JSON; nothing processed", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`, `batch_too_large`: nothing processed", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not JSON or text/plain", body = ErrorBody),
+        (status = 503, description = "`kafka_unavailable`, `kafka_partial` (its `persisted` lists the request indices written), `overloaded`, `request_timeout`: retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 /// `POST /v1/events`: one event object or an array of them.
-async fn post_events(
+pub async fn post_events(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<IngestResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     is_json(&headers)?;
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -222,8 +303,9 @@ async fn post_events(
             Err(err) => {
                 let reason = err.to_string();
                 dead.push(DeadLetter::new(reason.clone(), DeadLetterSource::Http, now, item.raw.as_bytes()).to_json());
-                classes.push(reason_class(&err));
-                rejected.push(Rejected { index: item.index, reason });
+                let code = reason_class(&err);
+                classes.push(code);
+                rejected.push(Rejected { index: item.index, code: code.to_owned(), reason });
             }
         }
     }
@@ -261,5 +343,9 @@ async fn post_events(
     for c in classes {
         metrics.events_rejected.with_label_values(&["http", c]).inc();
     }
-    Ok(Json(IngestResponse { accepted: events.len(), rejected }))
+    // Nothing accepted while something was rejected: a client that only
+    // checks for success must notice (docs/design.md §10).
+    let status =
+        if events.is_empty() && !rejected.is_empty() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    Ok((status, Json(IngestResponse { accepted: events.len(), rejected })).into_response())
 }

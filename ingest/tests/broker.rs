@@ -201,3 +201,74 @@ async fn replay_dead_letters_bad_lines_with_their_line_number() {
     let err = ingest::replay::replay(&s, &producer, &opts).await.unwrap_err().to_string();
     assert!(err.contains("line 1") && err.contains("no column for `event`"), "{err}");
 }
+
+/// A browser's posts: a beacon (`text/plain`, JSON inside) reaches the log;
+/// a request whose every item is rejected is 422 with each item's code, a
+/// mixed one 200; every rejected item is dead-lettered either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beacons_are_accepted_and_all_rejected_is_422_with_codes() {
+    let Some(b) = broker() else { return };
+    let mut s = fresh(&b, 1).await;
+    let shop = "https://shop.example";
+    s.ingest.cors_origins = vec![shop.to_owned()];
+    let producer = ingest::kafka::producer(&s).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ingest::run(s.clone(), listener, producer, async move {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::new();
+
+    // What `navigator.sendBeacon(url, JSON.stringify(event))` sends.
+    let beacon = r#"{"user_id":"shopper1","item_id":"42","event":"view","rec_id":"r-1"}"#;
+    let resp = client
+        .post(&url)
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("origin", shop)
+        .body(beacon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], shop);
+    assert_eq!(resp.json::<Value>().await.unwrap(), serde_json::json!({"accepted": 1, "rejected": []}));
+
+    let all_bad = serde_json::json!([
+        {"user_id": "u", "item_id": "1", "event": "click"},
+        {"user_id": "u", "item_id": "1", "event": "view", "price": 3},
+    ]);
+    let resp = client.post(&url).json(&all_bad).send().await.unwrap();
+    assert_eq!(resp.status(), 422, "nothing accepted");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["accepted"], 0, "{v}");
+    let codes: Vec<&str> = v["rejected"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["invalid_event_kind", "unknown_field"], "{v}");
+
+    let mixed =
+        serde_json::json!([{"user_id": "u", "item_id": "2", "event": "view"}, {"user_id": "u", "event": "view"}]);
+    let resp = client.post(&url).json(&mixed).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "something accepted");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["accepted"], 1, "{v}");
+    assert_eq!(
+        v["rejected"],
+        serde_json::json!([{"index": 1, "code": "missing_field", "reason": v["rejected"][0]["reason"]}])
+    );
+
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let got = common::read_topic(&b, &s.kafka.topic(schemas::topics::EVENTS), Duration::from_secs(30));
+    let items: Vec<(String, Value)> = got
+        .iter()
+        .map(|g| serde_json::from_slice::<Value>(&g.payload).unwrap())
+        .map(|v| (v["item_id"].as_str().unwrap().to_owned(), v["rec_id"].clone()))
+        .collect();
+    assert_eq!(
+        items,
+        [("42".to_owned(), Value::from("r-1")), ("2".to_owned(), Value::Null)],
+        "the beacon's event, rec_id kept"
+    );
+    let dead = common::read_topic(&b, &s.kafka.topic(schemas::topics::EVENTS_DLQ), Duration::from_secs(30));
+    assert_eq!(dead.len(), 3, "every rejected item is dead-lettered, a 422's too");
+}

@@ -119,6 +119,8 @@ async fn a_batch_accepts_the_good_and_dead_letters_the_bad() {
     assert_eq!(r.rejected.iter().map(|x| x.index).collect::<Vec<_>>(), vec![1, 3]);
     assert!(r.rejected[0].reason.contains("click"), "{:?}", r.rejected);
     assert!(r.rejected[1].reason.contains("price"), "{:?}", r.rejected);
+    let codes: Vec<&str> = r.rejected.iter().map(|x| x.code.as_str()).collect();
+    assert_eq!(codes, ["invalid_event_kind", "unknown_field"], "the metrics' reason classes");
 
     let events = m.read(schemas::topics::EVENTS);
     assert_eq!(events.len(), 3, "exactly the accepted events, once");
@@ -174,8 +176,11 @@ async fn client_faults_are_4xx_json_and_produce_nothing() {
     let too_big = format!(r#"{{"user_id":"a","item_id":"1","event":"view","x":"{}"}}"#, "x".repeat(1 << 20));
     assert_error(&send(&m.app, post(too_big)).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
-    let plain = Request::post("/v1/events").header(header::CONTENT_TYPE, "text/plain").body(Body::from("{}")).unwrap();
-    assert_error(&send(&m.app, plain).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let form = Request::post("/v1/events")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_error(&send(&m.app, form).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     let none = Request::post("/v1/events").body(Body::from("{}")).unwrap();
     assert_error(&send(&m.app, none).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     let charset = Request::post("/v1/events")
@@ -390,13 +395,15 @@ async fn a_fatal_producer_error_fails_health_and_stops_the_server() {
 }
 
 /// What a hostile request got: `"{status} {error}"`, or `"rejected: {reason}"`
-/// for a 200 that refused its one event (which then went to the DLQ).
+/// for a 422 that refused its one event (which then went to the DLQ).
 async fn outcome(app: &Router, req: Request<Body>) -> String {
     let (status, v) = send(app, req).await;
-    if status == StatusCode::OK {
+    assert_ne!(status, StatusCode::OK, "a hostile event was accepted: {v}");
+    if status == StatusCode::UNPROCESSABLE_ENTITY {
         assert_eq!(v["accepted"], 0, "a hostile event was accepted: {v}");
         let r = v["rejected"].as_array().unwrap();
         assert_eq!(r.len(), 1, "{v}");
+        assert!(r[0]["code"].as_str().is_some_and(|c| !c.is_empty()), "{v}");
         return format!("rejected: {}", r[0]["reason"].as_str().unwrap());
     }
     assert!(status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE, "{status}: {v}");
@@ -483,9 +490,12 @@ async fn hostile_inputs_get_clear_answers_and_never_reach_the_topic() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
     // Other request-level faults.
-    let text = Request::post("/v1/events").header(header::CONTENT_TYPE, "text/plain").body(Body::from("{}")).unwrap();
-    let got = outcome(&m.app, text).await;
-    println!("| Content-Type text/plain | {got} |");
+    let form = Request::post("/v1/events")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("{}"))
+        .unwrap();
+    let got = outcome(&m.app, form).await;
+    println!("| Content-Type application/x-www-form-urlencoded | {got} |");
     assert_eq!(got, "415 unsupported_media_type");
     // A client that sends part of its body and stalls: cut off at the request deadline.
     use futures::StreamExt;
@@ -501,4 +511,60 @@ async fn hostile_inputs_get_clear_answers_and_never_reach_the_topic() {
         cases.iter().filter(|c| c.2.starts_with("rejected")).count(),
         "every refused event is dead-lettered"
     );
+}
+
+fn preflight(origin: &str) -> Request<Body> {
+    Request::options("/v1/events")
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// The `access-control-*` headers of `req`'s answer, and its status.
+async fn cors_headers(app: &Router, req: Request<Body>) -> (StatusCode, Vec<(String, String)>) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let h = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("access-control-"))
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    (resp.status(), h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_only_the_configured_origins() {
+    let shop = "https://shop.example";
+    let m = mock_with(|s| s.ingest.cors_origins = vec![shop.into(), "http://127.0.0.1:8080".into()]);
+    let (status, h) = cors_headers(&m.app, preflight(shop)).await;
+    assert_eq!(status, StatusCode::OK, "{h:?}");
+    let get = |name: &str| h.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_ascii_lowercase());
+    assert_eq!(get("access-control-allow-origin").as_deref(), Some(shop), "{h:?}");
+    assert!(get("access-control-allow-methods").is_some_and(|v| v.contains("post")), "{h:?}");
+    assert!(get("access-control-allow-headers").is_some_and(|v| v.contains("content-type")), "{h:?}");
+
+    let (_, h) = cors_headers(&m.app, preflight("https://evil.example")).await;
+    assert_eq!(h, [], "another origin gets no CORS header");
+    let (_, h) = cors_headers(&m.app, preflight("https://shop.example:8443")).await;
+    assert_eq!(h, [], "origins match exactly, port included");
+
+    // The request itself: the allowed origin may read the answer.
+    let ev = r#"{"user_id":"a","item_id":"1","event":"view"}"#;
+    let mut req = post(ev);
+    req.headers_mut().insert(header::ORIGIN, shop.parse().unwrap());
+    let (status, h) = cors_headers(&m.app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h, [("access-control-allow-origin".to_owned(), shop.to_owned())]);
+    let mut req = post(ev);
+    req.headers_mut().insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    assert_eq!(cors_headers(&m.app, req).await.1, []);
+
+    // Not configured (the default): no CORS header for anyone.
+    let plain = mock();
+    assert_eq!(cors_headers(&plain.app, preflight(shop)).await.1, []);
+    let mut req = post(ev);
+    req.headers_mut().insert(header::ORIGIN, shop.parse().unwrap());
+    assert_eq!(cors_headers(&plain.app, req).await.1, []);
 }
