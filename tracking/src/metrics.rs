@@ -165,7 +165,7 @@ impl Metrics {
     /// Records what one batch applied.
     pub fn record(&self, o: &Outcome) {
         for d in &o.deltas {
-            let l = [d.variant.as_str(), d.model_version.as_str()];
+            let (l, d) = ([d.variant.as_str(), d.model_version.as_str()], &d.added);
             // Touch every series of the arm, so a dashboard sees zeros rather than gaps.
             self.impressions.with_label_values(&l).inc_by(d.impressions);
             self.clicks.with_label_values(&l).inc_by(d.clicks);

@@ -98,11 +98,8 @@ impl Record {
 pub struct Delta {
     pub variant: String,
     pub model_version: String,
-    pub impressions: u64,
-    pub clicks: u64,
-    pub carts: u64,
-    pub purchases: u64,
-    pub revenue: f64,
+    /// What the batch added to the arm's `stats:*` hash.
+    pub added: Counters,
 }
 
 /// What one script run did.
@@ -333,11 +330,13 @@ fn parse_outcome(reply: Value) -> Result<(Outcome, Vec<usize>), StoreError> {
         o.deltas.push(Delta {
             variant: text(0)?,
             model_version: text(1)?,
-            impressions: int(2)?,
-            clicks: int(3)?,
-            carts: int(4)?,
-            purchases: int(5)?,
-            revenue: text(6)?.parse().map_err(|_| bad("revenue"))?,
+            added: Counters {
+                impressions: int(2)?,
+                clicks: int(3)?,
+                carts: int(4)?,
+                purchases: int(5)?,
+                revenue: text(6)?.parse().map_err(|_| bad("revenue"))?,
+            },
         });
     }
     let Value::Array(lost) = &parts[9] else { return Err(bad("lost partitions")) };
