@@ -1,7 +1,7 @@
 //! The HTTP API: `POST /v1/events`, `GET /health`, `GET /metrics`,
 //! `GET /openapi.json`; CORS for the configured origins (docs/design.md §8).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -17,12 +17,34 @@ use rdkafka::producer::{FutureProducer, Producer};
 use schemas::{DeadLetter, DeadLetterSource, Event, EventError, EventLimits};
 use serde::Serialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use utoipa::ToSchema;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::config::Settings;
 use crate::error::{ApiError, ErrorBody};
 use crate::kafka::{self, OutRecord};
 use crate::metrics::{reason_class, Metrics};
+
+/// The OpenAPI document of `GET /openapi.json`, generated from the handlers'
+/// annotations; `docs/openapi/ingest.json` is a copy that a test keeps equal.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "recsys-ingest", description = "Storefront events into the event log (docs/design.md §3, §8)"),
+    paths(post_events, health, render_metrics, openapi_json),
+    components(schemas(IngestResponse, Rejected, ErrorBody))
+)]
+pub struct ApiDoc;
+
+/// [`ApiDoc`] as served: pretty JSON, built once.
+pub fn openapi_document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+}
+
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This document")))]
+/// This OpenAPI document.
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_document()).into_response()
+}
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -130,7 +152,7 @@ fn build(
         .route("/v1/events", post(post_events).layer(common::http::guard(guard, ApiError::from)))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
-        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/openapi.json", get(openapi_json))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

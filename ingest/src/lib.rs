@@ -9,7 +9,7 @@
 //!   broker that stopped acknowledging; [`error`]: the API's error enum
 //!   (client faults 4xx, server faults 5xx, JSON bodies); [`metrics`]: the
 //!   Prometheus series of `/metrics`; [`config`]: `[ingest]` and the sections
-//!   it reads; [`openapi`]: the document of `GET /openapi.json`.
+//!   it reads. [`http`] also serves its own OpenAPI document (`GET /openapi.json`).
 //!
 //! [`run`] serves until `shutdown` resolves, then finishes in-flight requests
 //! and flushes the producer; `main` only wires configuration and signals.
@@ -19,7 +19,6 @@ pub mod error;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
-pub mod openapi;
 pub mod replay;
 
 use std::future::{Future, IntoFuture};
