@@ -190,6 +190,24 @@ fn describe_unknown(unknown: &[String], file: Option<&Path>, env: Option<&config
     format!("{}{hint}", each.join("; "))
 }
 
+/// A list setting from the file (`["a", "b"]`) or from one environment
+/// variable (`RECSYS__INGEST__CORS_ORIGINS=a,b`: comma-separated, blanks
+/// trimmed, empty items dropped). The loader never guesses types
+/// (`"0123"` stays a string), so a list field opts in with
+/// `#[serde(deserialize_with = "common::config::list_or_commas")]`.
+pub fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(l) => l,
+        Either::Commas(s) => s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect(),
+    })
+}
+
 /// Returns the message of the first failed check, for `validate` functions
 /// that name the offending key.
 pub fn first_failure(checks: &[(bool, &str)]) -> Result<(), String> {

@@ -82,7 +82,9 @@ pub struct IngestConfig {
     pub replay_columns: String,
     /// Web origins (`https://shop.example`, exact: scheme, host and port)
     /// whose pages may post events from the browser: they get CORS headers,
-    /// preflights included. Empty: no CORS headers at all.
+    /// preflights included. Empty: no CORS headers at all. From the
+    /// environment: comma-separated.
+    #[serde(deserialize_with = "common::config::list_or_commas")]
     pub cors_origins: Vec<String>,
     /// Earliest accepted event `ts`, epoch ms.
     pub min_ts: i64,
@@ -272,5 +274,22 @@ mod tests {
         s.ingest.cors_origins = vec!["https://shop.example".into(), "https://shop.example/".into()];
         let err = common::config::Settings::validate(&s).unwrap_err();
         assert!(err.contains("ingest.cors_origins") && err.contains("https://shop.example/"), "{err}");
+    }
+    #[test]
+    fn cors_origins_come_from_the_file_or_one_comma_separated_variable() {
+        let env = config::Map::from([(
+            "RECSYS__INGEST__CORS_ORIGINS".to_owned(),
+            "https://shop.example, http://localhost:3000,".to_owned(),
+        )]);
+        let s = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap();
+        assert_eq!(s.ingest.cors_origins, ["https://shop.example", "http://localhost:3000"]);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("recsys.toml");
+        std::fs::write(&f, "[ingest]\ncors_origins = [\"https://a.example\"]\n").unwrap();
+        let s = load_settings::<Settings>(Some(&f), Some(config::Map::new())).unwrap();
+        assert_eq!(s.ingest.cors_origins, ["https://a.example"]);
+        let env = config::Map::from([("RECSYS__INGEST__CORS_ORIGINS".to_owned(), "https://a.example/".to_owned())]);
+        let err = load_settings::<Settings>(Some(&repo_config()), Some(env)).unwrap_err().to_string();
+        assert!(err.contains("ingest.cors_origins"), "{err}");
     }
 }
