@@ -16,15 +16,9 @@ async fn the_committed_document_is_the_served_one() {
     let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
     assert!(doc["paths"]["/v1/recommendations/{user_id}"]["get"].is_object(), "{served}");
 
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi/serving.json");
-    let served = format!("{served}\n");
-    if std::env::var_os("RECSYS_BLESS").is_some() {
-        std::fs::write(&file, &served).unwrap();
-    }
-    let committed = std::fs::read_to_string(&file).unwrap_or_default();
-    assert!(
-        committed == served,
-        "{} differs from GET /openapi.json; regenerate it with `RECSYS_BLESS=1 cargo test -p serving --test openapi`",
-        file.display()
+    testkit::golden::assert_file_matches(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi/serving.json"),
+        &served,
+        "RECSYS_BLESS=1 cargo test -p serving --test openapi",
     );
 }

@@ -9,8 +9,11 @@
 //! - [`services`]: the shared broker and Redis of the suites (`broker()`,
 //!   `redis_url()`), a random [`services::tag`] per test, and its keys deleted
 //!   afterwards ([`services::KeysCleanup`]).
+//! - [`golden`]: committed documents compared with what the code produces
+//!   (`RECSYS_BLESS=1` rewrites them).
 //! - [`bench_model`]: a synthetic model artifact of any size for the benches.
 
 pub mod bench_model;
 pub mod config_cli;
+pub mod golden;
 pub mod services;
