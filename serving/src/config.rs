@@ -70,6 +70,12 @@ pub struct ServingConfig {
     /// Producer: librdkafka `queue.buffering.max.kbytes`, the memory impressions
     /// waiting for a slow or absent broker may take (then `producer_queue_full`).
     pub impression_buffer_kbytes: u64,
+    /// Serve the demo shop page at `/demo/` (off in production: it lets anyone
+    /// post events as any shopper through the page).
+    pub demo: bool,
+    /// Base URL of recsys-ingest as the demo page's browser reaches it; that
+    /// ingest must list serving's origin in `[ingest] cors_origins`.
+    pub demo_ingest_url: String,
 }
 
 impl Default for ServingConfig {
@@ -92,6 +98,8 @@ impl Default for ServingConfig {
             impression_timeout_ms: 5_000,
             drain_deadline_s: 30,
             impression_buffer_kbytes: 16_384,
+            demo: false,
+            demo_ingest_url: "http://127.0.0.1:8081".into(),
         }
     }
 }
@@ -171,6 +179,10 @@ impl common::config::Settings for Settings {
             (
                 s.impression_timeout_ms > s.impression_linger_ms,
                 "serving.impression_timeout_ms must exceed impression_linger_ms",
+            ),
+            (
+                !s.demo || crate::demo::valid_ingest_url(&s.demo_ingest_url),
+                "serving.demo_ingest_url must be an http:// or https:// URL without path, query or fragment (e.g. http://127.0.0.1:8081)",
             ),
         ])?;
         self.popularity.validate()?;

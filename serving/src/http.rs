@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let cfg = &state.inner.cfg;
     let retry_after_s = cfg.retry_after_s;
+    let demo = cfg.demo;
     let guard = Guard { concurrency: cfg.concurrency_limit, timeout: cfg.request_timeout() };
     let metrics = state.inner.metrics.clone();
     let v1 = Router::new()
@@ -49,6 +50,7 @@ pub fn router_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .route("/metrics", get(ops::render_metrics))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/admin/v1/reload", post(ops::admin_reload))
+        .merge(if demo { crate::demo::routes() } else { Router::new() })
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

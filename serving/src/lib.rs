@@ -21,6 +21,7 @@
 //! - [`live`]: the live popularity rankings in memory (day one, trending).
 //! - [`stats`]: Wilson intervals and the two-proportion z-test of `/v1/stats`.
 //! - [`error`], [`metrics`]: JSON errors and `recsys_serving_*` metrics.
+//! - [`demo`]: the demo shop page at `/demo/` (`[serving] demo`), compiled in.
 //!
 //! [`run`] takes already-made dependencies ([`Deps`]) so tests drive it with
 //! their own Redis prefix, topics and a port-0 listener.
@@ -28,6 +29,7 @@
 pub mod cached;
 pub mod catalog;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod http;
 pub mod impressions;
