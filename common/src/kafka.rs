@@ -26,14 +26,23 @@ pub enum TopicOutcome {
 }
 
 /// Creates every topic of `schemas::topics::ALL` (with the configured prefix)
-/// that does not exist yet, with the configured partitions and replication.
+/// that does not exist yet, with the configured partitions and replication;
+/// those of `schemas::topics::COMPACTED` with `cleanup.policy=compact`.
 pub async fn ensure_topics(kafka: &KafkaConfig, timeout: Duration) -> anyhow::Result<Vec<(String, TopicOutcome)>> {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create()?;
     let names: Vec<String> = schemas::topics::ALL.iter().map(|t| kafka.topic(t)).collect();
     let new: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(kafka.replication_factor)))
+        .zip(schemas::topics::ALL)
+        .map(|(n, t)| {
+            let topic = NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(kafka.replication_factor));
+            if schemas::topics::COMPACTED.contains(&t) {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     let opts = AdminOptions::new().request_timeout(Some(timeout)).operation_timeout(Some(timeout));
     let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.create_topics(&new, &opts))

@@ -270,7 +270,7 @@ pub const EVENT_FIELDS: [&str; 7] = ["ts", "user_id", "item_id", "event", "trans
 const ECHO_CHARS: usize = 64;
 
 /// A bounded, escaped copy of producer text for an error message.
-fn echo(s: &str) -> String {
+pub(crate) fn echo(s: &str) -> String {
     let mut out: String = s.chars().take(ECHO_CHARS).flat_map(char::escape_debug).collect();
     if s.chars().nth(ECHO_CHARS).is_some() {
         out.push('…');
@@ -278,7 +278,7 @@ fn echo(s: &str) -> String {
     out
 }
 
-fn json_type(v: &Value) -> &'static str {
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -292,7 +292,7 @@ fn json_type(v: &Value) -> &'static str {
 /// A JSON document's top level, read without losing what a `Value` would hide:
 /// whether an object repeated a key (serde_json keeps the last silently, so
 /// `{"event":"view","event":"transaction"}` would be ambiguous).
-enum TopLevel {
+pub(crate) enum TopLevel {
     Object { fields: Map<String, Value>, duplicate: Option<String> },
     Other(&'static str),
 }
@@ -345,15 +345,57 @@ impl<'de> Deserialize<'de> for TopLevel {
     }
 }
 
-/// One element of a JSON array of events (see [`Event::parse_json_batch`]).
+/// One element of a JSON array of records (see [`Event::parse_json_batch`];
+/// item updates use it too, with their own types).
 #[derive(Debug)]
-pub struct BatchItem<'a> {
+pub struct BatchItem<'a, T = Event, E = EventError> {
     /// Position in the array: what ingest reports back with a rejection.
     pub index: usize,
     /// The element's JSON text exactly as received: what a dead letter keeps.
     pub raw: &'a str,
-    /// The parsed event, or why it was rejected.
-    pub result: Result<Event, EventError>,
+    /// The parsed record, or why it was rejected.
+    pub result: Result<T, E>,
+}
+
+/// Splits a request body holding one JSON value or an array of them into
+/// its elements' text, with their indices and each parsed by `parse`; `Err`
+/// (serde's message) only when the body is not JSON at all.
+pub(crate) fn split_batch<'a, T, E>(
+    body: &'a [u8],
+    parse: impl Fn(&'a str) -> Result<T, E>,
+) -> Result<Vec<BatchItem<'a, T, E>>, String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let elements: Vec<&'a RawValue> = if first == Some(&b'[') {
+        serde_json::from_slice(body).map_err(|e| e.to_string())?
+    } else {
+        vec![serde_json::from_slice(body).map_err(|e| e.to_string())?]
+    };
+    Ok(elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| BatchItem { index, raw: raw.get(), result: parse(raw.get()) })
+        .collect())
+}
+
+/// Reads a `ts` field (an event's or an item update's): absent or null is
+/// `now_ms`; the value must be an integer inside the window of `limits`.
+pub(crate) fn read_ts(v: Option<&Value>, now_ms: i64, limits: &EventLimits) -> Result<i64, TimestampError> {
+    let ts = match v {
+        None | Some(Value::Null) => now_ms,
+        Some(Value::Number(n)) => match (n.as_i64(), n.is_u64()) {
+            (Some(ts), _) => ts,
+            (None, true) => return Err(TimestampError::OutOfRange(n.to_string())),
+            (None, false) => return Err(TimestampError::NotAnInteger),
+        },
+        Some(_) => return Err(TimestampError::NotAnInteger),
+    };
+    if ts < limits.min_ts {
+        return Err(TimestampError::TooEarly { ts, min_ts: limits.min_ts });
+    }
+    if ts > now_ms.saturating_add(limits.max_future_ms) {
+        return Err(TimestampError::InFuture { ts, now_ms, max_future_ms: limits.max_future_ms });
+    }
+    Ok(ts)
 }
 
 /// Reads an optional id field: absent and null are both "not given".
@@ -457,24 +499,7 @@ impl Event {
         now_ms: i64,
         limits: &EventLimits,
     ) -> Result<Vec<BatchItem<'a>>, EventError> {
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        if first == Some(&b'[') {
-            let elements: Vec<&'a RawValue> =
-                serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
-            Ok(elements
-                .into_iter()
-                .enumerate()
-                .map(|(index, raw)| BatchItem {
-                    index,
-                    raw: raw.get(),
-                    result: Self::parse_json_with(raw.get().as_bytes(), now_ms, limits),
-                })
-                .collect())
-        } else {
-            let raw: &'a RawValue = serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
-            let result = Self::parse_json_with(raw.get().as_bytes(), now_ms, limits);
-            Ok(vec![BatchItem { index: 0, raw: raw.get(), result }])
-        }
+        split_batch(body, |raw| Self::parse_json_with(raw.as_bytes(), now_ms, limits)).map_err(EventError::Json)
     }
 
     fn from_object(obj: &Map<String, Value>, now_ms: i64, limits: &EventLimits) -> Result<Event, EventError> {
@@ -491,25 +516,7 @@ impl Event {
             }
             Some(_) => return Err(EventError::WrongType { field: "event", expected: "a string" }),
         };
-        let ts = match obj.get("ts") {
-            None | Some(Value::Null) => now_ms,
-            Some(Value::Number(n)) => match (n.as_i64(), n.is_u64()) {
-                (Some(ts), _) => ts,
-                (None, true) => return Err(EventError::Timestamp(TimestampError::OutOfRange(n.to_string()))),
-                (None, false) => return Err(EventError::Timestamp(TimestampError::NotAnInteger)),
-            },
-            Some(_) => return Err(EventError::Timestamp(TimestampError::NotAnInteger)),
-        };
-        if ts < limits.min_ts {
-            return Err(EventError::Timestamp(TimestampError::TooEarly { ts, min_ts: limits.min_ts }));
-        }
-        if ts > now_ms.saturating_add(limits.max_future_ms) {
-            return Err(EventError::Timestamp(TimestampError::InFuture {
-                ts,
-                now_ms,
-                max_future_ms: limits.max_future_ms,
-            }));
-        }
+        let ts = read_ts(obj.get("ts"), now_ms, limits).map_err(EventError::Timestamp)?;
         let revenue = match obj.get("revenue") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => {

@@ -25,7 +25,7 @@ use schemars::transform::RecursiveTransform;
 use schemars::{JsonSchema, Schema};
 use serde_json::Value;
 
-use crate::{DeadLetter, Event, Impression, ModelAnnouncement};
+use crate::{DeadLetter, Event, Impression, ItemUpdate, ModelAnnouncement};
 
 /// Where the documents live, relative to the `schemas` crate.
 pub const JSON_SCHEMA_DIR: &str = "json";
@@ -57,6 +57,7 @@ pub fn json_schemas() -> Vec<(&'static str, Value)> {
         ("impression.schema.json", document::<Impression>()),
         ("model_announcement.schema.json", document::<ModelAnnouncement>()),
         ("dead_letter.schema.json", document::<DeadLetter>()),
+        ("item_update.schema.json", document::<ItemUpdate>()),
     ]
 }
 

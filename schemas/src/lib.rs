@@ -12,6 +12,9 @@
 //! - [`event`]: [`EventKind`] and the [`Event`] record of `recsys.events`,
 //!   parsed from untrusted JSON with an [`EventError`] naming the field for every
 //!   rejection, within an [`EventLimits`] time window; [`Revenue`].
+//! - [`item_update`]: the [`ItemUpdate`] record of `recsys.items` (a patch of
+//!   one catalog item: availability, category, [`Price`], bounded
+//!   [`Properties`]), parsed like an event with an [`ItemUpdateError`].
 //! - [`impression`]: the [`Impression`] record of `recsys.impressions`, with the
 //!   A/B [`Variant`] and the list's [`Source`].
 //! - [`announcement`]: the [`ModelAnnouncement`] record of `recsys.models`,
@@ -28,7 +31,7 @@
 //! - [`clock`]: [`now_ms`], the wall clock every process reads.
 //! - [`csv`]: CSV event logs and item-property files, the one reader of the
 //!   trainer and `replay`: header by name, clocks, row rules, [`csv::Rejections`].
-//! - [`json_schema`]: the JSON Schema documents of the four records, published
+//! - [`json_schema`]: the JSON Schema documents of the five records, published
 //!   in `schemas/json/` for producers in other languages.
 //!
 //! Records that derive their parsing (`Impression`, `ModelAnnouncement`,
@@ -45,6 +48,7 @@ pub mod event;
 pub mod history;
 pub mod id;
 pub mod impression;
+pub mod item_update;
 pub mod json_schema;
 pub mod keys;
 pub mod popularity;
@@ -62,6 +66,10 @@ pub use event::{
 pub use history::HistEntry;
 pub use id::{IdError, ItemId, RecId, TransactionId, UserId, ID_PATTERN, MAX_ID_LEN};
 pub use impression::{Impression, ParseNameError, Source, Variant};
+pub use item_update::{
+    ItemUpdate, ItemUpdateError, Price, Properties, PropertyError, ITEM_UPDATE_FIELDS, MAX_PRICE, MAX_PROPERTIES,
+    MAX_PROPERTY_NAME_CHARS, MAX_PROPERTY_VALUE_CHARS,
+};
 pub use json_schema::{json_schemas, write_json_schemas, JSON_SCHEMA_DIR};
 pub use keys::RedisKeys;
 pub use popularity::{live_popular_version, PopularityConfig, Window, WindowError, LIVE_POPULAR_VERSION};

@@ -10,5 +10,10 @@ pub const EVENTS_DLQ: &str = "recsys.events.dlq";
 pub const IMPRESSIONS: &str = "recsys.impressions";
 /// [`crate::ModelAnnouncement`] records, key [`crate::ModelAnnouncement::KEY`].
 pub const MODELS: &str = "recsys.models";
+/// [`crate::ItemUpdate`] records, key = item id; compacted, so it keeps at
+/// least each item's latest update.
+pub const ITEMS: &str = "recsys.items";
 /// Every topic the system uses (what ingest creates when missing).
-pub const ALL: [&str; 4] = [EVENTS, EVENTS_DLQ, IMPRESSIONS, MODELS];
+pub const ALL: [&str; 5] = [EVENTS, EVENTS_DLQ, IMPRESSIONS, MODELS, ITEMS];
+/// The topics created with `cleanup.policy=compact` (the others keep by time).
+pub const COMPACTED: [&str; 1] = [ITEMS];
