@@ -1,6 +1,7 @@
 //! What serving keeps in memory of the served model version: item ids,
-//! categories and availability, and the global and per-category popular lists
-//! (the fallbacks that work with Redis down). The item factors are not kept:
+//! categories and availability, the category tree (`categories.csv`, for the
+//! `category=` filter of a category page), and the global, per-category and
+//! per-subtree popular lists (the fallbacks that work with Redis down). The item factors are not kept:
 //! serving computes nothing from them (item neighbours are the trainer's
 //! `similar:{item}` lists). Swapped atomically when a new version is
 //! announced ([`CatalogHandle`]).
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use model::artifact::{self, Artifact};
+use model::artifact::{self, Artifact, CategoryRecord};
 use model::Scored;
 use rustc_hash::FxHashMap;
 use schemas::{ItemId, ModelVersion, RecItem};
@@ -38,6 +39,13 @@ pub struct Catalog {
     pub popular: Arc<IdList>,
     /// Popular list of each category (available items only).
     pub popular_by_category: FxHashMap<u64, Arc<IdList>>,
+    /// Every category the model knows (its tree and its items' categories)
+    /// with its ancestors, itself first, root last: the subtree test of the
+    /// `category=` filter is one look-up and a scan of a few ids.
+    pub ancestors: FxHashMap<u64, Box<[u64]>>,
+    /// Popular list of each category that has subcategories, over its whole
+    /// subtree (available items only); a leaf's is in `popular_by_category`.
+    pub popular_by_subtree: FxHashMap<u64, Arc<IdList>>,
     /// Event weights of the model (to rank a history's categories).
     pub weights: model::EventWeights,
 }
@@ -114,6 +122,24 @@ impl Catalog {
             l.truncate(POPULAR_KEEP);
         }
         let popular_by_category = by_cat.iter().map(|(c, l)| (*c, to_ids(l))).collect();
+        let ancestors = ancestors(&art.categories, &category);
+        // A category with subcategories: the best items of its own list and of
+        // every descendant's (each already holds its best POPULAR_KEEP).
+        let mut by_subtree: FxHashMap<u64, Ranked> = FxHashMap::default();
+        for (c, l) in &by_cat {
+            for a in ancestors.get(c).map(|a| &a[1..]).unwrap_or_default() {
+                by_subtree.entry(*a).or_default().extend(l.iter().copied());
+            }
+        }
+        let popular_by_subtree = by_subtree
+            .into_iter()
+            .map(|(c, mut l)| {
+                l.extend(by_cat.get(&c).into_iter().flatten().copied());
+                l.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+                l.truncate(POPULAR_KEEP);
+                (c, to_ids(&l))
+            })
+            .collect();
         Ok(Catalog {
             version,
             manifest_sha256,
@@ -123,6 +149,8 @@ impl Catalog {
             available,
             popular,
             popular_by_category,
+            ancestors,
+            popular_by_subtree,
             weights: art.manifest.weights,
         })
     }
@@ -131,6 +159,51 @@ impl Catalog {
     pub fn row(&self, item: &str) -> Option<u32> {
         self.index.get(item).copied()
     }
+
+    /// True for a category of the model's tree or of one of its items.
+    pub fn knows_category(&self, category: u64) -> bool {
+        self.ancestors.contains_key(&category)
+    }
+
+    /// True when `category` is `root` or below it.
+    pub fn in_subtree(&self, category: u64, root: u64) -> bool {
+        self.ancestors.get(&category).is_some_and(|a| a.contains(&root))
+    }
+
+    /// True for an item whose category is `root` or below it; an item the
+    /// model does not know, or knows without a category, is in no subtree.
+    pub fn item_in_subtree(&self, item: &str, root: u64) -> bool {
+        self.row(item).and_then(|r| self.category[r as usize]).is_some_and(|c| self.in_subtree(c, root))
+    }
+}
+
+/// Each category's ancestor chain, itself first. Categories named only by
+/// items are roots. A cycle in the tree (nothing the trainer writes, but the
+/// file is data) is cut where the chain would repeat itself.
+fn ancestors(tree: &[CategoryRecord], item_categories: &[Option<u64>]) -> FxHashMap<u64, Box<[u64]>> {
+    let parent: FxHashMap<u64, Option<u64>> = tree.iter().map(|c| (c.id, c.parent)).collect();
+    let all = parent
+        .keys()
+        .copied()
+        .chain(tree.iter().filter_map(|c| c.parent))
+        .chain(item_categories.iter().flatten().copied());
+    let mut out: FxHashMap<u64, Box<[u64]>> = FxHashMap::default();
+    for c in all {
+        if out.contains_key(&c) {
+            continue;
+        }
+        let mut chain = vec![c];
+        let mut cur = c;
+        while let Some(&Some(p)) = parent.get(&cur) {
+            if chain.contains(&p) {
+                break;
+            }
+            chain.push(p);
+            cur = p;
+        }
+        out.insert(c, chain.into_boxed_slice());
+    }
+    out
 }
 
 /// The served catalog, replaced atomically.
@@ -146,5 +219,50 @@ impl CatalogHandle {
     /// Serves `c` from the next request on.
     pub fn swap(&self, c: Arc<Catalog>) {
         self.0.store(Some(c));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u64, parent: Option<u64>) -> CategoryRecord {
+        CategoryRecord { id, parent, depth: 1, events: 0, users: 0, items: 0 }
+    }
+
+    #[test]
+    fn ancestor_chains_follow_the_tree_and_cut_cycles() {
+        // 1 ← 2 ← 3, 9 only on an item, 5 ↔ 6 a cycle.
+        let tree = [rec(1, None), rec(2, Some(1)), rec(3, Some(2)), rec(5, Some(6)), rec(6, Some(5))];
+        let a = ancestors(&tree, &[Some(3), Some(9), None]);
+        assert_eq!(&*a[&3], &[3, 2, 1]);
+        assert_eq!(&*a[&1], &[1]);
+        assert_eq!(&*a[&9], &[9]);
+        assert_eq!(&*a[&5], &[5, 6]);
+        assert_eq!(&*a[&6], &[6, 5]);
+        assert_eq!(a.len(), 6);
+    }
+
+    #[test]
+    fn subtree_lists_rank_the_items_of_a_category_and_its_descendants() {
+        let mut art = model::synthetic::synthetic_artifact(&model::synthetic::SyntheticSpec::default());
+        art.items[1].available = Some(false);
+        let c = Catalog::from_artifact(art.clone(), String::new()).unwrap();
+        // Synthetic tree: categories 1..=8, the even ones children of 1; item i in 1 + i % 8.
+        let sub = &c.popular_by_subtree[&1];
+        assert!(!c.popular_by_subtree.contains_key(&2), "a leaf has its own list only");
+        let mut want: Vec<(f32, usize)> = (0..art.items.len())
+            .filter(|&i| [0, 1, 3, 5, 7].contains(&(i % 8)) && i != 1 && art.items[i].popularity > 0.0)
+            .map(|i| (art.items[i].popularity as f32, i))
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        want.truncate(POPULAR_KEEP);
+        let got: Vec<&str> = sub.iter().map(|r| r.item_id.as_str()).collect();
+        let want: Vec<&str> = want.iter().map(|(_, i)| art.items[*i].id.as_str()).collect();
+        assert_eq!(got, want);
+        assert!(c.item_in_subtree(&art.items[3].id, 1), "category 4 is below 1");
+        assert!(!c.item_in_subtree(&art.items[2].id, 1), "category 3 is a root");
+        assert!(!c.item_in_subtree("not-in-the-model", 1));
+        assert!(c.knows_category(8) && !c.knows_category(9));
     }
 }

@@ -28,7 +28,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("unknown item {0}")]
     ItemNotFound(String),
-    #[error("no popular list for category {0}")]
+    /// A `category=` the served model's tree and items do not name.
+    #[error("category {0} is unknown to the served model")]
     CategoryNotFound(u64),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),

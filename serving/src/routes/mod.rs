@@ -1,8 +1,9 @@
 //! The handlers, by family: [`recs`] (a user's recommendations and their
 //! fallbacks), [`similar`], [`popular`], [`stats`] and [`ops`] (health,
 //! readiness, metrics, admin). Here: what their answers share — the item
-//! shape, the A/B arm, the impression an answer publishes, and the filter of
-//! unavailable items.
+//! shape, the A/B arm, the impression an answer publishes, and the filling of
+//! an answer from candidate lists (unavailable items and what the page's
+//! filters refuse left out, topped up from the next list).
 
 pub mod ops;
 pub mod popular;
@@ -10,13 +11,12 @@ pub mod recs;
 pub mod similar;
 pub mod stats;
 
-use rustc_hash::FxHashSet;
 use schemas::{Impression, ItemId, ModelVersion, RecId, RecItem, Source, UserId, Variant};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::catalog::Catalog;
-use crate::state::Inner;
+use crate::state::{Inner, PopList};
 
 /// One recommended item.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
@@ -98,14 +98,79 @@ pub fn unavailable(cat: Option<&Catalog>, id: &str) -> bool {
     cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false)
 }
 
-/// The first `k` items of `list` that are not known to be unavailable (a live
-/// ranking holds whatever had events) and not in `exclude`.
-pub fn available(cat: Option<&Catalog>, list: &[RecItem], exclude: &FxHashSet<&str>, k: usize) -> Vec<ScoredItem> {
-    list.iter()
-        .filter(|r| !exclude.contains(r.item_id.as_str()) && !unavailable(cat, r.item_id.as_str()))
-        .take(k)
-        .map(|r| ScoredItem::from(r.clone()))
-        .collect()
+/// An answer filled from candidate lists in order, up to `k` items: an item is
+/// taken once, when the served model does not mark it unavailable and `keep`
+/// (the page's filters, the user's purchases) accepts it. The first list that
+/// gives an item names the answer's source and model.
+pub struct Fill<'a> {
+    k: usize,
+    cat: Option<&'a Catalog>,
+    keep: &'a dyn Fn(&str) -> bool,
+    pub items: Vec<ScoredItem>,
+    /// Source and model of the first item taken.
+    pub first: Option<(Source, ModelVersion)>,
+}
+
+impl std::fmt::Debug for Fill<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fill")
+            .field("k", &self.k)
+            .field("items", &self.items)
+            .field("first", &self.first)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Fill<'a> {
+    pub fn new(k: usize, cat: Option<&'a Catalog>, keep: &'a dyn Fn(&str) -> bool) -> Fill<'a> {
+        Fill { k, cat, keep, items: Vec::with_capacity(k), first: None }
+    }
+
+    /// True once `k` items are taken.
+    pub fn full(&self) -> bool {
+        self.items.len() >= self.k
+    }
+
+    /// Whether `id` would be taken now (the cached-list reader asks before it
+    /// makes an id of it).
+    pub fn accepts(&self, id: &str) -> bool {
+        // k is at most 100: a scan is cheaper than hashing every candidate.
+        !unavailable(self.cat, id) && (self.keep)(id) && !self.items.iter().any(|i| i.item_id.as_str() == id)
+    }
+
+    /// Takes `item` if it is accepted and there is room.
+    pub fn offer(&mut self, source: Source, model: &ModelVersion, item: ScoredItem) {
+        if !self.full() && self.accepts(item.item_id.as_str()) {
+            self.take(source, model, item);
+        }
+    }
+
+    fn take(&mut self, source: Source, model: &ModelVersion, item: ScoredItem) {
+        self.first.get_or_insert_with(|| (source, model.clone()));
+        self.items.push(item);
+    }
+
+    /// Takes from `list`, best first, until full.
+    pub fn extend(&mut self, source: Source, model: &ModelVersion, list: &[RecItem]) {
+        for r in list {
+            if self.full() {
+                break;
+            }
+            if self.accepts(r.item_id.as_str()) {
+                self.take(source, model, ScoredItem::from(r.clone()));
+            }
+        }
+    }
+}
+
+/// The candidates of a category page: for a category with subcategories the
+/// served model's popularity over the whole subtree, else the category's own
+/// popular list (Redis's `popular:cat:{c}` when present, else the model's).
+pub fn category_list(s: &Inner, cat: &Catalog, category: u64) -> Option<PopList> {
+    match cat.popular_by_subtree.get(&category) {
+        Some(l) => Some(PopList { model: cat.version.clone(), items: l.clone() }),
+        None => s.popular_of(Some(cat), category),
+    }
 }
 
 #[cfg(test)]

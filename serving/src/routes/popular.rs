@@ -1,16 +1,16 @@
-//! `GET /v1/popular`: the model's popular list (overall or of a category) or
-//! a live ranking (docs/day-one.md).
+//! `GET /v1/popular`: the model's popular list (overall or of a category's
+//! subtree, topped up from the overall one) or a live ranking (docs/day-one.md),
+//! which a `category=` filters through the served model's tree.
 
 use axum::extract::{RawQuery, State};
 use axum::Json;
-use rustc_hash::FxHashSet;
 use schemas::Source;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{available, impression, ScoredItem};
+use super::{category_list, impression, Fill, ScoredItem};
 use crate::error::{ApiError, ErrorBody};
-use crate::request::{parse_k, query_category, query_param, query_user, shorten};
+use crate::request::{parse_k, query_param, query_user, shorten, Filters};
 use crate::state::AppState;
 
 /// `GET /v1/popular`.
@@ -32,14 +32,15 @@ pub struct PopularResponse {
     path = "/v1/popular",
     params(
         ("k" = Option<u32>, Query, description = "How many items, 1..=100"),
-        ("category" = Option<u64>, Query, description = "A category id (the model's lists only); absent = all items"),
+        ("category" = Option<u64>, Query, description = "A category id: its popular items and its subcategories' (a leaf category: its own list, Redis popular:cat:{c} when present; a category with subcategories: the served model's popularity over the subtree), topped up from the model's global list within the subtree. With a live window: the ranking's items of the subtree, as the served model places them, not topped up. Needs a served model (503 model_unavailable); one it does not know is 404 category_not_found; absent = all items"),
+        ("exclude" = Option<String>, Query, description = "Item ids to leave out (e.g. the cart, or what the page already shows): comma-separated, also over several exclude=; at most 100 ids, each 1–64 characters [A-Za-z0-9._:-]"),
         ("window" = Option<String>, Query, description = "`model`: the trained model's popular list; a live ranking's name from `[popularity] windows` (`1h`, `24h` by default): what is trending, as decayed event counts. Absent: the model's list, or while no model exists the live ranking of `[popularity] fallback_window`"),
         ("user_id" = Option<String>, Query, description = "Who is shown the list: with it an impression is published (attribution, /v1/stats); without it none is"),
     ),
     responses(
         (status = 200, description = "Popular items: the model's (Redis's list when present, else the served model's) or a live ranking's (model_version `live-popular`)", body = PopularResponse),
-        (status = 400, description = "Invalid k, category or window (the detail lists the valid windows), or a category with a live window", body = ErrorBody),
-        (status = 404, description = "No list for this category", body = ErrorBody),
+        (status = 400, description = "Invalid k, category, exclude or window (the detail lists the valid windows)", body = ErrorBody),
+        (status = 404, description = "A category unknown to the served model (a known one answers 200, possibly with fewer than k items)", body = ErrorBody),
         (status = 503, description = "No such list yet: no model (window=model or a category), or no event in the live ranking", body = ErrorBody),
     )
 )]
@@ -48,7 +49,7 @@ pub async fn popular(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result
     let s = &s.inner;
     let k = parse_k(&q, s.cfg.default_k)?;
     let user = query_user(&q)?;
-    let category = query_category(&q)?;
+    let filters = Filters::parse(&q)?;
     let window = match query_param(&q, "window") {
         None => None,
         Some(w) if w == schemas::popularity::MODEL_WINDOW => Some(None),
@@ -65,35 +66,55 @@ pub async fn popular(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result
         },
     };
     let cat = s.catalog.current();
-    let list = match (category, window) {
-        (Some(_), Some(Some(w))) => {
-            return Err(ApiError::InvalidParameter(
-                "category",
-                format!("live rankings cover all items; category needs window=model or no window, not {w:?}"),
-            ))
+    let cat = cat.as_deref();
+    filters.check(cat)?;
+    let keep = |id: &str| filters.admits(cat, id);
+    let mut fill = Fill::new(k, cat, &keep);
+    let fallback = match (filters.category, window, cat) {
+        // A live ranking holds what had events, whatever its category: under
+        // a category it is filtered by the served model's tree, never padded
+        // with the model's lists (they are not trending).
+        (_, Some(Some(w)), _) => {
+            let l = s.live_list(w).ok_or_else(|| ApiError::PopularNotReady(w.to_owned()))?;
+            fill.extend(Source::Popular, &l.model, &l.items);
+            l.model
         }
-        (None, Some(Some(w))) => s.live_list(w).ok_or_else(|| ApiError::PopularNotReady(w.to_owned()))?,
-        (None, Some(None)) => s.model_popular(cat.as_deref()).ok_or(ApiError::ModelUnavailable)?,
-        (None, None) => s.popular(cat.as_deref()).ok_or(ApiError::NoPopularList)?,
-        (Some(c), _) => match s.popular_of(cat.as_deref(), c) {
-            Some(l) => l,
-            None if cat.is_none() && s.overrides.load().global.is_none() => return Err(ApiError::ModelUnavailable),
-            None => return Err(ApiError::CategoryNotFound(c)),
-        },
+        (Some(c), _, Some(cat)) => {
+            if let Some(l) = category_list(s, cat, c) {
+                fill.extend(Source::Popular, &l.model, &l.items);
+            }
+            if let Some(p) = s.model_popular(Some(cat)).filter(|_| !fill.full()) {
+                fill.extend(Source::Popular, &p.model, &p.items);
+            }
+            cat.version.clone()
+        }
+        (None, Some(None), _) => {
+            let l = s.model_popular(cat).ok_or(ApiError::ModelUnavailable)?;
+            fill.extend(Source::Popular, &l.model, &l.items);
+            l.model
+        }
+        (None, None, _) => {
+            let l = s.popular(cat).ok_or(ApiError::NoPopularList)?;
+            fill.extend(Source::Popular, &l.model, &l.items);
+            l.model
+        }
+        // Filters::check refused a category without a served model.
+        (Some(_), _, None) => return Err(ApiError::ModelUnavailable),
     };
-    let items = available(cat.as_deref(), &list.items, &FxHashSet::default(), k);
+    let model = fill.first.take().map_or(fallback, |(_, m)| m);
+    let items = fill.items;
     let window = match window {
         Some(Some(w)) => w,
-        _ if list.model.as_str() == schemas::LIVE_POPULAR_VERSION => s.popularity.fallback_window.as_str(),
+        _ if model.as_str() == schemas::LIVE_POPULAR_VERSION => s.popularity.fallback_window.as_str(),
         _ => schemas::popularity::MODEL_WINDOW,
     };
     let rec_id = s.rec_id();
-    impression(s, user, "popular", &rec_id, &items, &list.model, Source::Popular);
+    impression(s, user, "popular", &rec_id, &items, &model, Source::Popular);
     Ok(Json(PopularResponse {
         rec_id: rec_id.into_string(),
-        model_version: list.model.to_string(),
+        model_version: model.to_string(),
         window: window.to_owned(),
-        category,
+        category: filters.category,
         items,
     }))
 }

@@ -1,21 +1,22 @@
 //! `GET /v1/recommendations/{user_id}`: the user's sticky A/B arm, then the
-//! cached list → category popular → popular chain (docs/design.md §8), from
-//! memory when Redis fails.
+//! cached list → category popular → popular chain (docs/design.md §8), each
+//! step topping up what the one before left short, from memory when Redis
+//! fails. The page's filters (`category=`, `exclude=`) apply to every step.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rustc_hash::{FxHashMap, FxHashSet};
-use schemas::{HistEntry, ItemId, ModelVersion, RecItem, Source, UserId, Variant};
+use schemas::{HistEntry, ItemId, ModelVersion, Source, UserId, Variant};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{available, publish_impression, unavailable, variant_of, ScoredItem, SourceLabel};
+use super::{category_list, publish_impression, variant_of, Fill, ScoredItem, SourceLabel};
 use crate::cached::CachedList;
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ErrorBody};
-use crate::request::{parse_k, path_user};
+use crate::request::{parse_k, path_user, Filters};
 use crate::state::{AppState, Inner, PopList};
 
 /// `GET /v1/recommendations/{user_id}`.
@@ -50,11 +51,14 @@ struct Answer {
     params(
         ("user_id" = String, Path, description = "1–64 characters [A-Za-z0-9._:-]"),
         ("k" = Option<u32>, Query, description = "How many items, 1..=100 (default serving.default_k)"),
+        ("category" = Option<u64>, Query, description = "A category id: only items of this category or of its subcategories (the served model's tree); items the model does not know are left out. Needs a served model (503 model_unavailable without one); a category it does not know is 404 category_not_found"),
+        ("exclude" = Option<String>, Query, description = "Item ids to leave out (e.g. the cart, or what the page already shows): comma-separated, also over several exclude=; at most 100 ids, each 1–64 characters [A-Za-z0-9._:-]"),
     ),
     responses(
-        (status = 200, description = "The user's list (personal, category_popular or popular; degraded when Redis failed). Before the first model, and for a user without a model list while no model popular list exists, popular answers come from the live ranking of `[popularity] fallback_window` with model_version `live-popular`", body = RecommendationsResponse),
-        (status = 400, description = "Invalid user_id or k", body = ErrorBody),
-        (status = 503, description = "Nothing to answer with: no model and no live popularity ranking yet; overloaded (Retry-After) or timed out", body = ErrorBody),
+        (status = 200, description = "The user's list (personal, category_popular or popular, named after the step its first item came from; each step of the chain tops up what the one before left short of k, within the filters; degraded when Redis failed). Before the first model, and for a user without a model list while no model popular list exists, popular answers come from the live ranking of `[popularity] fallback_window` with model_version `live-popular`", body = RecommendationsResponse),
+        (status = 400, description = "Invalid user_id, k, category or exclude", body = ErrorBody),
+        (status = 404, description = "A category unknown to the served model", body = ErrorBody),
+        (status = 503, description = "Nothing to answer with: no model and no live popularity ranking yet, or a category without a served model; overloaded (Retry-After) or timed out", body = ErrorBody),
     )
 )]
 /// A user's recommendations.
@@ -66,11 +70,13 @@ pub async fn recommendations(
     let s = &s.inner;
     let user = path_user(user)?;
     let k = parse_k(&q, s.cfg.default_k)?;
+    let filters = Filters::parse(&q)?;
     let variant = variant_of(&s.cfg.ab_salt, user.as_str(), s.cfg.treatment_percent);
     let cat = s.catalog.current();
+    filters.check(cat.as_deref())?;
     let answer = match variant {
-        Variant::Popular => popular_answer(s, cat.as_deref(), k, false, &FxHashSet::default())?,
-        Variant::Als => treatment(s, cat.as_deref(), &user, k).await?,
+        Variant::Popular => popular_answer(s, cat.as_deref(), k, false, &filters, &FxHashSet::default())?,
+        Variant::Als => treatment(s, cat.as_deref(), &user, k, &filters).await?,
     };
     let m = &s.metrics;
     m.recommendations.with_label_values(&[variant.as_str(), answer.source.as_str()]).inc();
@@ -90,25 +96,60 @@ pub async fn recommendations(
     Ok(resp)
 }
 
-/// The global popular list (the model's, or a live ranking while there is
-/// none), without `exclude` (the user's purchases).
+/// The end of every chain: the page's category list (with `category=`), then
+/// the global popular list (the model's, or a live ranking while there is
+/// none). The answer is named after the list its first item came from; an
+/// empty one after the global list.
+fn popular_tail(
+    s: &Inner,
+    cat: Option<&Catalog>,
+    filters: &Filters,
+    mut fill: Fill<'_>,
+    degraded: bool,
+) -> Result<Answer, ApiError> {
+    if let (Some(c), Some(cat)) = (filters.category, cat) {
+        if let Some(l) = category_list(s, cat, c).filter(|_| !fill.full()) {
+            fill.extend(Source::CategoryPopular, &l.model, &l.items);
+        }
+    }
+    let p = if fill.full() { None } else { s.popular(cat) };
+    if let Some(p) = &p {
+        fill.extend(Source::Popular, &p.model, &p.items);
+    }
+    let (source, model) = match (fill.first.take(), p) {
+        (Some(first), _) => first,
+        (None, Some(p)) => (Source::Popular, p.model),
+        (None, None) => return Err(ApiError::NoPopularList),
+    };
+    Ok(Answer { source, model, items: fill.items, degraded })
+}
+
+/// The control arm, and the treatment arm without Redis: popular items (of
+/// the page's category first), without `purchased`.
 fn popular_answer(
     s: &Inner,
     cat: Option<&Catalog>,
     k: usize,
     degraded: bool,
-    exclude: &FxHashSet<&str>,
+    filters: &Filters,
+    purchased: &FxHashSet<&str>,
 ) -> Result<Answer, ApiError> {
-    let p = s.popular(cat).ok_or(ApiError::NoPopularList)?;
-    let items = available(cat, &p.items, exclude, k);
-    Ok(Answer { source: Source::Popular, model: p.model, items, degraded })
+    let keep = |id: &str| !purchased.contains(id) && filters.admits(cat, id);
+    popular_tail(s, cat, filters, Fill::new(k, cat, &keep), degraded)
 }
 
 type Reply = (Option<Vec<u8>>, Vec<(String, String)>);
 
-/// The treatment arm: cached list → category popular → global popular;
-/// from memory when Redis fails.
-async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) -> Result<Answer, ApiError> {
+/// The treatment arm: cached list → category popular → global popular, each
+/// topping up what the one before left short of `k`; from memory when Redis
+/// fails.
+async fn treatment(
+    s: &Inner,
+    cat: Option<&Catalog>,
+    user: &UserId,
+    k: usize,
+    filters: &Filters,
+) -> Result<Answer, ApiError> {
     let mut conn = s.redis.clone();
     let mut pipe = redis::pipe();
     pipe.cmd("GET").arg(s.keys.recs(user)).cmd("HGETALL").arg(s.keys.hist(user));
@@ -118,11 +159,11 @@ async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) ->
             s.metrics.redis_errors.with_label_values(&["recommendations"]).inc();
             s.metrics.degraded.with_label_values(&["error"]).inc();
             tracing::debug!(error = %e, "redis read failed; serving popular from memory");
-            return popular_answer(s, cat, k, true, &FxHashSet::default());
+            return popular_answer(s, cat, k, true, filters, &FxHashSet::default());
         }
         Err(_) => {
             s.metrics.degraded.with_label_values(&["timeout"]).inc();
-            return popular_answer(s, cat, k, true, &FxHashSet::default());
+            return popular_answer(s, cat, k, true, filters, &FxHashSet::default());
         }
     };
     let (recs, hist) = reply;
@@ -130,20 +171,18 @@ async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) ->
     let entries: Vec<(&str, HistEntry)> =
         hist.iter().filter_map(|(item, v)| HistEntry::parse(v).map(|e| (item.as_str(), e))).collect();
     let purchased: FxHashSet<&str> = entries.iter().filter(|(_, e)| e.purchased()).map(|(i, _)| *i).collect();
+    let keep = |id: &str| !purchased.contains(id) && filters.admits(cat, id);
+    let mut fill = Fill::new(k, cat, &keep);
 
     if let Some(bytes) = recs {
-        let keep = |id: &str| !purchased.contains(id) && !unavailable(cat, id);
-        match CachedList::parse(&bytes, k, &keep) {
+        let accept = |id: &str| fill.accepts(id);
+        match CachedList::parse(&bytes, k, &accept) {
             Ok(list) => {
                 m.cache_lookups.with_label_values(&["hit"]).inc();
-                let items: Vec<ScoredItem> = list
-                    .items
-                    .iter()
-                    .filter_map(|r| Some(ScoredItem { item_id: ItemId::parse(r.item_id).ok()?, score: r.score }))
-                    .collect();
-                if !items.is_empty() {
-                    m.users.with_label_values(&["warm"]).inc();
-                    return Ok(Answer { source: Source::Personal, model: list.model, items, degraded: false });
+                for r in &list.items {
+                    if let Ok(item_id) = ItemId::parse(r.item_id) {
+                        fill.offer(Source::Personal, &list.model, ScoredItem { item_id, score: r.score });
+                    }
                 }
             }
             Err(e) => {
@@ -154,28 +193,22 @@ async fn treatment(s: &Inner, cat: Option<&Catalog>, user: &UserId, k: usize) ->
     } else {
         m.cache_lookups.with_label_values(&["miss"]).inc();
     }
-    if entries.is_empty() {
-        m.users.with_label_values(&["cold"]).inc();
-        return popular_answer(s, cat, k, false, &purchased);
+    let kind = match (fill.items.is_empty(), entries.is_empty()) {
+        (false, _) => "warm",
+        (true, true) => "cold",
+        (true, false) => "history",
+    };
+    m.users.with_label_values(&[kind]).inc();
+    if !fill.full() && !entries.is_empty() {
+        history_categories(s, cat, &entries, &mut fill);
     }
-    m.users.with_label_values(&["history"]).inc();
-    match category_popular(s, cat, &entries, &purchased, k) {
-        Some(a) => Ok(a),
-        // No model categories (or no model yet): popular, minus the purchases.
-        None => popular_answer(s, cat, k, false, &purchased),
-    }
+    popular_tail(s, cat, filters, fill, false)
 }
 
-/// The popular items of the user's most-weighted categories, interleaved, then
-/// global popular items to fill `k`; `None` when no category is known.
-fn category_popular(
-    s: &Inner,
-    cat: Option<&Catalog>,
-    entries: &[(&str, HistEntry)],
-    purchased: &FxHashSet<&str>,
-    k: usize,
-) -> Option<Answer> {
-    let c = cat?;
+/// The popular items of the user's most-weighted categories, interleaved best
+/// category first (nothing without a served model).
+fn history_categories(s: &Inner, cat: Option<&Catalog>, entries: &[(&str, HistEntry)], fill: &mut Fill<'_>) {
+    let Some(c) = cat else { return };
     let w = c.weights;
     let mut by_cat: FxHashMap<u64, f32> = FxHashMap::default();
     for (item, e) in entries {
@@ -187,37 +220,14 @@ fn category_popular(
     cats.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     cats.truncate(s.cfg.history_categories);
     let lists: Vec<PopList> = cats.iter().filter_map(|(id, _)| s.popular_of(Some(c), *id)).collect();
-    let first = lists.first()?;
-    let model = first.model.clone();
-    let mut taken: FxHashSet<ItemId> = FxHashSet::default();
-    let mut items = Vec::with_capacity(k);
     let mut cursors = vec![0usize; lists.len()];
-    let mut push = |r: &RecItem, items: &mut Vec<ScoredItem>| {
-        if !purchased.contains(r.item_id.as_str()) && taken.insert(r.item_id.clone()) {
-            items.push(ScoredItem::from(r.clone()));
-        }
-    };
     // Round robin over the categories, best category first.
-    while items.len() < k && lists.iter().zip(&cursors).any(|(l, &c)| c < l.items.len()) {
+    while !fill.full() && lists.iter().zip(&cursors).any(|(l, &c)| c < l.items.len()) {
         for (l, cur) in lists.iter().zip(cursors.iter_mut()) {
-            if items.len() >= k {
-                break;
-            }
             if let Some(r) = l.items.get(*cur) {
                 *cur += 1;
-                push(r, &mut items);
+                fill.extend(Source::CategoryPopular, &l.model, std::slice::from_ref(r));
             }
         }
     }
-    if items.len() < k {
-        if let Some(p) = s.popular(Some(c)) {
-            for r in p.items.iter() {
-                if items.len() >= k {
-                    break;
-                }
-                push(r, &mut items);
-            }
-        }
-    }
-    Some(Answer { source: Source::CategoryPopular, model, items, degraded: false })
 }

@@ -10,7 +10,9 @@
 //!   `CURRENT` before it rewrites the lists) is answered as it is, under its
 //!   own `model_version`, like a cached `recs:{user}`: refusing it would turn
 //!   every model swap into a window of errors, and the impression then names
-//!   the model the list came from.
+//!   the model the list came from;
+//! - `category=` and `exclude=` filter the list (no other list tops it up: an
+//!   item's neighbours are the trainer's, nothing else is similar).
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -22,7 +24,7 @@ use utoipa::ToSchema;
 use super::{impression, unavailable, ScoredItem};
 use crate::cached::CachedList;
 use crate::error::{ApiError, ErrorBody};
-use crate::request::{parse_k, path_item, query_user};
+use crate::request::{parse_k, path_item, query_user, Filters};
 use crate::state::AppState;
 
 /// `GET /v1/items/{item_id}/similar`.
@@ -44,11 +46,13 @@ pub struct SimilarResponse {
         ("item_id" = String, Path, description = "1–64 characters [A-Za-z0-9._:-]"),
         ("k" = Option<u32>, Query, description = "How many items, 1..=100 (at most the trainer's `publish.similar_size`)"),
         ("user_id" = Option<String>, Query, description = "Who is shown the list: with it an impression is published (attribution, /v1/stats); without it none is"),
+        ("category" = Option<u64>, Query, description = "A category id: only items of this category or of its subcategories (the served model's tree). A category the served model does not know is 404 category_not_found"),
+        ("exclude" = Option<String>, Query, description = "Item ids to leave out (e.g. the cart, or what the page already shows): comma-separated, also over several exclude=; at most 100 ids, each 1–64 characters [A-Za-z0-9._:-]"),
     ),
     responses(
-        (status = 200, description = "Nearest items by cosine of item factors, as the trainer published them (`similar:{item}`), minus items the served model marks unavailable", body = SimilarResponse),
-        (status = 400, description = "Invalid item_id or k", body = ErrorBody),
-        (status = 404, description = "Item unknown to the served model", body = ErrorBody),
+        (status = 200, description = "Nearest items by cosine of item factors, as the trainer published them (`similar:{item}`), minus items the served model marks unavailable and what the filters leave out (the published list only: a filtered answer may hold fewer than k)", body = SimilarResponse),
+        (status = 400, description = "Invalid item_id, k, category or exclude", body = ErrorBody),
+        (status = 404, description = "Item or category unknown to the served model", body = ErrorBody),
         (status = 500, description = "The published list is unreadable", body = ErrorBody),
         (status = 503, description = "No model; no list published for the item yet (similar_not_ready, Retry-After); Redis unavailable", body = ErrorBody),
     )
@@ -63,7 +67,9 @@ pub async fn similar(
     let item = path_item(item)?;
     let k = parse_k(&q, s.cfg.default_k)?;
     let user = query_user(&q)?;
+    let filters = Filters::parse(&q)?;
     let cat = s.catalog.current().ok_or(ApiError::ModelUnavailable)?;
+    filters.check(Some(&cat))?;
     if cat.row(item.as_str()).is_none() {
         return Err(ApiError::ItemNotFound(item.into_string()));
     }
@@ -84,7 +90,7 @@ pub async fn similar(
             return Err(ApiError::RedisUnavailable(format!("no answer within {} ms", s.cfg.redis_timeout_ms)));
         }
     };
-    let keep = |id: &str| !unavailable(Some(&cat), id);
+    let keep = |id: &str| !unavailable(Some(&cat), id) && filters.admits(Some(&cat), id);
     let list = CachedList::parse(&bytes, k, &keep).map_err(|e| {
         s.metrics.redis_errors.with_label_values(&["bad_list"]).inc();
         ApiError::Internal(format!("the similar list of item {item} is unreadable: {e}"))
