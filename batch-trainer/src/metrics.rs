@@ -13,6 +13,9 @@
 //! - Novelty@k = mean over all top-k rows of −log2(cnt_i / N_train)
 //! - Diversity@k = mean, over users with ≥ 1 categorised item in their top k, of
 //!   the number of distinct categories there
+//!
+//! [`curve`] gives Recall@c and NDCG@c for every c up to a depth in one pass
+//! (the `evaluate --report` charts).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -139,6 +142,51 @@ pub fn compute(users: &[UserResult<'_>], train: &TrainStats<'_>, n_train_items: 
     Metrics(m)
 }
 
+/// Recall@c and NDCG@c at every cut-off c = 1..=depth (index c − 1), with the
+/// definitions and the users U of [`compute`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Curve {
+    pub recall: Vec<f64>,
+    pub ndcg: Vec<f64>,
+}
+
+/// [`Curve`] of `users` in one pass over each list: a user's hits and DCG are
+/// running sums along the ranks, so all cut-offs cost what the deepest one does.
+pub fn curve(users: &[UserResult<'_>], depth: usize) -> Curve {
+    let discount: Vec<f64> = (0..depth).map(|rank| 1.0 / ((rank + 2) as f64).log2()).collect();
+    // ideal[j] = IDCG with j + 1 hits.
+    let ideal: Vec<f64> = discount
+        .iter()
+        .scan(0.0, |acc, d| {
+            *acc += d;
+            Some(*acc)
+        })
+        .collect();
+    let (mut recall, mut ndcg, mut n_u) = (vec![0.0; depth], vec![0.0; depth], 0usize);
+    for u in users {
+        let targets: HashSet<u64> = u.targets.iter().copied().collect();
+        if targets.is_empty() || u.recs.is_empty() {
+            continue;
+        }
+        n_u += 1;
+        let (mut h, mut dcg) = (0usize, 0.0);
+        for c in 0..depth {
+            if u.recs.get(c).is_some_and(|i| targets.contains(i)) {
+                h += 1;
+                dcg += discount[c];
+            }
+            recall[c] += h as f64 / targets.len() as f64;
+            ndcg[c] += dcg / ideal[targets.len().min(c + 1) - 1];
+        }
+    }
+    if n_u > 0 {
+        for v in recall.iter_mut().chain(ndcg.iter_mut()) {
+            *v /= n_u as f64;
+        }
+    }
+    Curve { recall, ndcg }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +233,34 @@ mod tests {
         close(m.get("novelty@2"), (nov(8.0) + nov(2.0) + nov(1.0) + nov(1.0) + nov(8.0) + nov(4.0)) / 6.0);
         // Users with categorised items: {100,200} → 2, {100} → 1.
         close(m.get("diversity@2"), 1.5);
+    }
+
+    #[test]
+    fn curve_equals_compute_at_every_cut_off() {
+        // Lists shorter than the depth, duplicates-free, users without targets
+        // or without recommendations: the same users U as compute().
+        let lists: Vec<(Vec<u64>, Vec<u64>)> = (0..40u64)
+            .map(|u| {
+                // 13 is prime to 97: at most 36 distinct items per list.
+                let recs: Vec<u64> = (0..(u % 13) * 3).map(|r| (u * 7 + r * 13) % 97).collect();
+                let targets: Vec<u64> = (0..u % 5).map(|t| (u * 11 + t * 5) % 97).collect();
+                (recs, targets)
+            })
+            .collect();
+        let users: Vec<UserResult<'_>> = lists.iter().map(|(r, t)| UserResult { recs: r, targets: t }).collect();
+        let counts = HashMap::new();
+        let cat = |_: u64| None;
+        let train = TrainStats { item_pairs: &counts, n_pairs: 1, category: &cat };
+        let curve = curve(&users, 50);
+        assert_eq!((curve.recall.len(), curve.ndcg.len()), (50, 50));
+        assert!(curve.recall.iter().any(|&v| v > 0.0), "the case must have hits");
+        for c in 1..=50 {
+            let cut = Cutoffs { precision: c, recall: c, ndcg: c, hit_rate: c, beyond_accuracy: c };
+            let m = compute(&users, &train, 97, cut);
+            assert!((curve.recall[c - 1] - m.get(&format!("recall@{c}"))).abs() < 1e-12, "recall@{c}");
+            assert!((curve.ndcg[c - 1] - m.get(&format!("ndcg@{c}"))).abs() < 1e-12, "ndcg@{c}");
+        }
+        assert_eq!(super::curve(&[], 3), Curve { recall: vec![0.0; 3], ndcg: vec![0.0; 3] });
     }
 
     #[test]

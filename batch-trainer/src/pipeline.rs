@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::TrainingConfig;
 use crate::data::{CategoryTree, Dataset, RawEvent};
-use crate::metrics::{self, Cutoffs, Metrics, TrainStats, UserResult};
+use crate::metrics::{self, Curve, Cutoffs, Metrics, TrainStats, UserResult};
 use crate::preprocess::{self, ItemMeta, Pair};
 use crate::split::{self, Split};
 
@@ -189,6 +189,21 @@ pub struct EvalReport {
     pub spread_als: Option<Spread>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spread_als_rerank: Option<Spread>,
+    /// Recall@c and NDCG@c for c = 1..=depth, when asked ([`evaluate_with_curves`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curves: Option<ModelCurves>,
+}
+
+/// The curves of each variant, from the first seed's fit (the one the metric
+/// table shows).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCurves {
+    pub depth: usize,
+    pub seed: u64,
+    pub popular: Curve,
+    pub popular_conversions: Curve,
+    pub als: Curve,
+    pub als_rerank: Curve,
 }
 
 impl EvalReport {
@@ -207,9 +222,15 @@ struct Variants {
     als_rerank: Vec<Vec<u64>>,
 }
 
-/// Recommends for every test user with a fitted model: ALS top-k (train items
-/// excluded), and the category re-rank of the ALS candidates. Cold users get the
-/// popular list. Returns the lists as source item ids, in `test_users` order.
+/// Recommends for every test user with a fitted model: ALS top-`len` (train
+/// items excluded), and the category re-rank of the ALS candidates. Cold users
+/// get the popular list. Returns the lists as source item ids, in `test_users`
+/// order.
+///
+/// `len` ≥ `k` only for the curves: the first `k` items are the same whatever
+/// `len` is. The re-rank reorders the same window of `max(k, candidates)` ALS
+/// candidates as without curves; deeper ranks follow in ALS order.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn recommend_variants(
     split: &Split,
     ix: &Indexed,
@@ -217,10 +238,12 @@ fn recommend_variants(
     ctx: &ItemContext,
     popular: &Popularity,
     cfg: &TrainingConfig,
+    len: usize,
     show: bool,
 ) -> Variants {
-    let k = cfg.k;
-    let n_cand = k.max(cfg.rerank.candidates);
+    let len = len.max(cfg.k);
+    let window = cfg.k.max(cfg.rerank.candidates);
+    let n_cand = window.max(len);
     let known: Vec<(usize, u32)> = split
         .test_users
         .iter()
@@ -248,15 +271,19 @@ fn recommend_variants(
     pb.finish_and_clear();
 
     let to_ids = |v: &[Scored]| -> Vec<u64> { v.iter().map(|s| ix.item_ids[s.item as usize]).collect() };
-    let pop_all = to_ids(&popular.recommend(&[], k));
+    let pop_all = to_ids(&popular.recommend(&[], len));
     let mut als = vec![pop_all.clone(); split.test_users.len()];
     let mut als_rerank = als.clone();
     let use_rerank = !ctx.rerank.is_empty();
     for ((pos, row), c) in known.iter().zip(&cands) {
-        als[*pos] = to_ids(&c[..c.len().min(k)]);
+        als[*pos] = to_ids(&c[..c.len().min(len)]);
         als_rerank[*pos] = if use_rerank {
             let history = ix.matrix.row(*row as usize).0;
-            to_ids(&ctx.rerank.rerank(c, history, &cfg.rerank.params, k))
+            let w = &c[..c.len().min(window)];
+            let mut list = ctx.rerank.rerank(w, history, &cfg.rerank.params, window);
+            list.extend_from_slice(&c[w.len()..]);
+            list.truncate(len);
+            to_ids(&list)
         } else {
             als[*pos].clone()
         };
@@ -273,23 +300,32 @@ fn item_pair_counts(split: &Split) -> HashMap<u64, u64> {
     item_pairs
 }
 
+/// The test users' lists cut to `len`, with their targets.
+fn user_results<'a>(split: &'a Split, lists: &'a [Vec<u64>], len: usize) -> Vec<UserResult<'a>> {
+    const EMPTY: &[u64] = &[];
+    split
+        .test_users
+        .iter()
+        .zip(lists)
+        .map(|(u, recs)| UserResult {
+            recs: &recs[..recs.len().min(len)],
+            targets: split.targets.get(u).map_or(EMPTY, Vec::as_slice),
+        })
+        .collect()
+}
+
+/// The metrics of the first `k` items of each list.
 fn score(
     split: &Split,
     ix: &Indexed,
     ctx: &ItemContext,
     item_pairs: &HashMap<u64, u64>,
     lists: &[Vec<u64>],
+    k: usize,
 ) -> Metrics {
     let category = |i: u64| ctx.meta.get(&i).and_then(|m| m.category);
     let train = TrainStats { item_pairs, n_pairs: split.train.len() as u64, category: &category };
-    let empty: Vec<u64> = Vec::new();
-    let users: Vec<UserResult<'_>> = split
-        .test_users
-        .iter()
-        .zip(lists)
-        .map(|(u, recs)| UserResult { recs, targets: split.targets.get(u).unwrap_or(&empty) })
-        .collect();
-    metrics::compute(&users, &train, ix.item_ids.len(), Cutoffs::default())
+    metrics::compute(&user_results(split, lists, k), &train, ix.item_ids.len(), Cutoffs::default())
 }
 
 fn spread(seeds: &[u64], runs: &[Metrics]) -> Spread {
@@ -310,6 +346,31 @@ fn spread(seeds: &[u64], runs: &[Metrics]) -> Spread {
 /// Runs the configured protocol on a loaded data set: popular / ALS / ALS +
 /// re-rank, with `repeats` extra fits over consecutive seeds for the spread.
 pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64, show: bool) -> EvalReport {
+    evaluate_inner(ds, cfg, repeats, load_s, show, None)
+}
+
+/// [`evaluate`], plus [`ModelCurves`] up to `depth` (lists of `max(depth, k)`
+/// items are scored once; the metric table is the same as [`evaluate`]'s).
+pub fn evaluate_with_curves(
+    ds: &Dataset,
+    cfg: &TrainingConfig,
+    repeats: usize,
+    load_s: f64,
+    show: bool,
+    depth: usize,
+) -> EvalReport {
+    evaluate_inner(ds, cfg, repeats, load_s, show, Some(depth))
+}
+
+fn evaluate_inner(
+    ds: &Dataset,
+    cfg: &TrainingConfig,
+    repeats: usize,
+    load_s: f64,
+    show: bool,
+    depth: Option<usize>,
+) -> EvalReport {
+    let len = depth.unwrap_or(0).max(cfg.k);
     let t0 = Instant::now();
     let split = split::split(cfg.protocol, &ds.events.events, &cfg.weights, &cfg.filter, &cfg.split);
     let ix = index_pairs(&split.train);
@@ -323,18 +384,25 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64,
     let mut rerank_runs = Vec::new();
     let seeds: Vec<u64> = (0..repeats.max(1) as u64).map(|i| cfg.seed + i).collect();
     let mut first: Option<(Metrics, Metrics)> = None;
+    let mut first_curves: Option<(Curve, Curve)> = None;
     for &seed in &seeds {
         let params = AlsParams { seed, ..cfg.als_params() };
         let t = Instant::now();
         let model = fit_with_progress(&ix.matrix, &params, show);
         let fit_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let v = recommend_variants(&split, &ix, &model, &ctx, &popular, cfg, show);
+        let v = recommend_variants(&split, &ix, &model, &ctx, &popular, cfg, len, show);
         let recommend_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let als = score(&split, &ix, &ctx, &item_pairs, &v.als);
-        let als_rerank = score(&split, &ix, &ctx, &item_pairs, &v.als_rerank);
+        let als = score(&split, &ix, &ctx, &item_pairs, &v.als, cfg.k);
+        let als_rerank = score(&split, &ix, &ctx, &item_pairs, &v.als_rerank, cfg.k);
         if first.is_none() {
+            if let Some(d) = depth {
+                first_curves = Some((
+                    metrics::curve(&user_results(&split, &v.als, d), d),
+                    metrics::curve(&user_results(&split, &v.als_rerank, d), d),
+                ));
+            }
             let warm = split.test_users.iter().filter(|u| ix.user_index.contains_key(u)).count();
             timings.fit_s = fit_s;
             timings.recommend_s = recommend_s;
@@ -354,14 +422,21 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64,
             .iter()
             .map(|u| {
                 let exclude = ix.user_index.get(u).map(|&r| ix.matrix.row(r as usize).0).unwrap_or(&[]);
-                pop.recommend(exclude, cfg.k).iter().map(|s| ix.item_ids[s.item as usize]).collect()
+                pop.recommend(exclude, len).iter().map(|s| ix.item_ids[s.item as usize]).collect()
             })
             .collect();
-        score(&split, &ix, &ctx, &item_pairs, &lists)
+        let curve = depth.map(|d| metrics::curve(&user_results(&split, &lists, d), d));
+        (score(&split, &ix, &ctx, &item_pairs, &lists, cfg.k), curve)
     };
-    let popular_m = score_popularity(&popular);
+    let (popular_m, popular_curve) = score_popularity(&popular);
     let conversions = Popularity::from_scores(&conversion_popularity(&split.train_events, &ix), ix.item_ids.len());
-    let popular_conversions = score_popularity(&conversions);
+    let (popular_conversions, conversions_curve) = score_popularity(&conversions);
+    let curves = match (depth, first_curves, popular_curve, conversions_curve) {
+        (Some(depth), Some((als, als_rerank)), Some(popular), Some(popular_conversions)) => {
+            Some(ModelCurves { depth, seed: cfg.seed, popular, popular_conversions, als, als_rerank })
+        }
+        _ => None,
+    };
     timings.total_s = load_s + t0.elapsed().as_secs_f64();
     let cold = split.test_users.iter().filter(|u| !ix.user_index.contains_key(u)).count();
     EvalReport {
@@ -382,6 +457,7 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64,
         params: cfg.als_params(),
         spread_als: (repeats > 1).then(|| spread(&seeds, &als_runs)),
         spread_als_rerank: (repeats > 1).then(|| spread(&seeds, &rerank_runs)),
+        curves,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `recsys-trainer evaluate`: an offline protocol, printed as popular / ALS /
-//! ALS + re-rank, optionally as JSON and with the split exported.
+//! ALS + re-rank, optionally as JSON, as an HTML page (`--report`, drawn by
+//! [`super::report`]) and with the split exported.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::args::{load_data, settings, HyperArgs, SourceArgs};
-use super::output::write_json;
+use super::output::{render_kafka, render_load, write_json};
+use super::report;
 use crate::pipeline::{self, EvalReport};
 use crate::{export, inspect};
 
@@ -25,6 +27,13 @@ pub struct EvaluateArgs {
     /// Write the split (train.csv, test.csv, params.json) for external comparisons.
     #[arg(long)]
     pub export_split: Option<PathBuf>,
+    /// Also write DIR/index.html: one self-contained page (inline CSS and SVG, no
+    /// script, nothing fetched) with Recall@k and NDCG@k curves for k = 1…50 of
+    /// every model, the metric table with the seed spread of --repeats, coverage,
+    /// novelty and diversity bars, the parameters and the data summary. The JSON
+    /// report then also holds the curves.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub hyper: HyperArgs,
 }
@@ -36,7 +45,10 @@ pub(super) fn run(a: &EvaluateArgs, config: Option<&Path>, show: bool) -> anyhow
     if let Some(dir) = &a.export_split {
         export::export_split(ds, &s.training, dir).with_context(|| format!("exporting split to {}", dir.display()))?;
     }
-    let report = pipeline::evaluate(ds, &s.training, a.repeats, loaded.load_s, show);
+    let report = match &a.report {
+        Some(_) => pipeline::evaluate_with_curves(ds, &s.training, a.repeats, loaded.load_s, show, REPORT_DEPTH),
+        None => pipeline::evaluate(ds, &s.training, a.repeats, loaded.load_s, show),
+    };
     say!("{}", render_report(&report));
     if let Some(p) = &a.json {
         write_json(p, &report)?;
@@ -45,7 +57,40 @@ pub(super) fn run(a: &EvaluateArgs, config: Option<&Path>, show: bool) -> anyhow
         // A table of zeros is not an evaluation.
         bail!("{}", inspect::why_no_test_users(ds, &s.training));
     }
+    if let Some(dir) = &a.report {
+        let mut load_summary = render_load(ds);
+        if let Some(k) = &loaded.kafka {
+            load_summary.push_str(&render_kafka(k));
+        }
+        let generated_at = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .context("dropping sub-seconds")?
+            .format(&time::format_description::well_known::Rfc3339)
+            .context("formatting the time")?;
+        let page = report::PageInput {
+            report: &report,
+            training: &s.training,
+            command: &command_line(),
+            source: &loaded.description,
+            load_summary: &load_summary,
+            generated_at: &generated_at,
+        };
+        let path = report::write(dir, &page)?;
+        sayln!("report written to {}", path.display());
+    }
     Ok(0)
+}
+
+/// Deepest cut-off of the report's curves.
+pub const REPORT_DEPTH: usize = 50;
+
+/// This process's command line, quoted where a shell would need it.
+fn command_line() -> String {
+    let plain = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:@,+%".contains(c));
+    std::env::args()
+        .map(|a| if plain(&a) { a } else { format!("'{}'", a.replace('\'', "'\\''")) })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The one-screen table of an evaluation.

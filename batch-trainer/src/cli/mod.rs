@@ -6,6 +6,7 @@
 //! - `output`: stdout, exit codes, the load summary, JSON files.
 //! - [`train`], [`evaluate`], [`inspect`], [`generate`], [`models`],
 //!   [`schedule`], [`archive`]: one subcommand each; `config` is answered here.
+//! - [`report`]: the HTML page of `evaluate --report` (inline CSS and SVG).
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ pub mod evaluate;
 pub mod generate;
 pub mod inspect;
 pub mod models;
+pub mod report;
 pub mod schedule;
 pub mod train;
 
@@ -58,7 +60,8 @@ pub enum Command {
     Config(common::cli::ConfigCommand),
     /// Evaluate, fit on all data, write a model version and promote it if the gate passes.
     Train(TrainArgs),
-    /// Run an offline protocol and print popular / ALS / ALS + re-rank.
+    /// Run an offline protocol and print popular / ALS / ALS + re-rank
+    /// (--report DIR: also an HTML page with Recall@k / NDCG@k curves).
     Evaluate(EvaluateArgs),
     /// Write synthetic RetailRocket-format data of any size.
     Generate(GenerateArgs),

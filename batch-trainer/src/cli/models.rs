@@ -18,6 +18,11 @@ pub enum ModelsCommand {
     List {
         #[arg(long)]
         artifacts_dir: Option<PathBuf>,
+        /// Print a JSON array instead: per version its name, `current`, creation
+        /// time, parent, counts, data range, parameters and recorded evaluation
+        /// (protocol, metrics, target users), or `error` when unreadable.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve VERSION (rollback or manual promotion); it is verified first,
     /// then published again (Redis lists, announcement) unless --no-publish.
@@ -33,8 +38,13 @@ pub enum ModelsCommand {
 pub(super) fn run(m: &ModelsCommand, config: Option<&Path>) -> anyhow::Result<i32> {
     let s = settings(config, None)?;
     match m {
-        ModelsCommand::List { artifacts_dir } => {
-            list(&artifacts_dir.clone().unwrap_or(s.model.artifacts_dir.clone()))?;
+        ModelsCommand::List { artifacts_dir, json } => {
+            let root = artifacts_dir.clone().unwrap_or(s.model.artifacts_dir.clone());
+            if *json {
+                sayln!("{}", serde_json::to_string_pretty(&list_json(&root)?)?);
+            } else {
+                list(&root)?;
+            }
             Ok(0)
         }
         ModelsCommand::Promote { version, artifacts_dir, no_publish } => {
@@ -73,6 +83,36 @@ fn list(root: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The versions as JSON, oldest name first like [`list`]; the evaluation
+/// without its full report (that stays in the manifest).
+fn list_json(root: &Path) -> anyhow::Result<serde_json::Value> {
+    let current = model::artifact::current_version(root)?;
+    let rows = model::artifact::list_versions(root)?
+        .into_iter()
+        .map(|v| {
+            let is_current = current.as_deref() == Some(v.as_str());
+            match model::artifact::read_manifest(&root.join(&v)) {
+                Ok(m) => serde_json::json!({
+                    "version": v,
+                    "current": is_current,
+                    "created_at": m.created_at,
+                    "parent_version": m.parent_version,
+                    "counts": m.counts,
+                    "data": m.data,
+                    "params": m.params,
+                    "evaluation": m.evaluation.as_ref().map(|e| serde_json::json!({
+                        "protocol": e.protocol,
+                        "metrics": e.metrics,
+                        "target_users": e.target_users,
+                    })),
+                }),
+                Err(e) => serde_json::json!({ "version": v, "current": is_current, "error": e.to_string() }),
+            }
+        })
+        .collect();
+    Ok(serde_json::Value::Array(rows))
 }
 
 /// Moves `CURRENT` to `version` (verified first), then publishes it.
