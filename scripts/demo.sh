@@ -134,6 +134,11 @@ export RECSYS__MODEL__ARTIFACTS_DIR="$state/models"
 export RECSYS__INGEST__LISTEN="127.0.0.1:$INGEST"
 export RECSYS__SERVING__LISTEN="127.0.0.1:$SERVING"
 export RECSYS__UPDATER__METRICS_LISTEN="127.0.0.1:$UPDATER"
+# The demo shop page at /demo/ of serving; its browser posts events to ingest,
+# which must allow the page's origin (CORS).
+export RECSYS__SERVING__DEMO=true
+export RECSYS__SERVING__DEMO_INGEST_URL="http://127.0.0.1:$INGEST"
+export RECSYS__INGEST__CORS_ORIGINS="http://127.0.0.1:$SERVING,http://localhost:$SERVING"
 # The demo model: 64 factors train in seconds; production uses 256.
 export RECSYS__TRAINING__FACTORS=${DEMO_FACTORS:-64}
 export RUST_LOG=${RUST_LOG:-info}
@@ -226,6 +231,7 @@ echo "all $sent replayed events applied; the new shopper's list turned personal;
 cat <<MSG
 
 recsys is running (scripts/demo.sh stop to stop it; logs in .demo/):
+  demo shop    $api/demo/   (open it in a browser: click items, watch the row turn personal)
   API          $api/v1/recommendations/{user}?k=10   $api/openapi.json
   ingest       http://127.0.0.1:$INGEST/v1/events
   metrics      $api/metrics  http://127.0.0.1:$INGEST/metrics  http://127.0.0.1:$UPDATER/metrics

@@ -22,6 +22,17 @@ if ! command -v promtool >/dev/null 2>&1; then
     command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
 fi
 
+# Headless Chromium and its WebDriver for the demo page's browser test
+# (e2e/tests/demo_browser.rs).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    log "installing chromium and chromium-driver (apt-get)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    command -v chromedriver >/dev/null 2>&1 || { echo "chromedriver still missing after apt-get install chromium-driver" >&2; exit 1; }
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

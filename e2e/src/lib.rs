@@ -155,8 +155,14 @@ pub async fn start_updater(cfg: &Path) -> Running {
 
 /// `recsys-serving`.
 pub async fn start_serving(cfg: &Path) -> Running {
+    start_serving_at(cfg, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// `recsys-serving` on `addr` (an origin another process must know beforehand).
+pub async fn start_serving_at(cfg: &Path, addr: SocketAddr) -> Running {
     let s = common::config::load_settings::<serving::config::Settings>(Some(cfg), no_env()).unwrap();
-    let (l, addr) = listener().await;
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = l.local_addr().unwrap();
     let deps = serving::Deps::connect(&s, l).unwrap();
     spawn(addr, |rx| {
         serving::run(s, deps, async move {

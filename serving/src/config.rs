@@ -156,6 +156,16 @@ impl Settings {
     }
 }
 
+/// Whether `url` is what `[serving] demo_ingest_url` must be: an http(s)
+/// origin, which the demo page prefixes to `/v1/events` and which goes into
+/// the page's Content-Security-Policy as it is.
+pub fn valid_ingest_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return false;
+    };
+    !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
 impl common::config::Settings for Settings {
     /// Rejects values that cannot work, naming the key.
     fn validate(&self) -> Result<(), String> {
@@ -181,7 +191,7 @@ impl common::config::Settings for Settings {
                 "serving.impression_timeout_ms must exceed impression_linger_ms",
             ),
             (
-                !s.demo || crate::demo::valid_ingest_url(&s.demo_ingest_url),
+                !s.demo || valid_ingest_url(&s.demo_ingest_url),
                 "serving.demo_ingest_url must be an http:// or https:// URL without path, query or fragment (e.g. http://127.0.0.1:8081)",
             ),
         ])?;
@@ -195,6 +205,25 @@ impl common::config::Settings for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ingest_url_is_an_origin() {
+        for ok in ["http://127.0.0.1:8081", "https://ingest.shop.example", "http://[::1]:8081"] {
+            assert!(valid_ingest_url(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1:8081",
+            "http://",
+            "ftp://x",
+            "http://x/v1",
+            "http://x?a=b",
+            "http://x; script-src *",
+            "http://x 'unsafe-inline'",
+        ] {
+            assert!(!valid_ingest_url(bad), "{bad}");
+        }
+    }
     use std::path::Path;
 
     use common::config::{load_settings, Settings as _};

@@ -30,16 +30,6 @@ const STYLE_CSS: &str = include_str!("../static/demo/style.css");
 /// Most item ids one `catalog` request may name (the page asks for what it shows).
 pub const MAX_CATALOG_ITEMS: usize = 200;
 
-/// Whether `url` is what `demo_ingest_url` must be: an http(s) origin, which
-/// the page prefixes to `/v1/events` and which goes into the page's
-/// Content-Security-Policy as it is.
-pub fn valid_ingest_url(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
-        return false;
-    };
-    !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
-}
-
 /// The demo's routes, merged into the application when `[serving] demo` is on.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -129,28 +119,4 @@ async fn catalog(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Jso
         });
     }
     Ok(Json(out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ingest_url_is_an_origin() {
-        for ok in ["http://127.0.0.1:8081", "https://ingest.shop.example", "http://[::1]:8081"] {
-            assert!(valid_ingest_url(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "127.0.0.1:8081",
-            "http://",
-            "ftp://x",
-            "http://x/v1",
-            "http://x?a=b",
-            "http://x; script-src *",
-            "http://x 'unsafe-inline'",
-        ] {
-            assert!(!valid_ingest_url(bad), "{bad}");
-        }
-    }
 }

@@ -184,6 +184,9 @@ async function send(kind, item, recId) {
         logEvent(kind, item, `not sent (${e.message}); is ${state.cfg.ingest_url} up and does it allow this origin?`, true);
         return;
     }
+    // As on a real shop, acting on an item leads to a new page: new lists,
+    // new impressions (tracking counts at most one click per impression).
+    loadGrid().catch((e) => showError(e.message));
     refreshRow().catch((e) => showError(e.message));
 }
 
@@ -191,8 +194,11 @@ function pct(x) {
     return x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)} %`;
 }
 
+// A rate with its interval on a second line.
 function withCi(rate, ci) {
-    return ci ? `${pct(rate)} (${pct(ci.low)}–${pct(ci.high)})` : pct(rate);
+    const td = el("td", "", pct(rate));
+    if (ci) td.append(el("small", "", `${pct(ci.low)} – ${pct(ci.high)}`));
+    return td;
 }
 
 async function loadStats() {
@@ -213,7 +219,7 @@ async function loadStats() {
             withCi(a.conversion_rate, a.conversion_rate_ci95),
         ];
         for (const [i, v] of cells.entries()) {
-            const td = el("td", "", String(v));
+            const td = v instanceof Node ? v : el("td", "", String(v));
             td.dataset.field = ["variant", "model_version", "impressions", "clicks", "ctr", "carts", "purchases", "conversion_rate"][i];
             tr.append(td);
         }
