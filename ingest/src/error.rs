@@ -30,12 +30,18 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
-    #[error("a batch holds at most {max} events, got {len}")]
+    #[error("a batch holds at most {max} records, got {len}")]
     BatchTooLarge { len: usize, max: usize },
     #[error("body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("could not read the body: {0}")]
     BadBody(String),
+    /// `PUT /v1/items/{id}` with an `{id}` that is not an item id.
+    #[error("{0}")]
+    InvalidItemId(String),
+    /// `PUT /v1/items/{id}` with a body naming another item.
+    #[error("{0}")]
+    ItemIdMismatch(String),
     #[error("no route for {0}")]
     NotFound(String),
     #[error("method {0} not allowed here")]
@@ -64,6 +70,8 @@ impl ApiError {
             ApiError::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::InvalidItemId(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
+            ApiError::ItemIdMismatch(_) => (StatusCode::BAD_REQUEST, "item_id_mismatch"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::KafkaUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable"),

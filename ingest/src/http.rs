@@ -1,20 +1,25 @@
-//! The HTTP API: `POST /v1/events`, `GET /health`, `GET /metrics`,
-//! `GET /openapi.json`; CORS for the configured origins (docs/design.md §8).
+//! The HTTP API: `POST /v1/events`, `PUT /v1/items/{id}`, `POST /v1/items`,
+//! `GET /health`, `GET /metrics`, `GET /openapi.json`; CORS for the
+//! configured origins (docs/design.md §8). Events and item updates go through
+//! one batch path ([`Record`]): parse each element, produce the accepted ones
+//! and dead-letter the rest, answer once Kafka acknowledged all of them.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use common::http::Guard;
+use prometheus::IntCounterVec;
 use rdkafka::producer::{FutureProducer, Producer};
-use schemas::{DeadLetter, DeadLetterSource, Event, EventError, EventLimits};
+use schemas::event::BatchItem;
+use schemas::{DeadLetter, DeadLetterSource, Event, EventError, EventLimits, ItemId, ItemUpdate, ItemUpdateError};
 use serde::Serialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::{OpenApi, ToSchema};
@@ -22,14 +27,17 @@ use utoipa::{OpenApi, ToSchema};
 use crate::config::Settings;
 use crate::error::{ApiError, ErrorBody};
 use crate::kafka::{self, OutRecord};
-use crate::metrics::{reason_class, Metrics};
+use crate::metrics::{item_reason_class, reason_class, Metrics};
 
 /// The OpenAPI document of `GET /openapi.json`, generated from the handlers'
 /// annotations; `docs/openapi/ingest.json` is a copy that a test keeps equal.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "recsys-ingest", description = "Storefront events into the event log (docs/design.md §3, §8)"),
-    paths(post_events, health, render_metrics, openapi_json),
+    info(
+        title = "recsys-ingest",
+        description = "Storefront events into the event log, catalog changes into the item stream (docs/design.md §3, §8)"
+    ),
+    paths(post_events, put_item, post_items, health, render_metrics, openapi_json),
     components(schemas(IngestResponse, Rejected, ErrorBody))
 )]
 pub struct ApiDoc;
@@ -55,6 +63,7 @@ pub struct AppState {
 struct Inner {
     producer: FutureProducer,
     events_topic: String,
+    items_topic: String,
     dlq_topic: String,
     limits: EventLimits,
     max_batch: usize,
@@ -76,19 +85,22 @@ pub struct Rejected {
     pub index: usize,
     /// Why, as a stable machine code (docs/design.md §3): `invalid_json`,
     /// `not_an_object`, `duplicate_field`, `unknown_field`, `missing_field`,
-    /// `null_field`, `invalid_id`, `wrong_type`, `invalid_event_kind`,
-    /// `invalid_ts`, `invalid_revenue`, `transaction_field_on_non_transaction`.
+    /// `null_field`, `invalid_id`, `wrong_type`, `invalid_ts`; for events
+    /// also `invalid_event_kind`, `invalid_revenue`,
+    /// `transaction_field_on_non_transaction`; for item updates also
+    /// `invalid_price`, `invalid_property`, `nothing_to_update`.
     pub code: String,
     /// Why, for people: names the field and the rule.
     pub reason: String,
 }
 
-/// The answer to a processed request: every accepted event is in Kafka, every
-/// rejected one in the DLQ. 200 when something was accepted (or nothing was
-/// sent), 422 when every item was rejected.
+/// The answer to a processed request: every accepted record (event or item
+/// update) is in Kafka, every rejected one in the DLQ. 200 when something
+/// was accepted (or nothing was sent), 422 when every item was rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
 pub struct IngestResponse {
-    /// Events written to the event log.
+    /// Records written to their topic (events to the event log, item updates
+    /// to the item stream).
     pub accepted: usize,
     /// The rejected items, in request order; each is also dead-lettered.
     pub rejected: Vec<Rejected>,
@@ -139,6 +151,7 @@ fn build(
         inner: Arc::new(Inner {
             producer,
             events_topic: settings.kafka.topic(schemas::topics::EVENTS),
+            items_topic: settings.kafka.topic(schemas::topics::ITEMS),
             dlq_topic: settings.kafka.topic(schemas::topics::EVENTS_DLQ),
             limits: ingest.limits(),
             max_batch: ingest.max_batch,
@@ -150,6 +163,8 @@ fn build(
     let guard = Guard { concurrency: ingest.concurrency_limit, timeout: ingest.request_timeout() };
     let mut app = Router::new()
         .route("/v1/events", post(post_events).layer(common::http::guard(guard, ApiError::from)))
+        .route("/v1/items", post(post_items).layer(common::http::guard(guard, ApiError::from)))
+        .route("/v1/items/{id}", put(put_item).layer(common::http::guard(guard, ApiError::from)))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
         .route("/openapi.json", get(openapi_json))
@@ -165,8 +180,8 @@ fn build(
     common::http::api(app.with_state(state), middleware::from_fn_with_state(metrics, track))
 }
 
-/// CORS for exactly `origins` (validated by the configuration): `POST` with
-/// a JSON `Content-Type` (which browsers preflight); `None` when empty.
+/// CORS for exactly `origins` (validated by the configuration): `POST` and
+/// `PUT` with a JSON `Content-Type` (which browsers preflight); `None` when empty.
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
@@ -175,7 +190,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(list))
-            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_methods([Method::POST, Method::PUT, Method::OPTIONS])
             .allow_headers([header::CONTENT_TYPE])
             .max_age(Duration::from_secs(600)),
     )
@@ -289,14 +304,7 @@ pub async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    is_json(&headers)?;
-    let bytes = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(r.body_text())
-        } else {
-            ApiError::BadBody(r.body_text())
-        }
-    })?;
+    let bytes = json_body(&headers, body)?;
     let s = &s.inner;
     let now = schemas::now_ms();
     // schemas owns the rules: one result per element, with its original text.
@@ -304,40 +312,178 @@ pub async fn post_events(
         EventError::Json(msg) => ApiError::InvalidJson(msg),
         other => ApiError::InvalidJson(other.to_string()),
     })?;
+    produce_batch(s, &s.events_topic, items, now).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/items",
+    request_body(
+        description = "One item update or an array of them (docs/data-format.md, schemas/json/item_update.schema.json); `text/plain` holding the same JSON is accepted",
+        content(("application/json"), ("text/plain")),
+    ),
+    responses(
+        (status = 200, description = "Processed; at least one update accepted (or an empty array): the accepted ones are on the item stream, each rejected item is listed with its code and dead-lettered", body = IngestResponse),
+        (status = 422, description = "Processed, every item rejected (listed with its code, each dead-lettered); nothing accepted", body = IngestResponse),
+        (status = 400, description = "`invalid_json`, `bad_request`: the body is not JSON; nothing processed", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`, `batch_too_large`: nothing processed", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not JSON or text/plain", body = ErrorBody),
+        (status = 503, description = "`kafka_unavailable`, `kafka_partial` (its `persisted` lists the request indices written), `overloaded`, `request_timeout`: retry after `Retry-After`", body = ErrorBody),
+    )
+)]
+/// `POST /v1/items`: one item update or an array of them, each naming its `item_id`.
+pub async fn post_items(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = json_body(&headers, body)?;
+    let s = &s.inner;
+    let now = schemas::now_ms();
+    let items = ItemUpdate::parse_json_batch(&bytes, now, &s.limits).map_err(|e| match e {
+        ItemUpdateError::Json(msg) => ApiError::InvalidJson(msg),
+        other => ApiError::InvalidJson(other.to_string()),
+    })?;
+    produce_batch(s, &s.items_topic, items, now).await
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/items/{id}",
+    params(("id" = String, Path, description = "The item id (1-64 characters of A-Z a-z 0-9 . _ : -)")),
+    request_body(
+        description = "One item update; `item_id` may be left out, and one given must equal `{id}`",
+        content(("application/json"), ("text/plain")),
+    ),
+    responses(
+        (status = 200, description = "Accepted: the update is on the item stream (`accepted` 1)", body = IngestResponse),
+        (status = 422, description = "Rejected (listed with its code, dead-lettered); nothing accepted", body = IngestResponse),
+        (status = 400, description = "`invalid_json`, `bad_request`: the body is not JSON; `invalid_id`: `{id}` is not an item id; `item_id_mismatch`: the body names another item; nothing processed", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: nothing processed", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not JSON or text/plain", body = ErrorBody),
+        (status = 503, description = "`kafka_unavailable`, `overloaded`, `request_timeout`: retry after `Retry-After`", body = ErrorBody),
+    )
+)]
+/// `PUT /v1/items/{id}`: one update of item `{id}`.
+pub async fn put_item(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|r| ApiError::InvalidItemId(r.body_text()))?;
+    let item = ItemId::parse(&id).map_err(|e| ApiError::InvalidItemId(format!("the item id in the URL: {e}")))?;
+    let bytes = json_body(&headers, body)?;
+    let s = &s.inner;
+    let now = schemas::now_ms();
+    let result = match ItemUpdate::parse_json_for(&bytes, Some(&item), now, &s.limits) {
+        Err(ItemUpdateError::Json(msg)) => return Err(ApiError::InvalidJson(msg)),
+        Err(e @ ItemUpdateError::ItemIdMismatch { .. }) => return Err(ApiError::ItemIdMismatch(e.to_string())),
+        other => other,
+    };
+    // The body parsed as JSON, so it is UTF-8 (the lossy copy never replaces anything).
+    let text = String::from_utf8_lossy(&bytes);
+    produce_batch(s, &s.items_topic, vec![BatchItem { index: 0, raw: text.trim(), result }], now).await
+}
+
+/// The checked `Content-Type` and the body of a JSON request.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    is_json(headers)?;
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(r.body_text())
+        } else {
+            ApiError::BadBody(r.body_text())
+        }
+    })
+}
+
+/// What the batch path needs of a record type.
+trait Record {
+    type Error: std::fmt::Display;
+    /// Its Kafka key.
+    fn key(&self) -> &[u8];
+    /// Its canonical JSON.
+    fn payload(&self) -> Vec<u8>;
+    /// The stable code of a rejection (`Rejected::code`, the metric's label).
+    fn code(e: &Self::Error) -> &'static str;
+    /// Its accepted and rejected counters.
+    fn counters(m: &Metrics) -> (&IntCounterVec, &IntCounterVec);
+}
+
+impl Record for Event {
+    type Error = EventError;
+    fn key(&self) -> &[u8] {
+        Event::key(self)
+    }
+    fn payload(&self) -> Vec<u8> {
+        self.to_json()
+    }
+    fn code(e: &EventError) -> &'static str {
+        reason_class(e)
+    }
+    fn counters(m: &Metrics) -> (&IntCounterVec, &IntCounterVec) {
+        (&m.events_accepted, &m.events_rejected)
+    }
+}
+
+impl Record for ItemUpdate {
+    type Error = ItemUpdateError;
+    fn key(&self) -> &[u8] {
+        ItemUpdate::key(self)
+    }
+    fn payload(&self) -> Vec<u8> {
+        self.to_json()
+    }
+    fn code(e: &ItemUpdateError) -> &'static str {
+        item_reason_class(e)
+    }
+    fn counters(m: &Metrics) -> (&IntCounterVec, &IntCounterVec) {
+        (&m.items_accepted, &m.items_rejected)
+    }
+}
+
+/// The batch path: each accepted record to `topic` under its key, each
+/// rejected one to the DLQ with its reason, in request order; the answer
+/// once Kafka acknowledged every message (see [`IngestResponse`]).
+async fn produce_batch<T: Record>(
+    s: &Inner,
+    topic: &str,
+    items: Vec<BatchItem<'_, T, T::Error>>,
+    now: i64,
+) -> Result<Response, ApiError> {
     if items.len() > s.max_batch {
         return Err(ApiError::BatchTooLarge { len: items.len(), max: s.max_batch });
     }
-
-    let mut events: Vec<(Event, Vec<u8>)> = Vec::with_capacity(items.len());
-    // The request index of each accepted event, to name the persisted ones
+    let mut accepted: Vec<(T, Vec<u8>)> = Vec::with_capacity(items.len());
+    // The request index of each accepted record, to name the persisted ones
     // when only part of a request reaches the log.
-    let mut event_index: Vec<usize> = Vec::with_capacity(items.len());
+    let mut accepted_index: Vec<usize> = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     let mut dead: Vec<Vec<u8>> = Vec::new();
     let mut classes = Vec::new();
     for item in items {
         match item.result {
-            Ok(e) => {
-                let payload = e.to_json();
-                events.push((e, payload));
-                event_index.push(item.index);
+            Ok(r) => {
+                let payload = r.payload();
+                accepted.push((r, payload));
+                accepted_index.push(item.index);
             }
             Err(err) => {
                 let reason = err.to_string();
                 dead.push(DeadLetter::new(reason.clone(), DeadLetterSource::Http, now, item.raw.as_bytes()).to_json());
-                let code = reason_class(&err);
+                let code = T::code(&err);
                 classes.push(code);
                 rejected.push(Rejected { index: item.index, code: code.to_owned(), reason });
             }
         }
     }
-    let mut records: Vec<OutRecord<'_>> = events
-        .iter()
-        .map(|(e, payload)| OutRecord { topic: &s.events_topic, key: Some(e.key()), payload: payload.clone() })
-        .collect();
+    let mut records: Vec<OutRecord<'_>> =
+        accepted.iter().map(|(r, payload)| OutRecord { topic, key: Some(r.key()), payload: payload.clone() }).collect();
     records.extend(dead.into_iter().map(|payload| OutRecord { topic: &s.dlq_topic, key: None, payload }));
 
     let metrics = &s.metrics;
+    let (accepted_total, rejected_total) = T::counters(metrics);
     let stuck = &s.stuck;
     kafka::produce_all(&s.producer, &records, s.message_timeout, |topic, err| {
         metrics.produce_errors.with_label_values(&[topic, &kafka::error_label(err)]).inc();
@@ -349,11 +495,11 @@ pub async fn post_events(
             stuck.acknowledged();
         }
         let persisted: Vec<usize> =
-            event_index.iter().zip(&e.acked).filter(|(_, &ok)| ok).map(|(&index, _)| index).collect();
+            accepted_index.iter().zip(&e.acked).filter(|(_, &ok)| ok).map(|(&index, _)| index).collect();
         if persisted.is_empty() {
             ApiError::KafkaUnavailable(e.to_string())
         } else {
-            metrics.events_accepted.with_label_values(&["http"]).inc_by(persisted.len() as u64);
+            accepted_total.with_label_values(&["http"]).inc_by(persisted.len() as u64);
             ApiError::KafkaPartial { detail: e.to_string(), persisted }
         }
     })?;
@@ -361,13 +507,13 @@ pub async fn post_events(
     if !records.is_empty() {
         stuck.acknowledged();
     }
-    metrics.events_accepted.with_label_values(&["http"]).inc_by(events.len() as u64);
+    accepted_total.with_label_values(&["http"]).inc_by(accepted.len() as u64);
     for c in classes {
-        metrics.events_rejected.with_label_values(&["http", c]).inc();
+        rejected_total.with_label_values(&["http", c]).inc();
     }
     // Nothing accepted while something was rejected: a client that only
     // checks for success must notice (docs/design.md §10).
     let status =
-        if events.is_empty() && !rejected.is_empty() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    Ok((status, Json(IngestResponse { accepted: events.len(), rejected })).into_response())
+        if accepted.is_empty() && !rejected.is_empty() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    Ok((status, Json(IngestResponse { accepted: accepted.len(), rejected })).into_response())
 }

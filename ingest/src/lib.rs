@@ -1,10 +1,13 @@
-//! recsys-ingest: storefront events → Kafka (docs/design.md §2–3).
+//! recsys-ingest: storefront events and catalog changes → Kafka (docs/design.md §2–3).
 //!
-//! - `POST /v1/events` ([`http`]) answers only after Kafka acknowledged every
-//!   accepted event and every dead letter.
-//! - `recsys-ingest replay` ([`replay`]) sends a RetailRocket `events.csv`.
+//! - `POST /v1/events`, `PUT /v1/items/{id}` and `POST /v1/items` ([`http`])
+//!   answer only after Kafka acknowledged every accepted record and every
+//!   dead letter.
+//! - `recsys-ingest replay` ([`replay`]) sends a RetailRocket `events.csv`;
+//!   `recsys-ingest replay-items` ([`replay_items`]) its item-property files,
+//!   merged in time order, to `recsys.items` (through `replay`'s send loop).
 //! - Rejected input goes to `recsys.events.dlq` with its reason; the rules are
-//!   `schemas::Event`'s, not ingest's.
+//!   `schemas::Event`'s and `schemas::ItemUpdate`'s, not ingest's.
 //! - [`kafka`]: the idempotent producer, topic creation and the detector of a
 //!   broker that stopped acknowledging; [`error`]: the API's error enum
 //!   (client faults 4xx, server faults 5xx, JSON bodies); [`metrics`]: the
@@ -20,6 +23,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod replay;
+pub mod replay_items;
 
 use std::future::{Future, IntoFuture};
 use std::sync::{Arc, OnceLock};

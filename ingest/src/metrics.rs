@@ -2,7 +2,7 @@
 //! several apps in one test process do not share counters).
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
-use schemas::EventError;
+use schemas::{EventError, ItemUpdateError};
 
 /// Every metric ingest exports.
 #[derive(Debug, Clone)]
@@ -12,6 +12,10 @@ pub struct Metrics {
     pub events_accepted: IntCounterVec,
     /// Rejected events (dead-lettered), by source and reason class.
     pub events_rejected: IntCounterVec,
+    /// Item updates acknowledged by Kafka, by source (`http`, `replay`).
+    pub items_accepted: IntCounterVec,
+    /// Rejected item updates (dead-lettered), by source and reason class.
+    pub items_rejected: IntCounterVec,
     /// Failed deliveries, by topic and librdkafka error.
     pub produce_errors: IntCounterVec,
     /// Request latency by method, route template and status.
@@ -29,6 +33,14 @@ impl Metrics {
             Opts::new("recsys_ingest_events_rejected_total", "Events rejected and sent to the dead-letter topic"),
             &["source", "reason"],
         )?;
+        let items_accepted = IntCounterVec::new(
+            Opts::new("recsys_ingest_items_accepted_total", "Item updates acknowledged by Kafka"),
+            &["source"],
+        )?;
+        let items_rejected = IntCounterVec::new(
+            Opts::new("recsys_ingest_items_rejected_total", "Item updates rejected and sent to the dead-letter topic"),
+            &["source", "reason"],
+        )?;
         let produce_errors = IntCounterVec::new(
             Opts::new("recsys_ingest_produce_errors_total", "Messages Kafka did not acknowledge"),
             &["topic", "error"],
@@ -40,10 +52,20 @@ impl Metrics {
         )?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
+        registry.register(Box::new(items_accepted.clone()))?;
+        registry.register(Box::new(items_rejected.clone()))?;
         registry.register(Box::new(produce_errors.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         common::memory::register(&registry)?;
-        Ok(Metrics { registry, events_accepted, events_rejected, produce_errors, request_duration })
+        Ok(Metrics {
+            registry,
+            events_accepted,
+            events_rejected,
+            items_accepted,
+            items_rejected,
+            produce_errors,
+            request_duration,
+        })
     }
 
     /// The Prometheus text exposition of every metric.
@@ -72,5 +94,25 @@ pub fn reason_class(e: &EventError) -> &'static str {
         EventError::Timestamp(_) => "invalid_ts",
         EventError::Revenue(_) => "invalid_revenue",
         EventError::OnlyOnTransactions { .. } => "transaction_field_on_non_transaction",
+    }
+}
+
+/// [`reason_class`] of an item update: the codes the two records share are
+/// the same words.
+pub fn item_reason_class(e: &ItemUpdateError) -> &'static str {
+    match e {
+        ItemUpdateError::Json(_) => "invalid_json",
+        ItemUpdateError::NotAnObject(_) => "not_an_object",
+        ItemUpdateError::DuplicateField(_) => "duplicate_field",
+        ItemUpdateError::UnknownField(_) => "unknown_field",
+        ItemUpdateError::Missing(_) => "missing_field",
+        ItemUpdateError::Null(_) => "null_field",
+        ItemUpdateError::Id(_) => "invalid_id",
+        ItemUpdateError::WrongType { .. } => "wrong_type",
+        ItemUpdateError::Timestamp(_) => "invalid_ts",
+        ItemUpdateError::Price(_) => "invalid_price",
+        ItemUpdateError::Property(_) => "invalid_property",
+        ItemUpdateError::NothingToUpdate => "nothing_to_update",
+        ItemUpdateError::ItemIdMismatch { .. } => "item_id_mismatch",
     }
 }

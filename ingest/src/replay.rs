@@ -116,12 +116,40 @@ pub enum Outcome {
 }
 
 /// Records per chunk handed from the reader thread to the producer loop.
-const CHUNK: usize = 4096;
+pub(crate) const CHUNK: usize = 4096;
 
-/// What the reader thread sends.
-enum Msg {
-    Chunk(Vec<(Outcome, u64)>),
-    Done { rejections: Rejections, clock: TimeUnit },
+/// One message for [`send_all`], made ready (serialised) by a reader thread.
+#[derive(Debug)]
+pub(crate) struct Out {
+    pub kind: Kind,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// Event time, for [`Pace::Speedup`] (dead letters have none).
+    pub ts: Option<i64>,
+    /// Where it comes from: the file's index in the list, and the line.
+    pub file: usize,
+    pub line: u64,
+    /// The progress bar's position once it is sent.
+    pub position: u64,
+}
+
+impl Out {
+    /// A dead letter of a rejected record, received now.
+    pub fn dead(reason: String, raw: &[u8], file: usize, line: u64, position: u64) -> Out {
+        let payload = DeadLetter::new(reason, DeadLetterSource::Replay, crate::kafka::now_ms(), raw).to_json();
+        Out { kind: Kind::Dead, key: None, payload, ts: None, file, line, position }
+    }
+}
+
+/// What a reader thread sends.
+pub(crate) enum Msg {
+    Chunk(Vec<Out>),
+    /// The end: the records read, the rejections and the clock.
+    Done {
+        lines: u64,
+        rejections: Rejections,
+        clock: TimeUnit,
+    },
 }
 
 /// Reads `path` record by record and calls `sink(outcome, byte_offset)` for
@@ -204,8 +232,16 @@ fn spawn_reader(
     let path = path.to_path_buf();
     std::thread::spawn(move || {
         let mut chunk = Vec::with_capacity(CHUNK);
-        let done = read_file(&path, &format, crate::kafka::now_ms, |o, byte| {
-            chunk.push((o, byte));
+        let mut lines = 0;
+        let done = read_file(&path, &format, crate::kafka::now_ms, |o, position| {
+            lines += 1;
+            chunk.push(match o {
+                Outcome::Event { line, event } => {
+                    let (key, payload) = (Some(event.key().to_vec()), event.to_json());
+                    Out { kind: Kind::Record, key, payload, ts: Some(event.ts()), file: 0, line, position }
+                }
+                Outcome::Rejected { line, reason, raw } => Out::dead(reason, &raw, 0, line, position),
+            });
             if chunk.len() == CHUNK {
                 return tx
                     .blocking_send(Ok(Msg::Chunk(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))))
@@ -217,17 +253,17 @@ fn spawn_reader(
             if !chunk.is_empty() {
                 let _ = tx.blocking_send(Ok(Msg::Chunk(std::mem::take(&mut chunk))));
             }
-            Msg::Done { rejections, clock }
+            Msg::Done { lines, rejections, clock }
         });
         let _ = tx.blocking_send(msg);
     });
     Ok(size)
 }
 
-/// Whether the acknowledgement was for an event or a dead letter.
+/// Whether a message is a record of the replayed topic or a dead letter.
 #[derive(Debug, Clone, Copy)]
-enum Kind {
-    Event,
+pub(crate) enum Kind {
+    Record,
     Dead,
 }
 
@@ -243,7 +279,7 @@ impl InFlight {
         let err = match fut.await {
             Ok(Ok(_)) => {
                 match kind {
-                    Kind::Event => s.sent += 1,
+                    Kind::Record => s.sent += 1,
                     Kind::Dead => s.rejected += 1,
                 }
                 return;
@@ -268,59 +304,83 @@ pub async fn replay(
 ) -> anyhow::Result<ReplaySummary> {
     let events_topic = settings.kafka.topic(schemas::topics::EVENTS);
     let dlq_topic = settings.kafka.topic(schemas::topics::EVENTS_DLQ);
-    let enqueue_timeout = Duration::from_millis(settings.ingest.message_timeout_ms);
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let size = spawn_reader(&opts.file, ReplayFormat::from_settings(settings)?, tx)?;
-    let bar = if opts.progress { ProgressBar::new(size) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(opts.progress, size, BYTES_TEMPLATE);
 
+    let files = [opts.file.display().to_string()];
+    let summary = send_all(settings, producer, (&events_topic, &dlq_topic), &mut rx, opts.pace, &bar, &files).await?;
+    // The same report as the trainer's: every reason, its fix, example lines.
+    if let Some(clock) = summary.clock {
+        tracing::info!(file = %opts.file.display(), %clock, lines = summary.lines, "replay: timestamps read as {clock}");
+    }
+    for (reason, rows) in summary.rejections.by_count() {
+        let examples: Vec<String> = summary
+            .rejections
+            .examples(reason)
+            .map(|e| format!("line {} {} {:?}: {}", e.line, e.field, e.value, e.message))
+            .collect();
+        tracing::warn!(%reason, rows, fix = reason.fix(), ?examples, "replay: rows rejected to the DLQ");
+    }
+    Ok(summary)
+}
+
+/// The bar's look while a file is read, by bytes.
+pub(crate) const BYTES_TEMPLATE: &str = "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}";
+
+/// A progress bar on stderr of `len` steps, hidden unless `show`.
+pub(crate) fn progress_bar(show: bool, len: u64, template: &str) -> ProgressBar {
+    let bar = if show { ProgressBar::new(len) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}
+
+/// The send loop of every replay: takes the reader thread's messages in
+/// order and produces each (records to `topics.0` under their key, dead
+/// letters to `topics.1`), paced, with at most `ingest.replay_max_in_flight`
+/// awaiting their acknowledgement; then waits for the rest. `files` names
+/// the files of [`Out::file`] in an error. A record that cannot even be
+/// enqueued stops the replay (nothing after it may overtake it).
+pub(crate) async fn send_all(
+    settings: &Settings,
+    producer: &FutureProducer,
+    topics: (&str, &str),
+    rx: &mut tokio::sync::mpsc::Receiver<anyhow::Result<Msg>>,
+    pace: Pace,
+    bar: &ProgressBar,
+    files: &[String],
+) -> anyhow::Result<ReplaySummary> {
+    let enqueue_timeout = Duration::from_millis(settings.ingest.message_timeout_ms);
     let start = Instant::now();
     let t0 = tokio::time::Instant::now();
     let mut summary = ReplaySummary::default();
     let mut inflight = InFlight { queue: VecDeque::new(), max: settings.ingest.replay_max_in_flight };
     let mut first_ts: Option<i64> = None;
     let mut max_ts = i64::MIN;
+    let mut messages = 0u64;
 
     while let Some(msg) = rx.recv().await {
         let chunk = match msg? {
             Msg::Chunk(c) => c,
-            Msg::Done { rejections, clock } => {
+            Msg::Done { lines, rejections, clock } => {
+                summary.lines = lines;
                 summary.rejections = rejections;
                 summary.clock = Some(clock);
                 break;
             }
         };
-        for (outcome, bytes_read) in chunk {
-            summary.lines += 1;
-            let now = crate::kafka::now_ms();
-            let (no, parsed) = match outcome {
-                Outcome::Event { line, event } => (line, Ok(event)),
-                Outcome::Rejected { line, reason, raw } => (line, Err((reason, raw))),
-            };
-            let (kind, topic, key, payload) = match &parsed {
-                Ok(e) => (Kind::Event, events_topic.as_str(), Some(e.key()), e.to_json()),
-                Err((reason, raw)) => {
-                    let letter = DeadLetter::new(reason.clone(), DeadLetterSource::Replay, now, raw.as_slice());
-                    (Kind::Dead, dlq_topic.as_str(), None, letter.to_json())
-                }
-            };
-
+        for out in chunk {
+            messages += 1;
             // Pacing.
-            let target = match opts.pace {
+            let target = match pace {
                 Pace::Max => None,
-                Pace::Rate(r) => Some(Duration::from_secs_f64(summary.lines.saturating_sub(1) as f64 / r)),
-                Pace::Speedup(x) => match &parsed {
-                    Ok(e) => {
-                        let base = *first_ts.get_or_insert(e.ts());
-                        max_ts = max_ts.max(e.ts());
-                        Some(Duration::from_secs_f64((max_ts - base).max(0) as f64 / 1000.0 / x))
-                    }
-                    Err(_) => None,
-                },
+                Pace::Rate(r) => Some(Duration::from_secs_f64(messages.saturating_sub(1) as f64 / r)),
+                Pace::Speedup(x) => out.ts.map(|ts| {
+                    let base = *first_ts.get_or_insert(ts);
+                    max_ts = max_ts.max(ts);
+                    Duration::from_secs_f64((max_ts - base).max(0) as f64 / 1000.0 / x)
+                }),
             };
             if let Some(t) = target {
                 let at = t0 + t;
@@ -332,7 +392,11 @@ pub async fn replay(
             if inflight.queue.len() >= inflight.max {
                 inflight.settle_one(&mut summary).await;
             }
-            let rec = OutRecord { topic, key, payload };
+            let topic = match out.kind {
+                Kind::Record => topics.0,
+                Kind::Dead => topics.1,
+            };
+            let rec = OutRecord { topic, key: out.key.as_deref(), payload: out.payload };
             let fut = loop {
                 // A full local queue means the oldest deliveries are pending:
                 // settle one, then try again (order is kept: this record waits).
@@ -350,19 +414,20 @@ pub async fn replay(
                 }
             };
             match fut {
-                Ok(f) => inflight.queue.push_back((kind, f)),
+                Ok(f) => inflight.queue.push_back((out.kind, f)),
                 Err(e) => {
                     // Nothing after this line may overtake it: stop the replay.
                     while !inflight.queue.is_empty() {
                         inflight.settle_one(&mut summary).await;
                     }
                     bar.finish_and_clear();
-                    anyhow::bail!("line {no}: could not enqueue: {e} (sent {} before it)", summary.sent);
+                    let file = files.get(out.file).map_or("", String::as_str);
+                    anyhow::bail!("{file} line {}: could not enqueue: {e} (sent {} before it)", out.line, summary.sent);
                 }
             }
-            if summary.lines % 1024 == 0 {
-                bar.set_position(bytes_read);
-                bar.set_message(format!("{} lines, {} in flight", summary.lines, inflight.queue.len()));
+            if messages.is_multiple_of(1024) {
+                bar.set_position(out.position);
+                bar.set_message(format!("{messages} messages, {} in flight", inflight.queue.len()));
             }
         }
     }
@@ -371,18 +436,6 @@ pub async fn replay(
     }
     bar.finish_and_clear();
     summary.elapsed = start.elapsed();
-    // The same report as the trainer's: every reason, its fix, example lines.
-    if let Some(clock) = summary.clock {
-        tracing::info!(file = %opts.file.display(), %clock, lines = summary.lines, "replay: timestamps read as {clock}");
-    }
-    for (reason, rows) in summary.rejections.by_count() {
-        let examples: Vec<String> = summary
-            .rejections
-            .examples(reason)
-            .map(|e| format!("line {} {} {:?}: {}", e.line, e.field, e.value, e.message))
-            .collect();
-        tracing::warn!(%reason, rows, fix = reason.fix(), ?examples, "replay: rows rejected to the DLQ");
-    }
     Ok(summary)
 }
 

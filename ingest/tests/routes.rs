@@ -568,3 +568,35 @@ async fn cors_answers_only_the_configured_origins() {
     req.headers_mut().insert(header::ORIGIN, shop.parse().unwrap());
     assert_eq!(cors_headers(&plain.app, req).await.1, []);
 }
+
+/// The item routes share the events' batch path: a broker that does not
+/// acknowledge is 503 with nothing accepted, for `PUT` and `POST` alike; and
+/// a browser may `PUT` from an allowed origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_updates_with_the_broker_down_are_503_and_put_is_allowed_cross_origin() {
+    let (app, metrics) = broker_down(|_| {});
+    let put = Request::put("/v1/items/42")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"available":false}"#))
+        .unwrap();
+    assert_error(&send(&app, put).await, StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable");
+    let batch = Request::post("/v1/items")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(r#"[{"item_id":1,"price":3}, {"item_id":2}]"#))
+        .unwrap();
+    assert_error(&send(&app, batch).await, StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable");
+    assert!(!metrics.render().contains("recsys_ingest_items_accepted_total{source=\"http\"} 1"));
+
+    let shop = "https://shop.example";
+    let m = mock_with(|s| s.ingest.cors_origins = vec![shop.into()]);
+    let req = Request::options("/v1/items/42")
+        .header(header::ORIGIN, shop)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "PUT")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+        .body(Body::empty())
+        .unwrap();
+    let (status, h) = cors_headers(&m.app, req).await;
+    assert_eq!(status, StatusCode::OK, "{h:?}");
+    let methods = h.iter().find(|(k, _)| k == "access-control-allow-methods").map(|(_, v)| v.to_ascii_lowercase());
+    assert!(methods.is_some_and(|v| v.contains("put")), "{h:?}");
+}
