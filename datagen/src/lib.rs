@@ -5,7 +5,9 @@
 //! (`batch_trainer::load::load_dir`) reads like the real one: `events.csv`,
 //! `item_properties_part1.csv`, `item_properties_part2.csv` and
 //! `category_tree.csv`, in the real files' formats (the headers of
-//! `schemas::csv`). The defaults reproduce the shape of the public RetailRocket log
+//! `schemas::csv`); and [`CATALOG_STREAM_FILE`], the live catalog's changes
+//! in the item-properties format, for `recsys-ingest replay-items` (the
+//! trainer reads only the `_part` files). The defaults reproduce the shape of the public RetailRocket log
 //! (2,756,101 events, 1,407,580 visitors, 235,061 items with events, 137 days
 //! from 2015-05-03 03:00 UTC, a 1,669-node category tree with 25 roots and
 //! depth ≤ 6): ~96.7 % views, ~2.5 % add-to-carts, ~0.8 % transactions, a
@@ -64,6 +66,13 @@
 //!   properties with hashed free-text values such as `n552.000 639502`. Rows are
 //!   grouped by item and split at the row-count midpoint across the two files
 //!   (one item's rows may span both).
+//! - **The catalog stream** ([`CATALOG_STREAM_FILE`]) is what a live shop
+//!   would send while the events happen: at `start` one `categoryid` row (the
+//!   item's category) and one `available` row per catalog item, ~95 % of them
+//!   available; then availability flips at uniformly random times inside the
+//!   window: ~4 % of the available items sell out, half of those come back
+//!   later, and ~30 % of the unavailable ones are restocked. Sorted by
+//!   `(timestamp, itemid)`, `categoryid` before `available`.
 //!
 //! # Output order and determinism
 //!
@@ -150,6 +159,18 @@ const S_IDS: u64 = 3;
 const S_ACTIVITY: u64 = 4;
 const S_USERS: u64 = 5;
 const S_PROPERTIES: u64 = 6;
+const S_CATALOG: u64 = 7;
+
+/// The catalog stream's file name.
+pub const CATALOG_STREAM_FILE: &str = "item_properties.csv";
+/// Share of catalog items available at the start of the catalog stream.
+const STREAM_AVAILABLE: f64 = 0.95;
+/// Share of the available items that sell out during the window.
+const STREAM_SELL_OUT: f64 = 0.04;
+/// Share of the sold-out items that come back later.
+const STREAM_COME_BACK: f64 = 0.5;
+/// Share of the items unavailable at the start that are restocked.
+const STREAM_RESTOCK: f64 = 0.3;
 
 const NO_TXN: u32 = u32::MAX;
 const KIND_NAMES: [&[u8]; 3] = [b"view", b"addtocart", b"transaction"];
@@ -306,9 +327,13 @@ pub struct GenerateReport {
     pub categories: u64,
     /// Rows of the two `item_properties_part*.csv` files together.
     pub property_rows: u64,
+    /// Rows of the catalog stream [`CATALOG_STREAM_FILE`].
+    pub catalog_rows: u64,
+    /// Availability changes in the catalog stream after the start.
+    pub availability_flips: u64,
 }
 
-/// Writes the four files into `out_dir` (created if missing). `progress`, if
+/// Writes the five files into `out_dir` (created if missing). `progress`, if
 /// given, is advanced by the number of events generated (its length is set to
 /// `cfg.events`); the files are written after it reaches the end.
 pub fn generate(cfg: &GenerateConfig, out_dir: &Path, progress: Option<&ProgressBar>) -> io::Result<GenerateReport> {
@@ -331,6 +356,7 @@ pub fn generate(cfg: &GenerateConfig, out_dir: &Path, progress: Option<&Progress
 
     write_tree(&out_dir.join("category_tree.csv"), &tree)?;
     let property_rows = write_properties(out_dir, &ctx, &item_ids)?;
+    let (catalog_rows, availability_flips) = write_catalog_stream(&out_dir.join(CATALOG_STREAM_FILE), &ctx, &item_ids)?;
     let (views, addtocart, transactions) = write_events(&out_dir.join("events.csv"), &events, &user_ids, &item_ids)?;
 
     let mut seen = vec![false; cfg.catalog_items as usize];
@@ -346,6 +372,8 @@ pub fn generate(cfg: &GenerateConfig, out_dir: &Path, progress: Option<&Progress
         transactions,
         categories: u64::from(cfg.categories),
         property_rows,
+        catalog_rows,
+        availability_flips,
     })
 }
 
@@ -1057,6 +1085,66 @@ fn write_properties(dir: &Path, ctx: &Ctx<'_>, item_ids: &Affine) -> io::Result<
     Ok(total)
 }
 
+/// One row of the catalog stream: `(ts, item id, 0 = categoryid | 1 = available, value)`;
+/// the tuple order is the file's order.
+type StreamRow = (i64, u64, u8, u64);
+
+impl Ctx<'_> {
+    /// The catalog stream's rows of the items of block `block`, and its flips.
+    fn catalog_stream(&self, block: usize, item_ids: &Affine) -> (Vec<StreamRow>, u64) {
+        let mut rng = stream(self.cfg.seed, S_CATALOG, block as u64);
+        let start = self.cfg.start_ms;
+        let end = start + i64::from(self.cfg.days) * DAY_MS;
+        let first = block * ITEM_BLOCK;
+        let last = (first + ITEM_BLOCK).min(self.catalog.item_cat.len());
+        let mut rows = Vec::with_capacity((last - first) * 2 + 16);
+        let mut flips = 0;
+        for item in first..last {
+            let id = item_ids.apply(item as u32);
+            rows.push((start, id, 0, self.tree.ids[self.catalog.item_cat[item] as usize]));
+            let available = uniform(&mut rng) < STREAM_AVAILABLE;
+            rows.push((start, id, 1, u64::from(available)));
+            let (change, back) = if available { (STREAM_SELL_OUT, STREAM_COME_BACK) } else { (STREAM_RESTOCK, 0.0) };
+            if uniform(&mut rng) < change {
+                let at = rng.random_range(start + 1..end);
+                rows.push((at, id, 1, u64::from(!available)));
+                flips += 1;
+                if at + 1 < end && uniform(&mut rng) < back {
+                    rows.push((rng.random_range(at + 1..end), id, 1, u64::from(available)));
+                    flips += 1;
+                }
+            }
+        }
+        (rows, flips)
+    }
+}
+
+/// Writes the catalog stream, sorted by time; returns its row count and flips.
+fn write_catalog_stream(path: &Path, ctx: &Ctx<'_>, item_ids: &Affine) -> io::Result<(u64, u64)> {
+    let blocks = ctx.catalog.len().div_ceil(ITEM_BLOCK);
+    let parts: Vec<(Vec<StreamRow>, u64)> =
+        (0..blocks).into_par_iter().map(|b| ctx.catalog_stream(b, item_ids)).collect();
+    let flips = parts.iter().map(|p| p.1).sum();
+    let mut rows: Vec<StreamRow> = parts.into_iter().flat_map(|p| p.0).collect();
+    rows.par_sort_unstable();
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(schemas::csv::RETAILROCKET_PROPERTIES_HEADER.as_bytes());
+    buf.push(b'\n');
+    for &(ts, id, property, value) in &rows {
+        push_int(&mut buf, ts as u64);
+        buf.push(b',');
+        push_int(&mut buf, id);
+        buf.extend_from_slice(if property == 0 { b",categoryid," } else { b",available," });
+        push_int(&mut buf, value);
+        buf.push(b'\n');
+        out.write_all(&buf)?;
+        buf.clear();
+    }
+    out.flush()?;
+    Ok((rows.len() as u64, flips))
+}
+
 /// Writes `events.csv`; returns the (view, addtocart, transaction) row counts.
 fn write_events(path: &Path, events: &[Ev], users: &Affine, items: &Affine) -> io::Result<(u64, u64, u64)> {
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
@@ -1465,6 +1553,63 @@ mod tests {
         assert!(with * 100 >= event_items.len() * 95 && with < event_items.len(), "{with} of {}", event_items.len());
     }
 
+    /// The catalog stream: every catalog item's category (the one of the
+    /// weekly files) and availability at the start, then a few % flips
+    /// inside the window, in time order.
+    #[test]
+    fn catalog_stream_starts_with_every_item_and_flips_a_few() {
+        let (dir, report) = gen(50_000, 9);
+        let text = fs::read_to_string(dir.path().join(CATALOG_STREAM_FILE)).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(schemas::csv::RETAILROCKET_PROPERTIES_HEADER));
+        let rows: Vec<(i64, u64, String, String)> = lines
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert_eq!(f.len(), 4, "{l}");
+                (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_owned(), f[3].to_owned())
+            })
+            .collect();
+        assert_eq!(rows.len() as u64, report.catalog_rows);
+        assert!(rows.windows(2).all(|w| (w[0].0, w[0].1) <= (w[1].0, w[1].1)), "sorted by (ts, item)");
+        let end = REAL_START_MS + 137 * DAY_MS;
+        let mut category: HashMap<u64, String> = HashMap::new();
+        let mut state: HashMap<u64, bool> = HashMap::new();
+        let (mut sold_out, mut back, mut flips) = (0u64, 0u64, 0u64);
+        for (ts, item, property, value) in &rows {
+            match (property.as_str(), *ts == REAL_START_MS) {
+                ("categoryid", true) => assert!(category.insert(*item, value.clone()).is_none()),
+                ("available", true) => assert!(state.insert(*item, value == "1").is_none()),
+                ("available", false) => {
+                    assert!(*ts < end, "{ts}");
+                    let now = value == "1";
+                    let before = state.insert(*item, now).unwrap();
+                    assert_ne!(before, now, "a flip changes the state of {item}");
+                    flips += 1;
+                    if now {
+                        back += 1;
+                    } else {
+                        sold_out += 1;
+                    }
+                }
+                other => panic!("unexpected row {other:?}"),
+            }
+        }
+        assert_eq!(flips, report.availability_flips);
+        let items = category.len() as u64;
+        assert_eq!(state.len() as u64, items);
+        assert!(sold_out * 100 > items * 2 && sold_out * 100 < items * 7, "{sold_out} of {items} sold out");
+        assert!(back > 0 && back < sold_out + items / 50, "{back} came back");
+        // The same categories as the weekly files' first rows.
+        let mut first: HashMap<u64, String> = HashMap::new();
+        for (_, item, property, value) in read_properties(dir.path()) {
+            if property == "categoryid" {
+                first.entry(item).or_insert(value);
+            }
+        }
+        assert!(first.len() as u64 * 100 > items * 95);
+        assert!(first.iter().all(|(item, c)| category.get(item) == Some(c)), "categories agree");
+    }
+
     fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out: Vec<_> = fs::read_dir(dir)
             .unwrap()
@@ -1487,7 +1632,7 @@ mod tests {
             files(dir.path())
         };
         let one = run(1, 8);
-        assert_eq!(one.len(), 4);
+        assert_eq!(one.len(), 5);
         assert!(one == run(3, 8), "thread count changed the output");
         let other = run(2, 9);
         for (a, b) in one.iter().zip(&other) {

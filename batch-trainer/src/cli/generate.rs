@@ -1,5 +1,8 @@
 //! `recsys-trainer generate`: synthetic RetailRocket-format data of any size
-//! (the `datagen` crate), its report printed as JSON.
+//! (the `datagen` crate), its report printed as JSON. Besides the files the
+//! trainer reads it writes `item_properties.csv`, the catalog stream (each
+//! item's category and availability at the start, then availability flips)
+//! for `recsys-ingest replay-items`.
 
 use std::path::PathBuf;
 
