@@ -3,8 +3,9 @@
 //! `models list --json`.
 //!
 //! `report_renders_in_headless_chromium` NEEDS CHROMIUM: it fails (never skips)
-//! when no `chromium` / `chromium-browser` is on PATH, saying how to install
-//! it; scripts/test.sh is where the suite's system packages are installed.
+//! when neither `RECSYS_CHROMIUM` nor a `chromium` / `chromium-browser` /
+//! `google-chrome` on PATH names a browser, saying how to install one (as
+//! e2e/tests/demo_browser.rs does).
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the right failure
 
 use std::path::{Path, PathBuf};
@@ -131,11 +132,14 @@ fn the_report_flag_changes_no_metric_and_no_line_of_the_table() {
 /// screenshot under target/test-output/report/ for a look.
 #[test]
 fn report_renders_in_headless_chromium() {
-    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| on_path(c)) else {
+    let chromium = std::env::var_os("RECSYS_CHROMIUM")
+        .map(PathBuf::from)
+        .or_else(|| ["chromium", "chromium-browser", "google-chrome"].into_iter().find_map(on_path));
+    let Some(chromium) = chromium else {
         panic!(
             "chromium is not installed, and this test renders the evaluate report in it: \
-             install it with `sudo apt-get install -y chromium` (Debian; `chromium-browser` on Ubuntu), \
-             or run scripts/test.sh, then run the test again"
+             install Debian's chromium (`sudo apt-get install -y chromium`) or set RECSYS_CHROMIUM \
+             to a Chromium/Chrome binary, then run the test again"
         );
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -181,8 +185,8 @@ fn report_renders_in_headless_chromium() {
     eprintln!("screenshot: {}", png.display());
 }
 
-fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 #[test]
