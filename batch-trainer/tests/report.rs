@@ -138,8 +138,8 @@ fn report_renders_in_headless_chromium() {
     let Some(chromium) = chromium else {
         panic!(
             "chromium is not installed, and this test renders the evaluate report in it: \
-             install Debian's chromium (`sudo apt-get install -y chromium`) or set RECSYS_CHROMIUM \
-             to a Chromium/Chrome binary, then run the test again"
+             install Debian's chromium (`sudo apt-get install -y chromium`; scripts/test.sh does it) \
+             or set RECSYS_CHROMIUM to a Chromium/Chrome binary, then run the test again"
         );
     };
     let tmp = tempfile::tempdir().unwrap();
