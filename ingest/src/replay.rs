@@ -65,6 +65,9 @@ pub struct ReplaySummary {
     pub first_error: Option<String>,
     /// Every rejection by reason, with example lines (as the trainer reports them).
     pub rejections: Rejections,
+    /// The same by file, when a replay reads several (`replay-items`): the
+    /// example lines are each file's.
+    pub by_file: Vec<(String, Rejections)>,
     /// How the file's timestamps were read.
     pub clock: Option<TimeUnit>,
 }
@@ -76,7 +79,11 @@ impl ReplaySummary {
 
     /// The rejections by reason with example lines and fixes (empty when none).
     pub fn render_rejections(&self) -> String {
-        self.rejections.render("  ")
+        if self.by_file.len() < 2 {
+            return self.rejections.render("  ");
+        }
+        let files = self.by_file.iter().filter(|(_, r)| r.total() > 0);
+        files.map(|(name, r)| format!("  {name}:\n{}", r.render("    "))).collect()
     }
 }
 
@@ -144,10 +151,10 @@ impl Out {
 /// What a reader thread sends.
 pub(crate) enum Msg {
     Chunk(Vec<Out>),
-    /// The end: the records read, the rejections and the clock.
+    /// The end: the records read, the rejections of each file and the clock.
     Done {
         lines: u64,
-        rejections: Rejections,
+        rejections: Vec<(String, Rejections)>,
         clock: TimeUnit,
     },
 }
@@ -230,6 +237,7 @@ fn spawn_reader(
 ) -> anyhow::Result<u64> {
     let size = std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?.len();
     let path = path.to_path_buf();
+    let name = path.display().to_string();
     std::thread::spawn(move || {
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut lines = 0;
@@ -253,7 +261,7 @@ fn spawn_reader(
             if !chunk.is_empty() {
                 let _ = tx.blocking_send(Ok(Msg::Chunk(std::mem::take(&mut chunk))));
             }
-            Msg::Done { lines, rejections, clock }
+            Msg::Done { lines, rejections: vec![(name, rejections)], clock }
         });
         let _ = tx.blocking_send(msg);
     });
@@ -365,7 +373,10 @@ pub(crate) async fn send_all(
             Msg::Chunk(c) => c,
             Msg::Done { lines, rejections, clock } => {
                 summary.lines = lines;
-                summary.rejections = rejections;
+                for (_, r) in &rejections {
+                    summary.rejections.merge(r);
+                }
+                summary.by_file = rejections;
                 summary.clock = Some(clock);
                 break;
             }

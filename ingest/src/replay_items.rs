@@ -147,12 +147,12 @@ fn parse_row<'f>(
 }
 
 /// Everything read from the files: the accepted rows, the dead letters (in
-/// file order), the rejections, the number of rows and the last clock.
+/// file order), each file's rejections, the number of rows and the last clock.
 #[derive(Debug, Default)]
 struct Read<'a> {
     rows: Vec<Row<'a>>,
     dead: Vec<Out>,
-    rejections: Rejections,
+    rejections: Vec<(String, Rejections)>,
     lines: u64,
     clock: Option<TimeUnit>,
 }
@@ -168,7 +168,9 @@ impl Read<'_> {
         clock: TimeUnit,
     ) {
         let (name, file, line) = at;
-        self.rejections.add(line, r.reject, fields, &layout.0, Some(clock));
+        if let Some((_, rejections)) = self.rejections.get_mut(file) {
+            rejections.add(line, r.reject, fields, &layout.0, Some(clock));
+        }
         let ex = schemas::csv::example(line, r.reject, fields, &layout.0, Some(clock));
         let message = r.message.unwrap_or(ex.message);
         let reason = format!("{name} line {line}: {} in {} {:?}: {message}", r.reject.reason, ex.field, ex.value);
@@ -202,6 +204,7 @@ fn read_body<'a>(
     let clock = body_clock(body, layout.0.column(Field::Ts).unwrap_or(0), format.clock).map_err(fail)?;
     tracing::info!(file = name, %clock, "replay-items: timestamps read as {clock}");
     out.clock = Some(clock);
+    out.rejections.push((name.to_owned(), Rejections::default()));
     let limits = &format.limits;
     // A plain body lends its fields for the whole run; a quoted record's
     // fields live only as long as the callback, so those rows are copied.
@@ -395,7 +398,11 @@ mod tests {
             true
         })
         .unwrap();
-        (got, dead, r.rejections, r.lines)
+        let mut all = Rejections::default();
+        for (_, f) in &r.rejections {
+            all.merge(f);
+        }
+        (got, dead, all, r.lines)
     }
 
     #[test]
