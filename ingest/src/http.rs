@@ -289,14 +289,7 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
         description = "One event object or an array of them (docs/data-format.md); `text/plain` holding the same JSON is accepted for `navigator.sendBeacon`",
         content(("application/json"), ("text/plain")),
     ),
-    responses(
-        (status = 200, description = "Processed; at least one event accepted (or an empty array): the accepted ones are in the event log, each rejected item is listed with its code and dead-lettered", body = IngestResponse),
-        (status = 422, description = "Processed, every item rejected (listed with its code, each dead-lettered); nothing accepted", body = IngestResponse),
-        (status = 400, description = "`invalid_json`, `bad_request`: the body is not JSON; nothing processed", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`, `batch_too_large`: nothing processed", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not JSON or text/plain", body = ErrorBody),
-        (status = 503, description = "`kafka_unavailable`, `kafka_partial` (its `persisted` lists the request indices written), `overloaded`, `request_timeout`: retry after `Retry-After`", body = ErrorBody),
-    )
+    responses(BatchAnswers)
 )]
 /// `POST /v1/events`: one event object or an array of them.
 pub async fn post_events(
@@ -304,15 +297,7 @@ pub async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let bytes = json_body(&headers, body)?;
-    let s = &s.inner;
-    let now = schemas::now_ms();
-    // schemas owns the rules: one result per element, with its original text.
-    let items = Event::parse_json_batch(&bytes, now, &s.limits).map_err(|e| match e {
-        EventError::Json(msg) => ApiError::InvalidJson(msg),
-        other => ApiError::InvalidJson(other.to_string()),
-    })?;
-    produce_batch(s, &s.events_topic, items, now).await
+    post_batch::<Event>(&s.inner, &s.inner.events_topic, &headers, body).await
 }
 
 #[utoipa::path(
@@ -322,14 +307,7 @@ pub async fn post_events(
         description = "One item update or an array of them (docs/data-format.md, schemas/json/item_update.schema.json); `text/plain` holding the same JSON is accepted",
         content(("application/json"), ("text/plain")),
     ),
-    responses(
-        (status = 200, description = "Processed; at least one update accepted (or an empty array): the accepted ones are on the item stream, each rejected item is listed with its code and dead-lettered", body = IngestResponse),
-        (status = 422, description = "Processed, every item rejected (listed with its code, each dead-lettered); nothing accepted", body = IngestResponse),
-        (status = 400, description = "`invalid_json`, `bad_request`: the body is not JSON; nothing processed", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`, `batch_too_large`: nothing processed", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not JSON or text/plain", body = ErrorBody),
-        (status = 503, description = "`kafka_unavailable`, `kafka_partial` (its `persisted` lists the request indices written), `overloaded`, `request_timeout`: retry after `Retry-After`", body = ErrorBody),
-    )
+    responses(BatchAnswers)
 )]
 /// `POST /v1/items`: one item update or an array of them, each naming its `item_id`.
 pub async fn post_items(
@@ -337,14 +315,49 @@ pub async fn post_items(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let bytes = json_body(&headers, body)?;
-    let s = &s.inner;
+    post_batch::<ItemUpdate>(&s.inner, &s.inner.items_topic, &headers, body).await
+}
+
+/// The answers of the batch routes (`POST /v1/events`, `POST /v1/items`),
+/// for the OpenAPI document; the handlers answer through [`produce_batch`].
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)] // only described, never built
+enum BatchAnswers {
+    #[response(
+        status = 200,
+        description = "Processed; at least one record accepted (or an empty array): the accepted ones are in their topic (events in the event log, item updates on the item stream), each rejected item is listed with its code and dead-lettered"
+    )]
+    Processed(IngestResponse),
+    #[response(
+        status = 422,
+        description = "Processed, every item rejected (listed with its code, each dead-lettered); nothing accepted"
+    )]
+    AllRejected(IngestResponse),
+    #[response(status = 400, description = "`invalid_json`, `bad_request`: the body is not JSON; nothing processed")]
+    NotJson(ErrorBody),
+    #[response(status = 413, description = "`payload_too_large`, `batch_too_large`: nothing processed")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "`unsupported_media_type`: not JSON or text/plain")]
+    MediaType(ErrorBody),
+    #[response(
+        status = 503,
+        description = "`kafka_unavailable`, `kafka_partial` (its `persisted` lists the request indices written), `overloaded`, `request_timeout`: retry after `Retry-After`"
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// A batch route: the body parsed by `T`'s rules (schemas owns them: one
+/// result per element, with its original text), then [`produce_batch`].
+async fn post_batch<T: Record>(
+    s: &Inner,
+    topic: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = json_body(headers, body)?;
     let now = schemas::now_ms();
-    let items = ItemUpdate::parse_json_batch(&bytes, now, &s.limits).map_err(|e| match e {
-        ItemUpdateError::Json(msg) => ApiError::InvalidJson(msg),
-        other => ApiError::InvalidJson(other.to_string()),
-    })?;
-    produce_batch(s, &s.items_topic, items, now).await
+    let items = T::parse_batch(&bytes, now, &s.limits).map_err(ApiError::InvalidJson)?;
+    produce_batch(s, topic, items, now).await
 }
 
 #[utoipa::path(
@@ -409,6 +422,15 @@ trait Record {
     fn code(e: &Self::Error) -> &'static str;
     /// Its accepted and rejected counters.
     fn counters(m: &Metrics) -> (&IntCounterVec, &IntCounterVec);
+    /// A body of one record or an array of them, each parsed on its own;
+    /// `Err` (the message) only when the body is not JSON at all.
+    fn parse_batch<'a>(
+        body: &'a [u8],
+        now: i64,
+        limits: &EventLimits,
+    ) -> Result<Vec<BatchItem<'a, Self, Self::Error>>, String>
+    where
+        Self: Sized;
 }
 
 impl Record for Event {
@@ -425,6 +447,12 @@ impl Record for Event {
     fn counters(m: &Metrics) -> (&IntCounterVec, &IntCounterVec) {
         (&m.events_accepted, &m.events_rejected)
     }
+    fn parse_batch<'a>(body: &'a [u8], now: i64, limits: &EventLimits) -> Result<Vec<BatchItem<'a>>, String> {
+        Event::parse_json_batch(body, now, limits).map_err(|e| match e {
+            EventError::Json(msg) => msg,
+            other => other.to_string(),
+        })
+    }
 }
 
 impl Record for ItemUpdate {
@@ -440,6 +468,16 @@ impl Record for ItemUpdate {
     }
     fn counters(m: &Metrics) -> (&IntCounterVec, &IntCounterVec) {
         (&m.items_accepted, &m.items_rejected)
+    }
+    fn parse_batch<'a>(
+        body: &'a [u8],
+        now: i64,
+        limits: &EventLimits,
+    ) -> Result<Vec<BatchItem<'a, Self, ItemUpdateError>>, String> {
+        ItemUpdate::parse_json_batch(body, now, limits).map_err(|e| match e {
+            ItemUpdateError::Json(msg) => msg,
+            other => other.to_string(),
+        })
     }
 }
 
