@@ -17,7 +17,8 @@
 //!   order, so a later row wins. The rows of one item at one time become one
 //!   update (split in several of the same `ts` when they hold more than
 //!   [`schemas::MAX_PROPERTIES`] properties). The files and the rows stay in
-//!   memory: about the files' size plus ~100 bytes a row.
+//!   memory: about the files' size plus ~100 bytes a row (~150 while the
+//!   stable sort holds its buffer).
 //! - **Sending** is `replay`'s loop ([`crate::replay`]): idempotent producer,
 //!   updates in time order (so each item's in its partition in order), a
 //!   bounded number in flight, the same pacing and progress bar. Dead
@@ -479,6 +480,12 @@ mod tests {
         assert_eq!(parsed.len(), 2);
         assert_eq!((parsed[0].available(), parsed[0].properties().len()), (Some(true), MAX_PROPERTIES));
         assert_eq!((parsed[1].available(), parsed[1].properties().len()), (None, 3));
+    }
+
+    /// What the module documentation says a row costs.
+    #[test]
+    fn a_row_is_about_a_hundred_bytes() {
+        assert!(std::mem::size_of::<Row<'_>>() <= 104, "{}", std::mem::size_of::<Row<'_>>());
     }
 
     #[test]
