@@ -76,6 +76,10 @@ pub struct ServingConfig {
     /// Base URL of recsys-ingest as the demo page's browser reaches it; that
     /// ingest must list serving's origin in `[ingest] cors_origins`.
     pub demo_ingest_url: String,
+    /// Follow the live catalog (`recsys.items`): items it marks unavailable
+    /// are never answered, its categories apply to `category=`, and `/ready`
+    /// waits until the topic is read up to where it stood at start.
+    pub live_catalog: bool,
 }
 
 impl Default for ServingConfig {
@@ -100,6 +104,7 @@ impl Default for ServingConfig {
             impression_buffer_kbytes: 16_384,
             demo: false,
             demo_ingest_url: "http://127.0.0.1:8081".into(),
+            live_catalog: true,
         }
     }
 }
@@ -164,6 +169,23 @@ pub fn valid_ingest_url(url: &str) -> bool {
         return false;
     };
     !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+impl Settings {
+    /// The consumer of `recsys.items`: every instance reads the whole topic
+    /// (own throw-away group, partitions assigned from the beginning by
+    /// [`crate::live_catalog`]; nothing committed).
+    pub fn live_catalog_consumer_config(&self, instance: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.kafka.brokers)
+            .set("group.id", format!("recsys-serving-items-{instance}"))
+            .set("client.id", "recsys-serving-items")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "50")
+            .set("session.timeout.ms", "10000");
+        c
+    }
 }
 
 impl common::config::Settings for Settings {

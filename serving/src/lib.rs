@@ -19,6 +19,8 @@
 //! - [`watch`]: model announcements / `CURRENT`, and the Redis popular lists.
 //! - [`impressions`]: the bounded, fire-and-forget impression producer.
 //! - [`live`]: the live popularity rankings in memory (day one, trending).
+//! - [`live_catalog`]: availability and categories from `recsys.items`,
+//!   folded in memory by a background consumer; readiness waits for it.
 //! - [`stats`]: Wilson intervals and the two-proportion z-test of `/v1/stats`.
 //! - [`error`], [`metrics`]: JSON errors and `recsys_serving_*` metrics.
 //! - [`demo`]: the demo shop page at `/demo/` (`[serving] demo`), compiled in.
@@ -34,6 +36,7 @@ pub mod error;
 pub mod http;
 pub mod impressions;
 pub mod live;
+pub mod live_catalog;
 pub mod metrics;
 pub mod openapi;
 pub mod request;
@@ -118,6 +121,8 @@ pub async fn run(
         model_root: settings.model.artifacts_dir.clone(),
     })
     .with_popularity(settings.popularity.clone());
+    let live_catalog = std::sync::Arc::new(live_catalog::LiveCatalog::new(settings.serving.live_catalog));
+    let state = state.with_live_catalog(live_catalog.clone());
     let root = settings.model.artifacts_dir.clone();
     match watch::load_current(&root).await {
         Ok(Some(c)) => watch::serve(&state, c).await,
@@ -154,6 +159,20 @@ pub async fn run(
             stop.cancelled(),
         ),
     );
+    let items = settings.serving.live_catalog.then(|| {
+        let config =
+            settings.live_catalog_consumer_config(&format!("{}-{:x}", std::process::id(), rand::random::<u64>()));
+        stop.spawn(
+            "live catalog",
+            live_catalog::run(
+                move || config.create(),
+                settings.kafka.topic(schemas::topics::ITEMS),
+                live_catalog,
+                metrics.clone(),
+                stop.cancelled(),
+            ),
+        )
+    });
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, redis = %settings.redis.url, "recsys-serving listening");
     let server = stop.spawn_essential(
@@ -169,5 +188,8 @@ pub async fn run(
     server.join().await??;
     models.join().await?;
     popular.join().await?;
+    if let Some(items) = items {
+        items.join().await?;
+    }
     drained.into_result()
 }

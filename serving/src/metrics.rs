@@ -3,7 +3,7 @@
 //! fixed reason words.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric serving exports.
@@ -40,6 +40,20 @@ pub struct Metrics {
     pub model_info: IntGaugeVec,
     /// Model loads by outcome (`served`, `refused`).
     pub model_loads: IntCounterVec,
+    /// Items the live catalog (`recsys.items`) holds.
+    pub live_catalog_items: IntGauge,
+    /// Items the live catalog marks unavailable.
+    pub live_catalog_unavailable: IntGauge,
+    /// Records of `recsys.items` applied (updates and tombstones).
+    pub live_catalog_updates: IntCounter,
+    /// Records of `recsys.items` that are not an item update (skipped).
+    pub live_catalog_malformed: IntCounter,
+    /// 1 once the live catalog read the topic up to the watermarks seen at start.
+    pub live_catalog_caught_up: IntGauge,
+    /// Partitions still to read up to their start watermark.
+    pub live_catalog_lag_partitions: IntGauge,
+    /// Personal lists not served because the live catalog was not caught up.
+    pub live_catalog_skipped: IntCounter,
 }
 
 impl Metrics {
@@ -97,7 +111,35 @@ impl Metrics {
             Opts::new("recsys_serving_model_loads_total", "Model versions loaded, by outcome"),
             &["outcome"],
         )?;
+        let live_catalog_items = IntGauge::new("recsys_serving_live_catalog_items", "Items the live catalog holds")?;
+        let live_catalog_unavailable =
+            IntGauge::new("recsys_serving_live_catalog_unavailable", "Items the live catalog marks unavailable")?;
+        let live_catalog_updates =
+            IntCounter::new("recsys_serving_live_catalog_updates_total", "Records of the items topic applied")?;
+        let live_catalog_malformed = IntCounter::new(
+            "recsys_serving_live_catalog_malformed_total",
+            "Records of the items topic that are not an item update (skipped)",
+        )?;
+        let live_catalog_caught_up = IntGauge::new(
+            "recsys_serving_live_catalog_caught_up",
+            "1 once the items topic was read up to the watermarks seen at start",
+        )?;
+        let live_catalog_lag_partitions = IntGauge::new(
+            "recsys_serving_live_catalog_lag_partitions",
+            "Partitions of the items topic not yet read up to their start watermark",
+        )?;
+        let live_catalog_skipped = IntCounter::new(
+            "recsys_serving_live_catalog_skipped_lists_total",
+            "Cached personal lists not served because the live catalog was not caught up",
+        )?;
         for c in [
+            Box::new(live_catalog_skipped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(live_catalog_items.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(live_catalog_unavailable.clone()),
+            Box::new(live_catalog_updates.clone()),
+            Box::new(live_catalog_malformed.clone()),
+            Box::new(live_catalog_caught_up.clone()),
+            Box::new(live_catalog_lag_partitions.clone()),
             Box::new(request_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(requests.clone()),
             Box::new(recommendations.clone()),
@@ -148,6 +190,13 @@ impl Metrics {
             admin_requests,
             model_info,
             model_loads,
+            live_catalog_items,
+            live_catalog_unavailable,
+            live_catalog_updates,
+            live_catalog_malformed,
+            live_catalog_caught_up,
+            live_catalog_lag_partitions,
+            live_catalog_skipped,
         })
     }
 

@@ -11,6 +11,7 @@ use schemas::{ItemId, UserId};
 use crate::catalog::Catalog;
 use crate::config::MAX_K;
 use crate::error::ApiError;
+use crate::live_catalog::{live_category, LiveMap};
 
 /// Most item ids one request may `exclude` (a cart, or what the page already
 /// shows, fits; the URL stays a few kilobytes).
@@ -116,11 +117,18 @@ impl Filters {
         }
     }
 
-    /// True when the item may be shown. Under a category, an item the served
-    /// model does not know (or knows without a category) is left out: nothing
+    /// True when the item may be shown. Under a category the item's category
+    /// is the live catalog's when it gave one, else the served model's, placed
+    /// in the served model's tree; an item with neither is left out: nothing
     /// says it belongs on the page.
-    pub fn admits(&self, cat: Option<&Catalog>, id: &str) -> bool {
-        !self.exclude.contains(id) && self.category.is_none_or(|root| cat.is_some_and(|c| c.item_in_subtree(id, root)))
+    pub fn admits(&self, cat: Option<&Catalog>, live: Option<&LiveMap>, id: &str) -> bool {
+        !self.exclude.contains(id)
+            && self.category.is_none_or(|root| {
+                cat.is_some_and(|c| match live_category(live, id) {
+                    Some(lc) => c.in_subtree(lc, root),
+                    None => c.item_in_subtree(id, root),
+                })
+            })
     }
 }
 

@@ -14,6 +14,7 @@ use schemas::{ModelVersion, RecId, RedisKeys};
 use crate::catalog::{Catalog, CatalogHandle, IdList};
 use crate::config::ServingConfig;
 use crate::impressions::Publisher;
+use crate::live_catalog::LiveCatalog;
 use crate::metrics::Metrics;
 
 /// A popular list and the model version it belongs to.
@@ -59,6 +60,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// The admin routes' token check and what they act on.
     pub admin: Admin,
+    /// Availability and categories from `recsys.items` ([`crate::live_catalog`]).
+    pub live_catalog: Arc<LiveCatalog>,
     rec_prefix: String,
     rec_counter: AtomicU64,
 }
@@ -105,6 +108,7 @@ impl AppState {
                 publisher,
                 metrics,
                 admin: Admin::default(),
+                live_catalog: Arc::new(LiveCatalog::new(false)),
                 rec_prefix: format!("r{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
                 rec_counter: AtomicU64::new(0),
             }),
@@ -116,6 +120,15 @@ impl AppState {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.admin = admin,
             None => panic!("AppState::with_admin called after the state was shared"),
+        }
+        self
+    }
+
+    /// Answers within the live catalog `live` (call before the state is shared).
+    pub fn with_live_catalog(mut self, live: Arc<LiveCatalog>) -> AppState {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.live_catalog = live,
+            None => panic!("AppState::with_live_catalog called after the state was shared"),
         }
         self
     }

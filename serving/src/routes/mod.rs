@@ -16,6 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::catalog::Catalog;
+use crate::live_catalog::{live_available, LiveMap};
 use crate::state::{Inner, PopList};
 
 /// One recommended item.
@@ -92,19 +93,25 @@ pub fn publish_impression(
     });
 }
 
-/// True for an item the served model marks unavailable (an item it does not
-/// know may be newer than the model: kept).
-pub fn unavailable(cat: Option<&Catalog>, id: &str) -> bool {
-    cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false)
+/// True for an item the live catalog marks unavailable or, when it says
+/// nothing of the item, the served model does (an item neither knows may be
+/// newer than the model: kept). The live state wins both ways: an item it
+/// marks available is served though the model says sold out.
+pub fn unavailable(cat: Option<&Catalog>, live: Option<&LiveMap>, id: &str) -> bool {
+    match live_available(live, id) {
+        Some(a) => !a,
+        None => cat.and_then(|c| c.row(id).map(|r| !c.available[r as usize])).unwrap_or(false),
+    }
 }
 
 /// An answer filled from candidate lists in order, up to `k` items: an item is
-/// taken once, when the served model does not mark it unavailable and `keep`
+/// taken once, when it is not [`unavailable`] (live catalog, then model) and `keep`
 /// (the page's filters, the user's purchases) accepts it. The first list that
 /// gives an item names the answer's source and model.
 pub struct Fill<'a> {
     k: usize,
     cat: Option<&'a Catalog>,
+    live: Option<&'a LiveMap>,
     keep: &'a dyn Fn(&str) -> bool,
     pub items: Vec<ScoredItem>,
     /// Source and model of the first item taken.
@@ -122,8 +129,13 @@ impl std::fmt::Debug for Fill<'_> {
 }
 
 impl<'a> Fill<'a> {
-    pub fn new(k: usize, cat: Option<&'a Catalog>, keep: &'a dyn Fn(&str) -> bool) -> Fill<'a> {
-        Fill { k, cat, keep, items: Vec::with_capacity(k), first: None }
+    pub fn new(
+        k: usize,
+        cat: Option<&'a Catalog>,
+        live: Option<&'a LiveMap>,
+        keep: &'a dyn Fn(&str) -> bool,
+    ) -> Fill<'a> {
+        Fill { k, cat, live, keep, items: Vec::with_capacity(k), first: None }
     }
 
     /// True once `k` items are taken.
@@ -135,7 +147,7 @@ impl<'a> Fill<'a> {
     /// makes an id of it).
     pub fn accepts(&self, id: &str) -> bool {
         // k is at most 100: a scan is cheaper than hashing every candidate.
-        !unavailable(self.cat, id) && (self.keep)(id) && !self.items.iter().any(|i| i.item_id.as_str() == id)
+        !unavailable(self.cat, self.live, id) && (self.keep)(id) && !self.items.iter().any(|i| i.item_id.as_str() == id)
     }
 
     /// Takes `item` if it is accepted and there is room.

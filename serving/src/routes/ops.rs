@@ -20,6 +20,12 @@ pub struct ReadyResponse {
     pub model: Option<String>,
     /// The live ranking that answers while no model exists has been read.
     pub live_popular: bool,
+    /// The live catalog (`recsys.items`) was read up to where it stood at
+    /// start (true when `[serving] live_catalog` is off).
+    pub live_catalog: bool,
+    /// Why not ready, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[utoipa::path(get, path = "/health", responses((status = 200, description = "The process is alive")))]
@@ -33,7 +39,7 @@ pub async fn health() -> Json<serde_json::Value> {
     path = "/ready",
     responses(
         (status = 200, description = "Redis answers, and a model version is known or the live popularity ranking answers", body = ReadyResponse),
-        (status = 503, description = "Redis does not answer, or there is neither a model nor a live ranking yet", body = ReadyResponse),
+        (status = 503, description = "Redis does not answer, there is neither a model nor a live ranking yet, or the live catalog is not caught up (`reason` says which)", body = ReadyResponse),
     )
 )]
 /// Ready to serve: Redis reachable, and a model version known or (day one,
@@ -50,9 +56,19 @@ pub async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     };
     let model = s.catalog.current().map(|c| c.version.to_string()).or(redis_model);
     let live_popular = s.live_list(s.popularity.fallback_window.as_str()).is_some();
-    let ready = redis_ok && (model.is_some() || live_popular);
+    let live_catalog = s.live_catalog.caught_up();
+    let reason = if !redis_ok {
+        Some("redis does not answer".to_owned())
+    } else if model.is_none() && !live_popular {
+        Some("no model and no live popularity ranking yet".to_owned())
+    } else if !live_catalog {
+        Some("the live catalog (items topic) is not read up to where it stood at start".to_owned())
+    } else {
+        None
+    };
+    let ready = reason.is_none();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(ReadyResponse { ready, redis: redis_ok, model, live_popular }))
+    (status, Json(ReadyResponse { ready, redis: redis_ok, model, live_popular, live_catalog, reason }))
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition")))]

@@ -68,8 +68,10 @@ pub async fn popular(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result
     let cat = s.catalog.current();
     let cat = cat.as_deref();
     filters.check(cat)?;
-    let keep = |id: &str| filters.admits(cat, id);
-    let mut fill = Fill::new(k, cat, &keep);
+    let view = s.live_catalog.view();
+    let live = Some(&*view);
+    let keep = |id: &str| filters.admits(cat, live, id);
+    let mut fill = Fill::new(k, cat, live, &keep);
     let fallback = match (filters.category, window, cat) {
         // A live ranking holds what had events, whatever its category: under
         // a category it is filtered by the served model's tree, never padded

@@ -134,8 +134,10 @@ fn popular_answer(
     filters: &Filters,
     purchased: &FxHashSet<&str>,
 ) -> Result<Answer, ApiError> {
-    let keep = |id: &str| !purchased.contains(id) && filters.admits(cat, id);
-    popular_tail(s, cat, filters, Fill::new(k, cat, &keep), degraded)
+    let view = s.live_catalog.view();
+    let live = Some(&*view);
+    let keep = |id: &str| !purchased.contains(id) && filters.admits(cat, live, id);
+    popular_tail(s, cat, filters, Fill::new(k, cat, live, &keep), degraded)
 }
 
 type Reply = (Option<Vec<u8>>, Vec<(String, String)>);
@@ -171,8 +173,20 @@ async fn treatment(
     let entries: Vec<(&str, HistEntry)> =
         hist.iter().filter_map(|(item, v)| HistEntry::parse(v).map(|e| (item.as_str(), e))).collect();
     let purchased: FxHashSet<&str> = entries.iter().filter(|(_, e)| e.purchased()).map(|(i, _)| *i).collect();
-    let keep = |id: &str| !purchased.contains(id) && filters.admits(cat, id);
-    let mut fill = Fill::new(k, cat, &keep);
+    let view = s.live_catalog.view();
+    let live = Some(&*view);
+    let keep = |id: &str| !purchased.contains(id) && filters.admits(cat, live, id);
+    let mut fill = Fill::new(k, cat, live, &keep);
+    // Until the live catalog has read the topic up to where it stood at start,
+    // a cached list may hold items sold out since it was computed that the
+    // catalog does not know of yet: it is skipped (the popular lists below are
+    // checked against the model and what was read so far; /ready is 503).
+    let recs = if s.live_catalog.caught_up() {
+        recs
+    } else {
+        m.live_catalog_skipped.inc();
+        None
+    };
 
     if let Some(bytes) = recs {
         let accept = |id: &str| fill.accepts(id);

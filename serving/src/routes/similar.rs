@@ -90,7 +90,9 @@ pub async fn similar(
             return Err(ApiError::RedisUnavailable(format!("no answer within {} ms", s.cfg.redis_timeout_ms)));
         }
     };
-    let keep = |id: &str| !unavailable(Some(&cat), id) && filters.admits(Some(&cat), id);
+    let view = s.live_catalog.view();
+    let live = Some(&*view);
+    let keep = |id: &str| !unavailable(Some(&cat), live, id) && filters.admits(Some(&cat), live, id);
     let list = CachedList::parse(&bytes, k, &keep).map_err(|e| {
         s.metrics.redis_errors.with_label_values(&["bad_list"]).inc();
         ApiError::Internal(format!("the similar list of item {item} is unreadable: {e}"))

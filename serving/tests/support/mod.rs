@@ -81,6 +81,8 @@ pub fn settings(redis_url: &str) -> Settings {
     s.redis.prefix = format!("t{:016x}:", rand::random::<u64>());
     s.kafka.brokers = format!("127.0.0.1:{}", closed_port());
     s.serving.impression_timeout_ms = 1_000;
+    // No broker here: the live catalog would keep /ready at 503 (tests of it turn it on).
+    s.serving.live_catalog = false;
     s
 }
 
