@@ -92,6 +92,7 @@ fn main() {
                 k: 100,
                 rerank: model::rerank::RerankConfig { enabled: false, ..Default::default() },
                 score_block: block,
+                live: Default::default(),
             };
             let hs: Vec<Vec<UserHistory>> = (0..batches).map(|b| histories(batch, items, 7 + b as u64)).collect();
             // Warm-up.

@@ -61,6 +61,8 @@ pub struct ComputeParams {
     pub rerank: RerankConfig,
     /// Users scored per matrix product.
     pub score_block: usize,
+    /// The live catalog's availability, which overrides the model's own flags.
+    pub live: crate::catalog::LiveCatalog,
 }
 
 impl ComputeParams {
@@ -68,9 +70,12 @@ impl ComputeParams {
     pub fn from_settings(s: &crate::config::Settings) -> ComputeParams {
         ComputeParams {
             solver: s.updater.solver,
-            k: s.updater.recs_size,
+            // Longer than serving shows, so its own unavailability filter
+            // leaves enough (docs/design.md, "Catalog state").
+            k: s.updater.recs_size + s.updater.list_margin,
             rerank: s.training.rerank.clone(),
             score_block: s.updater.score_block,
+            live: crate::catalog::LiveCatalog::default(),
         }
     }
 
@@ -138,6 +143,8 @@ pub fn refresh(
         })
         .collect();
     let want = p.k.max(if p.rerank.enabled { p.rerank.candidates } else { 0 });
+    let live = p.live.snapshot();
+    let unavailable = crate::catalog::unavailable_rows(m, &live);
     // Unavailable items and history items are never recommended; asking the
     // heap for a few more than `want` is not needed since they are excluded there.
     folded
@@ -148,7 +155,7 @@ pub fn refresh(
             for (_, s, x) in block {
                 q.extend_from_slice(x);
                 let mut e: Vec<u32> = s.known.iter().map(|&(r, _)| r).collect();
-                e.extend_from_slice(&m.unavailable);
+                e.extend_from_slice(&unavailable);
                 e.sort_unstable();
                 excl.push(e);
             }
@@ -171,6 +178,7 @@ pub fn refresh(
                             },
                             score: c.score,
                         })
+                        .filter(|r| live.get(&r.item_id) != Some(&false))
                         .collect();
                     (h.user.clone(), RecsList { model: m.version.clone(), updated_ms: now_ms, items })
                 })
@@ -285,6 +293,7 @@ mod tests {
             k: 30,
             rerank: RerankConfig { enabled: rerank, ..Default::default() },
             score_block: 32,
+            live: Default::default(),
         }
     }
 

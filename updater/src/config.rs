@@ -97,6 +97,18 @@ pub struct UpdaterConfig {
     pub refold_rate_per_s: u32,
     /// Users per step of that pass (one SCAN, one fold-in block, one write).
     pub refold_batch: usize,
+    /// Kafka consumer group of the `recsys.items` task (the catalog state);
+    /// empty: `{group_id}-catalog`, so a group per deployment follows from one key.
+    pub catalog_group_id: String,
+    /// A catalog batch closes at this many patches (or `batch_max_wait_ms`).
+    pub catalog_batch_max: usize,
+    /// How often, at most, the in-memory unavailable set is re-read from Redis
+    /// after a catalog batch (it picks up other instances' partitions), ms.
+    pub catalog_refresh_ms: u64,
+    /// Items written to `recs:{user}` beyond `recs_size`: serving filters
+    /// items that became unavailable after a list was written, and still has
+    /// `recs_size` left when at most this many of the list did.
+    pub list_margin: usize,
 }
 
 impl Default for UpdaterConfig {
@@ -121,11 +133,24 @@ impl Default for UpdaterConfig {
             retry_backoff_ms: 100,
             refold_rate_per_s: 1_000,
             refold_batch: 256,
+            catalog_group_id: String::new(),
+            catalog_batch_max: 1_024,
+            catalog_refresh_ms: 1_000,
+            list_margin: 20,
         }
     }
 }
 
 impl UpdaterConfig {
+    /// The catalog task's consumer group (see `catalog_group_id`).
+    pub fn catalog_group(&self) -> String {
+        if self.catalog_group_id.trim().is_empty() {
+            format!("{}-catalog", self.group_id)
+        } else {
+            self.catalog_group_id.clone()
+        }
+    }
+
     pub fn batch_max_wait(&self) -> Duration {
         Duration::from_millis(self.batch_max_wait_ms)
     }
@@ -203,6 +228,10 @@ impl common::config::Settings for Settings {
             (u.drain_deadline_s > 0, "updater.drain_deadline_s must be > 0"),
             (u.retry_backoff_ms > 0, "updater.retry_backoff_ms must be > 0"),
             (u.refold_batch > 0 && u.refold_batch <= 10_000, "updater.refold_batch must be in 1..=10000"),
+            (u.catalog_group() != u.group_id, "updater.catalog_group_id must differ from updater.group_id"),
+            (u.catalog_batch_max > 0, "updater.catalog_batch_max must be > 0"),
+            (u.catalog_refresh_ms > 0, "updater.catalog_refresh_ms must be > 0"),
+            (u.list_margin <= 1_000, "updater.list_margin must be ≤ 1000"),
         ])?;
         self.popularity.validate()?;
         self.kafka.validate()?;

@@ -11,6 +11,8 @@
 //! - [`served`]: a verified model version and the atomic [`ModelHandle`].
 //! - [`watch`]: model announcements and `CURRENT` → hot swap.
 //! - [`refold`]: after a swap, every user's list from the new model, in the background.
+//! - [`catalog`]: `recsys.items` → each item's state in Redis (`catalog.lua`)
+//!   and the in-memory availability the scoring excludes by.
 //! - [`kafka`]: the consumer's context (lag metrics, rebalance logs).
 //! - [`metrics`], [`http`]: `recsys_updater_*` on `/metrics`, and `/health`.
 //!
@@ -22,6 +24,7 @@
 //! [`run`] takes already-made dependencies ([`Deps`]) so tests drive it with
 //! their own topics, consumer groups, Redis prefixes and a port-0 listener.
 
+pub mod catalog;
 pub mod compute;
 pub mod config;
 pub mod http;
@@ -66,6 +69,12 @@ pub struct Deps {
     /// Registries of tasks hosted in the same process (tracking), rendered
     /// on the same `/metrics`.
     pub extra_metrics: Vec<prometheus::Registry>,
+    /// The `recsys.items` consumer (see [`catalog::consumer`]).
+    pub catalog: StreamConsumer,
+    /// Its metrics (rendered on `/metrics`).
+    pub catalog_metrics: catalog::CatalogMetrics,
+    /// The availability the scoring uses, kept by the catalog task.
+    pub live: catalog::LiveCatalog,
 }
 
 impl std::fmt::Debug for Deps {
@@ -86,7 +95,20 @@ impl Deps {
         let redis = common::redis_conn::connect(&settings.redis)
             .await
             .with_context(|| format!("connecting to Redis at {}", settings.redis.url))?;
-        Ok(Deps { listener, consumer, announcements, producer, redis, metrics, extra_metrics: Vec::new() })
+        let catalog = catalog::consumer(settings).context("creating the recsys.items consumer")?;
+        let catalog_metrics = catalog::CatalogMetrics::new()?;
+        Ok(Deps {
+            listener,
+            consumer,
+            announcements,
+            producer,
+            redis,
+            metrics,
+            extra_metrics: Vec::new(),
+            catalog,
+            catalog_metrics,
+            live: catalog::LiveCatalog::default(),
+        })
     }
 }
 
@@ -102,7 +124,20 @@ pub(crate) fn rand_suffix() -> u64 {
 /// (none is fine: histories are kept and lists follow once a model arrives).
 pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
-    let Deps { listener, consumer, announcements, producer, redis, metrics, extra_metrics } = deps;
+    let Deps {
+        listener,
+        consumer,
+        announcements,
+        producer,
+        redis,
+        metrics,
+        mut extra_metrics,
+        catalog,
+        catalog_metrics,
+        live,
+    } = deps;
+    extra_metrics.push(catalog_metrics.registry.clone());
+    let catalog_redis = redis.clone();
     let store =
         Store::new(redis, settings.redis.keys(), settings.updater.history_max_items, settings.updater.recs_ttl_s)
             .with_live_rankings(store::LiveRankings::new(&settings.popularity, settings.training.weights));
@@ -133,16 +168,21 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
             store.clone(),
             handle.clone(),
             metrics.clone(),
-            compute::ComputeParams::from_settings(&settings),
+            compute::ComputeParams { live: live.clone(), ..compute::ComputeParams::from_settings(&settings) },
             stop.cancelled(),
         ),
+    );
+    let catalog_task = stop.spawn(
+        "catalog",
+        catalog::run(settings.clone(), catalog, catalog_redis, live.clone(), catalog_metrics, stop.cancelled()),
     );
     let app = http::router_with(metrics.clone(), handle.clone(), extra_metrics);
     tracing::info!(addr = %listener.local_addr()?, "recsys-updater metrics listening");
     let server =
         stop.spawn("metrics server", axum::serve(listener, app).with_graceful_shutdown(stop.cancelled()).into_future());
 
-    let pipeline = pipeline::Pipeline::new(settings, Arc::new(consumer), producer, store, handle, metrics);
+    let pipeline =
+        pipeline::Pipeline::new(settings, Arc::new(consumer), producer, store, handle, metrics).with_live(live);
     let result = pipeline
         .run({
             let stop = stop.clone();
@@ -166,5 +206,6 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     result?;
     watcher.join().await?;
     refold.join().await?;
+    catalog_task.join().await?.context("catalog task")?;
     drained.into_result()
 }

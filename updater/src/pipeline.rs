@@ -186,6 +186,12 @@ impl Pipeline {
         }
     }
 
+    /// Scores against `live`'s availability (the catalog task keeps it).
+    pub fn with_live(mut self, live: crate::catalog::LiveCatalog) -> Pipeline {
+        self.params.live = live;
+        self
+    }
+
     /// Runs until `shutdown` resolves: then finishes the batch in hand,
     /// commits, and returns (`common::kafka::consume`, with [`Pipeline::process`]
     /// as its step).

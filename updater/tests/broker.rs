@@ -720,6 +720,7 @@ async fn an_item_the_model_does_not_know_is_folded_in_once_enough_users_have_it(
         k: 10,
         rerank: model::rerank::RerankConfig::default(),
         score_block: 32,
+        live: Default::default(),
     };
     let item = ItemId::parse("launch-1").unwrap();
     // The updater folded it from the users it had seen then (5 or 6 of them,
