@@ -42,11 +42,12 @@ use indicatif::ProgressBar;
 use model::artifact::TopicOffset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use schemas::{Event, EventError, EventLimits};
+use schemas::{Event, EventLimits, ItemUpdate};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{EventLog, IdNames, LoadReport, RawEvent};
+use crate::data::{EventLog, IdNames, ItemProperty, ItemPropertyLog, LoadReport, PropertyValue, RawEvent};
 use crate::load::LoadOptions;
 
 /// The sidecar of an archived `events.csv`.
@@ -189,24 +190,6 @@ pub struct KafkaEvents {
     pub report: KafkaReport,
 }
 
-/// A short, stable code of a parse failure (the full message is in the samples).
-pub fn reason_code(e: &EventError) -> &'static str {
-    match e {
-        EventError::Json(_) => "not_json",
-        EventError::NotAnObject(_) => "not_an_object",
-        EventError::DuplicateField(_) => "duplicate_field",
-        EventError::UnknownField(_) => "unknown_field",
-        EventError::Missing(_) => "missing_field",
-        EventError::Null(_) => "null_field",
-        EventError::Id { .. } => "bad_id",
-        EventError::WrongType { .. } => "wrong_type",
-        EventError::Kind(_) => "unknown_event",
-        EventError::Timestamp(_) => "bad_ts",
-        EventError::Revenue(_) => "bad_revenue",
-        EventError::OnlyOnTransactions { .. } => "purchase_field_not_on_transaction",
-    }
-}
-
 /// One message in the merge: ordered by (ts, partition) with the smallest first.
 #[derive(Debug, PartialEq, Eq)]
 struct Head {
@@ -264,18 +247,17 @@ fn consumer(src: &KafkaSource) -> Result<BaseConsumer, KafkaError> {
         .create()
 }
 
-/// Reads the topic from `start` (partition → first offset; absent = the
-/// partition's start) up to the high watermarks taken now.
-///
-/// `names` interns ids that are not plain numbers (shared with the rest of the
-/// data set); `progress` counts messages.
-pub fn read_events(
+/// Reads `src.topic` from `start` (partition → first offset; absent = the
+/// partition's start) up to the high watermarks taken now, handing every
+/// message in range to `on` with its partition's slot in the returned
+/// ranges (sorted by partition). The one read loop of both topics.
+fn read_bounded(
     src: &KafkaSource,
     start: &BTreeMap<i32, i64>,
-    opts: &LoadOptions,
-    names: &mut IdNames,
     progress: &ProgressBar,
-) -> Result<KafkaEvents, KafkaReadError> {
+    report: &mut KafkaReport,
+    mut on: impl FnMut(usize, &BorrowedMessage<'_>, &mut KafkaReport),
+) -> Result<Vec<PartitionRange>, KafkaReadError> {
     let c = consumer(src)?;
     let md = c.fetch_metadata(Some(&src.topic), src.request_timeout)?;
     let partitions: Vec<i32> = md
@@ -311,19 +293,13 @@ pub fn read_events(
     ranges.sort_by_key(|r| r.partition);
     let total: u64 = ranges.iter().map(|r| (r.end - r.start) as u64).sum();
     progress.set_length(total);
-    tracing::info!(topic = %src.topic, ?ranges, total, "reading the event topic");
+    tracing::info!(topic = %src.topic, ?ranges, total, "reading the topic");
 
     let mut tpl = TopicPartitionList::new();
     for r in ranges.iter().filter(|r| r.start < r.end) {
         tpl.add_partition_offset(&src.topic, r.partition, Offset::Offset(r.start))?;
     }
     let slot_of: BTreeMap<i32, usize> = ranges.iter().enumerate().map(|(i, r)| (r.partition, i)).collect();
-    let mut per_partition: Vec<Vec<RawEvent>> = vec![Vec::new(); ranges.len()];
-    let mut report = KafkaReport { topic: src.topic.clone(), ..KafkaReport::default() };
-    let mut load = LoadReport { file: format!("kafka:{}", src.topic).into(), ..LoadReport::default() };
-    let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
-    let now = schemas::now_ms();
-
     let mut pending: Vec<bool> = ranges.iter().map(|r| r.start < r.end).collect();
     if pending.iter().any(|p| *p) {
         c.assign(&tpl)?;
@@ -351,21 +327,48 @@ pub fn read_events(
         if msg.offset() + 1 >= r.end {
             pending[slot] = false;
         }
+        on(slot, &msg, report);
+    }
+    drop(c);
+    progress.finish_and_clear();
+    Ok(ranges)
+}
+
+/// Counts a message that could not be used, keeping the first few with their position.
+fn reject(report: &mut KafkaReport, msg: &BorrowedMessage<'_>, code: &str, reason: String) {
+    *report.invalid.entry(code.to_owned()).or_default() += 1;
+    if report.samples.len() < SAMPLES {
+        report.samples.push(Rejected { partition: msg.partition(), offset: msg.offset(), reason });
+    }
+}
+
+/// Reads the event topic from `start` (partition → first offset; absent = the
+/// partition's start) up to the high watermarks taken now.
+///
+/// `names` interns ids that are not plain numbers (shared with the rest of the
+/// data set); `progress` counts messages.
+pub fn read_events(
+    src: &KafkaSource,
+    start: &BTreeMap<i32, i64>,
+    opts: &LoadOptions,
+    names: &mut IdNames,
+    progress: &ProgressBar,
+) -> Result<KafkaEvents, KafkaReadError> {
+    let mut per_partition: Vec<Vec<RawEvent>> = Vec::new();
+    let mut report = KafkaReport { topic: src.topic.clone(), ..KafkaReport::default() };
+    let mut load = LoadReport { file: format!("kafka:{}", src.topic).into(), ..LoadReport::default() };
+    let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
+    let now = schemas::now_ms();
+    let ranges = read_bounded(src, start, progress, &mut report, |slot, msg, report| {
+        if per_partition.len() <= slot {
+            per_partition.resize_with(slot + 1, Vec::new);
+        }
         let payload = msg.payload().unwrap_or_default();
         // An absent `ts` means the time of ingest: the record's own timestamp.
         let received = msg.timestamp().to_millis().unwrap_or(now);
-        let reject = |report: &mut KafkaReport, code: &str, reason: String| {
-            *report.invalid.entry(code.to_owned()).or_default() += 1;
-            if report.samples.len() < SAMPLES {
-                report.samples.push(Rejected { partition: msg.partition(), offset: msg.offset(), reason });
-            }
-        };
         let ev = match Event::parse_json_with(payload, received, &limits) {
             Ok(ev) => ev,
-            Err(e) => {
-                reject(&mut report, reason_code(&e), e.to_string());
-                continue;
-            }
+            Err(e) => return reject(report, msg, e.code(), e.to_string()),
         };
         if msg.key().is_some_and(|k| k != ev.user_id().as_str().as_bytes()) {
             let reason = format!(
@@ -373,13 +376,12 @@ pub fn read_events(
                 String::from_utf8_lossy(msg.key().unwrap_or_default()),
                 ev.user_id().as_str()
             );
-            reject(&mut report, "key_mismatch", reason);
-            continue;
+            return reject(report, msg, "key_mismatch", reason);
         }
         load.rows += 1;
         if ev.ts() < opts.min_ts || ev.ts() >= opts.max_ts {
             load.bad_timestamp += 1;
-            continue;
+            return;
         }
         let txn = ev.transaction_id().map(|t| {
             // Only used to tell exact duplicates apart: a number when it is one,
@@ -396,15 +398,90 @@ pub fn read_events(
             kind: ev.kind(),
             txn,
         });
-    }
-    drop(c);
-    progress.finish_and_clear();
+    })?;
+    per_partition.resize_with(ranges.len(), Vec::new);
     let log = crate::load::finish_events(merge_by_time(per_partition), load);
     report.partitions = ranges;
     if report.invalid_total() > 0 {
         tracing::warn!(invalid = report.invalid_total(), reasons = ?report.invalid, "invalid messages in the event topic");
     }
     Ok(KafkaEvents { log, report })
+}
+
+/// The catalog read from `recsys.items`.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaCatalog {
+    /// The `categoryid` / `available` values of every update, as the
+    /// item-properties files give them (the latest per item at the split's
+    /// cutoff is then taken by `preprocess::item_metadata`, as for the files).
+    pub log: ItemPropertyLog,
+    pub report: KafkaReport,
+}
+
+/// Reads the whole catalog topic (compacted: the latest patches of every
+/// item, and whatever older ones compaction has not removed yet) up to the
+/// high watermarks taken now. `Ok(None)` when the topic does not exist (a
+/// deployment that never had one trains without a catalog, as from a
+/// directory without item-properties files).
+///
+/// Each message is parsed with [`schemas::ItemUpdate`] (ingest's rules; a key
+/// that is not the `item_id` is refused); a bad one is counted by code with
+/// its position, never silently dropped. An update without `available` or
+/// `category` (price or properties only) adds nothing the trainer uses.
+pub fn read_catalog(
+    src: &KafkaSource,
+    names: &mut IdNames,
+    progress: &ProgressBar,
+) -> Result<Option<KafkaCatalog>, KafkaReadError> {
+    let mut report = KafkaReport { topic: src.topic.clone(), ..KafkaReport::default() };
+    let mut rows = Vec::new();
+    let (mut valid, mut used) = (0u64, 0u64);
+    let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
+    let now = schemas::now_ms();
+    let read = read_bounded(src, &BTreeMap::new(), progress, &mut report, |_, msg, report| {
+        let received = msg.timestamp().to_millis().unwrap_or(now);
+        let u = match ItemUpdate::parse_json(msg.payload().unwrap_or_default(), received, &limits) {
+            Ok(u) => u,
+            Err(e) => return reject(report, msg, e.code(), e.to_string()),
+        };
+        if msg.key().is_some_and(|k| k != u.item_id().as_str().as_bytes()) {
+            let reason = format!(
+                "message key {:?} is not the update's item_id {:?}",
+                String::from_utf8_lossy(msg.key().unwrap_or_default()),
+                u.item_id().as_str()
+            );
+            return reject(report, msg, "key_mismatch", reason);
+        }
+        valid += 1;
+        if u.category().is_none() && u.available().is_none() {
+            return;
+        }
+        used += 1;
+        let item = names.item(u.item_id().as_str());
+        if let Some(c) = u.category() {
+            rows.push(ItemProperty { ts: u.ts(), item, value: PropertyValue::Category(c) });
+        }
+        if let Some(a) = u.available() {
+            rows.push(ItemProperty { ts: u.ts(), item, value: PropertyValue::Available(a) });
+        }
+    });
+    let ranges = match read {
+        Err(KafkaReadError::NoTopic(topic)) => {
+            tracing::info!(%topic, "no catalog topic: training without live catalog data");
+            return Ok(None);
+        }
+        r => r?,
+    };
+    report.partitions = ranges;
+    if report.invalid_total() > 0 {
+        tracing::warn!(invalid = report.invalid_total(), reasons = ?report.invalid, "invalid messages in the catalog topic");
+    }
+    // As for a properties file: updates read, those that set nothing the
+    // trainer uses (price, free properties) skipped, the others kept.
+    let file = format!("kafka:{}", src.topic);
+    let load =
+        LoadReport { file: file.into(), rows: valid, skipped: valid - used, kept: used, ..LoadReport::default() };
+    Ok(Some(KafkaCatalog { log: ItemPropertyLog { rows, reports: vec![load] }, report }))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -448,15 +525,5 @@ mod tests {
         assert!(ArchiveOffsets::read(dir.path()).is_err());
         std::fs::write(dir.path().join(ARCHIVE_OFFSETS_FILE), r#"{"topic":"t","offsets":{},"x":1}"#).unwrap();
         assert!(ArchiveOffsets::read(dir.path()).is_err());
-    }
-
-    #[test]
-    fn reason_codes_are_short() {
-        let now = 1_800_000_000_000;
-        let e = Event::parse_json(b"{", now).unwrap_err();
-        assert_eq!(reason_code(&e), "not_json");
-        let e =
-            Event::parse_json(br#"{"ts":1433221332117,"user_id":"1","item_id":"2","event":"click"}"#, now).unwrap_err();
-        assert_eq!(reason_code(&e), "unknown_event");
     }
 }

@@ -66,6 +66,10 @@ pub struct Loaded {
     pub description: String,
     pub csv: Option<LoadReport>,
     pub kafka: Option<KafkaReport>,
+    /// Where the item categories and availability came from (`None`: no catalog).
+    pub catalog: Option<String>,
+    /// The catalog topic's read (`--from-kafka`; `None` when the topic does not exist).
+    pub kafka_catalog: Option<KafkaReport>,
 }
 
 /// Loads the source. The archive's events come first (they are older), then
@@ -92,6 +96,9 @@ pub fn load_source(src: &Source, s: &Settings, show: bool) -> Result<Loaded, Run
         loaded.ds = ds?;
         loaded.csv = Some(loaded.ds.events.report.clone());
         loaded.description = dir.display().to_string();
+        if loaded.ds.properties.is_some() {
+            loaded.catalog = Some(format!("{}/item_properties*.csv", dir.display()));
+        }
     }
     if src.from_kafka {
         let source = KafkaSource {
@@ -119,12 +126,46 @@ pub fn load_source(src: &Source, s: &Settings, show: bool) -> Result<Loaded, Run
             loaded.ds.events = k.log;
         }
         loaded.kafka = Some(k.report);
+        read_catalog(s, &mut loaded, show)?;
     }
     if src.data_dir.is_none() && !src.from_kafka {
         return Err(RunError::NoSource);
     }
     loaded.load_s = t.elapsed().as_secs_f64();
     Ok(loaded)
+}
+
+/// Adds the catalog topic's categories and availability to the data set's
+/// (after the files' rows, if a directory gave some: each field's value is
+/// then the latest by time from either source), so the category re-rank and
+/// the unavailable-item rule work without item-properties files.
+fn read_catalog(s: &Settings, loaded: &mut Loaded, show: bool) -> Result<(), RunError> {
+    let source = KafkaSource {
+        brokers: s.kafka.brokers.clone(),
+        topic: s.kafka.topic(schemas::topics::ITEMS),
+        request_timeout: Duration::from_millis(s.trainer.kafka_request_timeout_ms),
+        idle_timeout: Duration::from_millis(s.trainer.kafka_idle_timeout_ms),
+    };
+    let pb = pipeline::progress_bar(0, "catalog", show);
+    let Some(cat) = kafka_source::read_catalog(&source, &mut loaded.ds.names, &pb)? else { return Ok(()) };
+    if cat.log.rows.is_empty() {
+        loaded.kafka_catalog = Some(cat.report);
+        return Ok(());
+    }
+    let desc = format!("kafka:{}", source.topic);
+    loaded.catalog = Some(match loaded.catalog.take() {
+        Some(files) => format!("{files} + {desc}"),
+        None => desc,
+    });
+    match &mut loaded.ds.properties {
+        Some(p) => {
+            p.rows.extend_from_slice(&cat.log.rows);
+            p.reports.extend(cat.log.reports);
+        }
+        None => loaded.ds.properties = Some(cat.log),
+    }
+    loaded.kafka_catalog = Some(cat.report);
+    Ok(())
 }
 
 /// What one run did.
@@ -165,6 +206,7 @@ pub fn train_loaded(
         force,
         source: loaded.description.clone(),
         kafka_offsets: loaded.kafka.as_ref().map(KafkaReport::offsets).unwrap_or_default(),
+        catalog: loaded.catalog.clone(),
         show_progress: show,
     };
     let out = train::train(&loaded.ds, &s.training, &opts, loaded.load_s)?;

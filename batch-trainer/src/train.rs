@@ -47,6 +47,8 @@ pub struct TrainOptions {
     pub source: String,
     /// Kafka positions the data ends at (empty for CSV).
     pub kafka_offsets: Vec<TopicOffset>,
+    /// Where the catalog came from, for the manifest ([`artifact::DataRange::catalog`]).
+    pub catalog: Option<String>,
     pub show_progress: bool,
 }
 
@@ -153,6 +155,7 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
                 first_ts: full.first_ts,
                 last_ts: full.last_ts,
                 events: ds.events.events.len() as u64,
+                catalog: opts.catalog.clone(),
             },
             counts: Counts {
                 users: full.indexed.user_ids.len(),

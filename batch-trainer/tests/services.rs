@@ -278,7 +278,7 @@ async fn from_kafka_trains_the_csv_model_and_an_archive_plus_the_topic_does_too(
     .unwrap();
     let k = from_kafka.loaded.kafka.as_ref().unwrap();
     assert_eq!(k.messages as usize, rows.len() + 2);
-    assert_eq!(k.invalid.get("not_json"), Some(&1));
+    assert_eq!(k.invalid.get("invalid_json"), Some(&1));
     assert_eq!(k.invalid.get("key_mismatch"), Some(&1));
     assert_eq!(k.samples.len(), 2);
     let a = Artifact::read(&root_csv.join("csv")).unwrap();

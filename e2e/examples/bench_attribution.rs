@@ -159,6 +159,7 @@ async fn main() {
         k: 100,
         rerank: model::rerank::RerankConfig { enabled: false, ..Default::default() },
         score_block: 128,
+        live: Default::default(),
     };
     let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
     let now = schemas::now_ms();

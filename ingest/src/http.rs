@@ -27,7 +27,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::config::Settings;
 use crate::error::{ApiError, ErrorBody};
 use crate::kafka::{self, OutRecord};
-use crate::metrics::{item_reason_class, reason_class, Metrics};
+use crate::metrics::Metrics;
 
 /// The OpenAPI document of `GET /openapi.json`, generated from the handlers'
 /// annotations; `docs/openapi/ingest.json` is a copy that a test keeps equal.
@@ -442,7 +442,7 @@ impl Record for Event {
         self.to_json()
     }
     fn code(e: &EventError) -> &'static str {
-        reason_class(e)
+        e.code()
     }
     fn counters(m: &Metrics) -> (&IntCounterVec, &IntCounterVec) {
         (&m.events_accepted, &m.events_rejected)
@@ -464,7 +464,7 @@ impl Record for ItemUpdate {
         self.to_json()
     }
     fn code(e: &ItemUpdateError) -> &'static str {
-        item_reason_class(e)
+        e.code()
     }
     fn counters(m: &Metrics) -> (&IntCounterVec, &IntCounterVec) {
         (&m.items_accepted, &m.items_rejected)

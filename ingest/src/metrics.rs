@@ -2,7 +2,6 @@
 //! several apps in one test process do not share counters).
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
-use schemas::{EventError, ItemUpdateError};
 
 /// Every metric ingest exports.
 #[derive(Debug, Clone)]
@@ -76,43 +75,5 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics");
         }
         String::from_utf8_lossy(&buf).into_owned()
-    }
-}
-
-/// A bounded label for a rejection reason (the full reason goes to the DLQ).
-pub fn reason_class(e: &EventError) -> &'static str {
-    match e {
-        EventError::Json(_) => "invalid_json",
-        EventError::NotAnObject(_) => "not_an_object",
-        EventError::DuplicateField(_) => "duplicate_field",
-        EventError::UnknownField(_) => "unknown_field",
-        EventError::Missing(_) => "missing_field",
-        EventError::Null(_) => "null_field",
-        EventError::Id { .. } => "invalid_id",
-        EventError::WrongType { .. } => "wrong_type",
-        EventError::Kind(_) => "invalid_event_kind",
-        EventError::Timestamp(_) => "invalid_ts",
-        EventError::Revenue(_) => "invalid_revenue",
-        EventError::OnlyOnTransactions { .. } => "transaction_field_on_non_transaction",
-    }
-}
-
-/// [`reason_class`] of an item update: the codes the two records share are
-/// the same words.
-pub fn item_reason_class(e: &ItemUpdateError) -> &'static str {
-    match e {
-        ItemUpdateError::Json(_) => "invalid_json",
-        ItemUpdateError::NotAnObject(_) => "not_an_object",
-        ItemUpdateError::DuplicateField(_) => "duplicate_field",
-        ItemUpdateError::UnknownField(_) => "unknown_field",
-        ItemUpdateError::Missing(_) => "missing_field",
-        ItemUpdateError::Null(_) => "null_field",
-        ItemUpdateError::Id(_) => "invalid_id",
-        ItemUpdateError::WrongType { .. } => "wrong_type",
-        ItemUpdateError::Timestamp(_) => "invalid_ts",
-        ItemUpdateError::Price(_) => "invalid_price",
-        ItemUpdateError::Property(_) => "invalid_property",
-        ItemUpdateError::NothingToUpdate => "nothing_to_update",
-        ItemUpdateError::ItemIdMismatch { .. } => "item_id_mismatch",
     }
 }

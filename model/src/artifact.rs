@@ -79,6 +79,11 @@ pub struct DataRange {
     pub last_ts: i64,
     /// Events read after cleaning.
     pub events: u64,
+    /// Where the item categories and availability came from
+    /// (`DIR/item_properties*.csv`, `kafka:recsys.items`, both joined by ` + `);
+    /// absent when the model was trained without a catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
 }
 
 /// Sizes of the fitted model.
@@ -535,7 +540,7 @@ mod tests {
                 parent_version: None,
                 params,
                 weights: EventWeights::default(),
-                data: DataRange { source: "test".into(), first_ts: 1, last_ts: 2, events: 10 },
+                data: DataRange { source: "test".into(), first_ts: 1, last_ts: 2, events: 10, catalog: None },
                 counts: Counts { users: 2, items: 3, train_nnz: 4, factors: 3 },
                 kafka_offsets: vec![TopicOffset {
                     topic: "recsys.events".into(),

@@ -170,6 +170,29 @@ pub enum EventError {
     OnlyOnTransactions { field: &'static str, kind: EventKind },
 }
 
+impl EventError {
+    /// The stable machine code of the failure: the `code` of a rejected item
+    /// in ingest's answers, the dead letters' reason class, the metrics'
+    /// `reason` label, the trainer's count of invalid topic messages
+    /// (docs/design.md §3 lists them).
+    pub fn code(&self) -> &'static str {
+        match self {
+            EventError::Json(_) => "invalid_json",
+            EventError::NotAnObject(_) => "not_an_object",
+            EventError::DuplicateField(_) => "duplicate_field",
+            EventError::UnknownField(_) => "unknown_field",
+            EventError::Missing(_) => "missing_field",
+            EventError::Null(_) => "null_field",
+            EventError::Id { .. } => "invalid_id",
+            EventError::WrongType { .. } => "wrong_type",
+            EventError::Kind(_) => "invalid_event_kind",
+            EventError::Timestamp(_) => "invalid_ts",
+            EventError::Revenue(_) => "invalid_revenue",
+            EventError::OnlyOnTransactions { .. } => "transaction_field_on_non_transaction",
+        }
+    }
+}
+
 /// A purchase amount, in the storefront's currency: finite, `0 ..= MAX_REVENUE`.
 /// `-0.0` is stored as `0.0`, so equal amounts serialise identically.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]

@@ -100,6 +100,28 @@ pub enum ItemUpdateError {
     ItemIdMismatch { path: String, body: String },
 }
 
+impl ItemUpdateError {
+    /// The stable machine code of the failure ([`crate::EventError::code`]'s
+    /// vocabulary: the failures the two records share have the same words).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ItemUpdateError::Json(_) => "invalid_json",
+            ItemUpdateError::NotAnObject(_) => "not_an_object",
+            ItemUpdateError::DuplicateField(_) => "duplicate_field",
+            ItemUpdateError::UnknownField(_) => "unknown_field",
+            ItemUpdateError::Missing(_) => "missing_field",
+            ItemUpdateError::Null(_) => "null_field",
+            ItemUpdateError::Id(_) => "invalid_id",
+            ItemUpdateError::WrongType { .. } => "wrong_type",
+            ItemUpdateError::Timestamp(_) => "invalid_ts",
+            ItemUpdateError::Price(_) => "invalid_price",
+            ItemUpdateError::Property(_) => "invalid_property",
+            ItemUpdateError::NothingToUpdate => "nothing_to_update",
+            ItemUpdateError::ItemIdMismatch { .. } => "item_id_mismatch",
+        }
+    }
+}
+
 /// A price in the storefront's currency: finite, `0 ..= MAX_PRICE` (the
 /// rules of [`Revenue`], whose checks it borrows).
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
