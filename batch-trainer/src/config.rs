@@ -228,6 +228,10 @@ pub struct TrainingConfig {
     /// Largest share of a file's rows that may be rejected (0..=1); more fails the load.
     pub max_bad_rows: f64,
     pub weights: Weights,
+    /// Half-life in days of an event's weight in the confidence
+    /// (`weight · 2^(−age / half-life)`, age from the newest training event);
+    /// 0 = off, every event weighs the same whatever its age.
+    pub recency_half_life_days: f64,
     pub filter: FilterConfig,
     pub protocol: Protocol,
     pub split: SplitConfig,
@@ -258,6 +262,7 @@ impl Default for TrainingConfig {
             columns: String::new(),
             max_bad_rows: crate::load::DEFAULT_MAX_BAD_ROWS,
             weights: Weights::default(),
+            recency_half_life_days: 0.0,
             filter: FilterConfig::default(),
             protocol: Protocol::Seed,
             split: SplitConfig::default(),
@@ -302,10 +307,14 @@ impl TrainingConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.time_unit.parse::<schemas::csv::ClockOption>().map_err(|e| format!("training.time_unit: {e}"))?;
         schemas::csv::ColumnMap::parse(&self.columns).map_err(|e| format!("training.columns: {e}"))?;
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
             (self.factors > 0, "training.factors must be > 0"),
             (self.regularization >= 0.0 && self.regularization.is_finite(), "training.regularization must be ≥ 0"),
             (self.alpha > 0.0 && self.alpha.is_finite(), "training.alpha must be > 0"),
+            (
+                self.recency_half_life_days >= 0.0 && self.recency_half_life_days.is_finite(),
+                "training.recency_half_life_days must be >= 0 (0 = off)",
+            ),
             (self.k > 0, "training.k must be > 0"),
             (
                 self.split.test_fraction > 0.0 && self.split.test_fraction < 1.0,

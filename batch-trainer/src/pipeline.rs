@@ -372,7 +372,14 @@ fn evaluate_inner(
 ) -> EvalReport {
     let len = depth.unwrap_or(0).max(cfg.k);
     let t0 = Instant::now();
-    let split = split::split(cfg.protocol, &ds.events.events, &cfg.weights, &cfg.filter, &cfg.split);
+    let split = split::split(
+        cfg.protocol,
+        &ds.events.events,
+        &cfg.weights,
+        cfg.recency_half_life_days,
+        &cfg.filter,
+        &cfg.split,
+    );
     let ix = index_pairs(&split.train);
     let ctx = item_context(ds, &split.train_events, &ix.item_ids, split.cutoff_ts);
     let popular = Popularity::from_scores(&pair_popularity(&ix), ix.item_ids.len());
@@ -471,6 +478,8 @@ pub struct FullModel {
     pub popular: Popularity,
     pub first_ts: i64,
     pub last_ts: i64,
+    /// The decay the confidences were built with (recorded in the manifest).
+    pub recency: model::Recency,
 }
 
 /// Category records of the tree with statistics (categories seen only in item
@@ -502,7 +511,9 @@ pub fn category_records(
 /// metadata as of the last event.
 pub fn fit_full(ds: &Dataset, cfg: &TrainingConfig, show: bool) -> FullModel {
     let events = &ds.events.events;
-    let (pairs, _) = preprocess::filter_pairs(preprocess::build_pairs(events, &cfg.weights), &cfg.filter);
+    let recency = model::Recency::from_newest(cfg.recency_half_life_days, events.iter().map(|e| e.ts));
+    let (pairs, _) =
+        preprocess::filter_pairs(preprocess::build_pairs_with(events, &cfg.weights, &recency), &cfg.filter);
     let ix = index_pairs(&pairs);
     let first_ts = events.iter().map(|e| e.ts).min().unwrap_or(0);
     let last_ts = events.iter().map(|e| e.ts).max().unwrap_or(0);
@@ -520,5 +531,5 @@ pub fn fit_full(ds: &Dataset, cfg: &TrainingConfig, show: bool) -> FullModel {
         .collect();
     let categories = category_records(ds.tree.as_ref(), &ctx.category_stats);
     let popular = Popularity::from_scores(&weights, cfg.popular_size);
-    FullModel { indexed: ix, model, items, categories, popular, first_ts, last_ts }
+    FullModel { indexed: ix, model, items, categories, popular, first_ts, last_ts, recency }
 }

@@ -195,13 +195,24 @@ const PARALLEL_MIN_EVENTS: usize = 1 << 16;
 /// # Panics
 /// If `events` holds more than `u32::MAX` rows (`Pair::row` is a `u32`).
 pub fn build_pairs(events: &[RawEvent], w: &Weights) -> Vec<Pair> {
+    build_pairs_with(events, w, &model::Recency::default())
+}
+
+/// [`build_pairs`] with each event's weight decayed by its age
+/// ([`Weights::decayed`], the updater's fold-in uses the same function).
+///
+/// # Panics
+/// If `events` holds more than `u32::MAX` rows.
+pub fn build_pairs_with(events: &[RawEvent], w: &Weights, recency: &model::Recency) -> Vec<Pair> {
     assert!(u32::try_from(events.len()).is_ok(), "build_pairs: {} events exceed the u32 row index", events.len());
     let Some(shards) = shard_rows(events, |e| e.user) else {
-        return pairs_of_rows(events, 0..events.len() as u32, events.len(), w);
+        return pairs_of_rows(events, 0..events.len() as u32, events.len(), w, recency);
     };
     // All events of a pair are in one shard (same user), in row order.
-    let mut pairs: Vec<Pair> =
-        shards.par_iter().flat_map_iter(|rows| pairs_of_rows(events, rows.iter().copied(), rows.len(), w)).collect();
+    let mut pairs: Vec<Pair> = shards
+        .par_iter()
+        .flat_map_iter(|rows| pairs_of_rows(events, rows.iter().copied(), rows.len(), w, recency))
+        .collect();
     pairs.par_sort_unstable_by_key(|p| p.row);
     pairs
 }
@@ -249,12 +260,18 @@ where
 }
 
 /// Pairs of the given rows (ascending), in order of first appearance.
-fn pairs_of_rows(events: &[RawEvent], rows: impl Iterator<Item = u32>, capacity: usize, w: &Weights) -> Vec<Pair> {
+fn pairs_of_rows(
+    events: &[RawEvent],
+    rows: impl Iterator<Item = u32>,
+    capacity: usize,
+    w: &Weights,
+    recency: &model::Recency,
+) -> Vec<Pair> {
     let mut index: FxHashMap<(u64, u64), u32> = fx_map(capacity);
     let mut pairs: Vec<Pair> = Vec::with_capacity(capacity);
     for row in rows {
         let e = &events[row as usize];
-        let weight = w.of(e.kind);
+        let weight = w.decayed(e.kind, e.ts, recency);
         match index.entry((e.user, e.item)) {
             std::collections::hash_map::Entry::Occupied(o) => {
                 let p = &mut pairs[*o.get() as usize];

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::RawEvent;
-use crate::preprocess::{build_pairs, filter_pairs, FilterConfig, FilterReport, Pair, Weights};
+use crate::preprocess::{build_pairs_with, filter_pairs, FilterConfig, FilterReport, Pair, Weights};
 
 /// Which offline protocol to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -112,8 +112,17 @@ fn group_sorted(
 /// The seed protocol: preprocessing, then a per-user temporal split of the
 /// filtered pairs; targets are test pairs that are also add-to-cart or purchase
 /// events in the user's last share of raw events.
-pub fn seed_split(events: &[RawEvent], weights: &Weights, filter: &FilterConfig, cfg: &SplitConfig) -> Split {
-    let (pairs, report) = filter_pairs(build_pairs(events, weights), filter);
+pub fn seed_split(
+    events: &[RawEvent],
+    weights: &Weights,
+    half_life_days: f64,
+    filter: &FilterConfig,
+    cfg: &SplitConfig,
+) -> Split {
+    // Held-out events are at each user's end, so the newest event overall is
+    // the newest a training pair can hold (the served model's reference too).
+    let recency = model::Recency::from_newest(half_life_days, events.iter().map(|e| e.ts));
+    let (pairs, report) = filter_pairs(build_pairs_with(events, weights, &recency), filter);
     let by_user = group_sorted(pairs.len(), |i| Some(pairs[i].user), |i| pairs[i].ts);
     // Row order breaks timestamp ties: pairs are sorted by (ts, index), and
     // `filter_pairs` keeps pairs in order of first appearance.
@@ -178,10 +187,18 @@ pub fn time_cutoff(events: &[RawEvent], cfg: &SplitConfig) -> i64 {
 /// configured) train; targets are the items each user added to cart or bought at
 /// or after the cutoff, except items already in their training pairs (those are
 /// never recommended back).
-pub fn time_split(events: &[RawEvent], weights: &Weights, filter: &FilterConfig, cfg: &SplitConfig) -> Split {
+pub fn time_split(
+    events: &[RawEvent],
+    weights: &Weights,
+    half_life_days: f64,
+    filter: &FilterConfig,
+    cfg: &SplitConfig,
+) -> Split {
     let cutoff = time_cutoff(events, cfg);
     let train_events: Vec<RawEvent> = events.iter().filter(|e| e.ts < cutoff).copied().collect();
-    let (train, report) = filter_pairs(build_pairs(&train_events, weights), filter);
+    // Ages count from the newest training event, as in a model trained at the cutoff.
+    let recency = model::Recency::from_newest(half_life_days, train_events.iter().map(|e| e.ts));
+    let (train, report) = filter_pairs(build_pairs_with(&train_events, weights, &recency), filter);
     let known: HashSet<(u64, u64)> = train.iter().map(|p| (p.user, p.item)).collect();
     let mut targets: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut test_users = Vec::new();
@@ -217,12 +234,13 @@ pub fn split(
     protocol: Protocol,
     events: &[RawEvent],
     weights: &Weights,
+    half_life_days: f64,
     filter: &FilterConfig,
     cfg: &SplitConfig,
 ) -> Split {
     match protocol {
-        Protocol::Seed => seed_split(events, weights, filter, cfg),
-        Protocol::Time => time_split(events, weights, filter, cfg),
+        Protocol::Seed => seed_split(events, weights, half_life_days, filter, cfg),
+        Protocol::Time => time_split(events, weights, half_life_days, filter, cfg),
     }
 }
 
@@ -257,7 +275,7 @@ mod tests {
         events.push(ev(201, 1, 17, View));
         events.push(ev(202, 1, 17, AddToCart));
         events.push(ev(50, 2, 10, Transaction));
-        let s = seed_split(&events, &Weights::default(), &no_filter, &SplitConfig::default());
+        let s = seed_split(&events, &Weights::default(), 0.0, &no_filter, &SplitConfig::default());
         assert_eq!(s.test_users, vec![1]);
         assert_eq!(s.test_pairs, 2);
         assert_eq!(s.train.len(), 7);
@@ -274,7 +292,7 @@ mod tests {
         let no_filter = FilterConfig { min_user_items: 1, min_item_users: 1, kcore: false };
         // Two pairs with the same timestamp: the later row goes to test.
         let events = vec![ev(5, 1, 30, View), ev(5, 1, 20, AddToCart)];
-        let s = seed_split(&events, &Weights::default(), &no_filter, &SplitConfig::default());
+        let s = seed_split(&events, &Weights::default(), 0.0, &no_filter, &SplitConfig::default());
         assert_eq!(s.train.len(), 1);
         assert_eq!(s.train[0].item, 30);
         assert_eq!(s.targets[&1], vec![20]);
@@ -293,7 +311,7 @@ mod tests {
             ev(13, 2, 13, View),        // views are never targets
         ];
         let cfg = SplitConfig { time_cutoff_ms: Some(10), ..SplitConfig::default() };
-        let s = time_split(&events, &Weights::default(), &no_filter, &cfg);
+        let s = time_split(&events, &Weights::default(), 0.0, &no_filter, &cfg);
         assert_eq!(s.train.len(), 3);
         assert_eq!(s.test_users, vec![1, 3]);
         assert_eq!(s.targets[&1], vec![12]);

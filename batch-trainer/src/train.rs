@@ -150,6 +150,7 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
             parent_version: served_before.clone(),
             params: params.clone(),
             weights: cfg.weights,
+            recency: full.recency,
             data: DataRange {
                 source: opts.source.clone(),
                 first_ts: full.first_ts,

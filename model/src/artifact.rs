@@ -29,7 +29,7 @@ use crate::als::AlsParams;
 use crate::dense::Factors;
 use crate::popularity::Popularity;
 use crate::topn::Scored;
-use crate::weights::EventWeights;
+use crate::weights::{EventWeights, Recency};
 
 /// Version of the on-disk layout; bumped on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -141,6 +141,11 @@ pub struct Manifest {
     /// Event weights summed into `r` (absent in older manifests: the defaults).
     #[serde(default)]
     pub weights: EventWeights,
+    /// Recency decay of the event weights (half-life and reference time), so
+    /// the updater folds users in with the confidences the model was trained
+    /// on; absent in older manifests: off.
+    #[serde(default, skip_serializing_if = "Recency::is_off")]
+    pub recency: Recency,
     pub data: DataRange,
     pub counts: Counts,
     #[serde(default)]
@@ -540,6 +545,7 @@ mod tests {
                 parent_version: None,
                 params,
                 weights: EventWeights::default(),
+                recency: Recency::default(),
                 data: DataRange { source: "test".into(), first_ts: 1, last_ts: 2, events: 10, catalog: None },
                 counts: Counts { users: 2, items: 3, train_nnz: 4, factors: 3 },
                 kafka_offsets: vec![TopicOffset {

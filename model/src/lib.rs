@@ -33,4 +33,4 @@ pub use dense::Factors;
 pub use popularity::Popularity;
 pub use rerank::{CategoryIndex, RerankParams};
 pub use topn::{recommend_all, top_k, Scored};
-pub use weights::EventWeights;
+pub use weights::{EventWeights, Recency};

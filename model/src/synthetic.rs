@@ -99,6 +99,7 @@ pub fn synthetic_artifact(spec: &SyntheticSpec) -> Artifact {
             parent_version: None,
             params,
             weights: EventWeights::default(),
+            recency: crate::Recency::default(),
             data: DataRange {
                 source: "synthetic".into(),
                 first_ts: 0,

@@ -19,6 +19,7 @@ pub fn artifact(items: usize, f: usize) -> Artifact {
             parent_version: None,
             params: AlsParams { factors: f, ..AlsParams::default() },
             weights: EventWeights::default(),
+            recency: model::Recency::default(),
             data: DataRange { source: "bench".into(), first_ts: 0, last_ts: 0, events: 0, catalog: None },
             counts: Counts { users: 1000, items, train_nnz: 0, factors: f },
             kafka_offsets: vec![],

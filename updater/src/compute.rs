@@ -101,7 +101,7 @@ pub fn split_history(m: &ServedModel, h: &UserHistory) -> SplitHistory {
     let mut s = SplitHistory::default();
     for (item, e) in &h.items {
         match m.item_index.get(item) {
-            Some(&row) => s.known.push((row, e.weighted(|k| m.weights.of(k)))),
+            Some(&row) => s.known.push((row, m.entry_weight(e))),
             None => s.unknown.push(item.clone()),
         }
     }
@@ -245,7 +245,7 @@ pub fn fold_item(
     let rows: Vec<(Vec<f32>, f32)> = users
         .par_iter()
         .filter_map(|h| {
-            let w = h.items.iter().find(|(i, _)| i == item)?.1.weighted(|k| m.weights.of(k));
+            let w = m.entry_weight(&h.items.iter().find(|(i, _)| i == item)?.1);
             let s = split_history(m, h);
             Some((fold_user(m, &s.known, solver)?, w))
         })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use model::artifact::{self, Artifact};
-use model::{CategoryIndex, EventWeights, Factors};
+use model::{CategoryIndex, EventWeights, Factors, Recency};
 use rustc_hash::FxHashMap;
 use schemas::{ItemId, ModelVersion};
 
@@ -44,6 +44,8 @@ pub struct ServedModel {
     pub xtx: Vec<f32>,
     pub alpha: f32,
     pub weights: EventWeights,
+    /// The model's recency decay (off for manifests without one).
+    pub recency: Recency,
     /// The model's training solver (used when `updater.solver = "cg"`).
     pub solver: model::Solver,
     /// Item categories for the re-rank.
@@ -136,9 +138,19 @@ impl ServedModel {
             xtx,
             alpha: m.params.alpha,
             weights: m.weights,
+            recency: m.recency,
             solver: m.params.solver,
             categories,
         })
+    }
+
+    /// The confidence value `r` of one history entry, as the trainer builds it
+    /// ([`EventWeights::decayed`]). The history keeps counts and the latest
+    /// time per item, not each event's time, so every event of the entry is
+    /// aged as its latest one (docs/design.md, "Recency"); with decay off this
+    /// is exactly the undecayed sum.
+    pub fn entry_weight(&self, e: &schemas::HistEntry) -> f32 {
+        e.weighted(|k| self.weights.decayed(k, e.last_ts, &self.recency))
     }
 
     /// Factor count.
