@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::config::TrainingConfig;
 use crate::data::Dataset;
-use crate::gate::{self, Verdict};
+use crate::gate::{self, GateRecord, Verdict};
 use crate::pipeline::{self, EvalReport};
 
 /// Why a training run failed (a rejected model is not a failure: see
@@ -58,6 +58,8 @@ pub struct TrainOutcome {
     pub version: String,
     pub path: PathBuf,
     pub verdict: Verdict,
+    /// The decision as the manifest records it (both sides' numbers, the reason).
+    pub gate: GateRecord,
     /// True when `CURRENT` now names this version.
     pub promoted: bool,
     pub served_before: Option<String>,
@@ -124,11 +126,13 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
         None => None,
     };
     let evaluation = evaluation_of(&report, cfg)?;
-    let verdict = match &served_eval {
-        None => Verdict::NoServedModel,
-        Some(None) => Verdict::Incomparable { reason: "the served model has no recorded evaluation".into() },
-        Some(Some(e)) => gate::judge(&evaluation, Some(e), &cfg.gate),
-    };
+    let served = served_before
+        .as_deref()
+        .zip(served_eval.as_ref())
+        .map(|(version, e)| gate::Served { version, evaluation: e.as_ref() });
+    let verdict = gate::judge_served(&evaluation, served, &cfg.gate);
+    // Recorded before the version is written: the manifest keeps the decision.
+    let gate_record = gate::record(&verdict, &evaluation, served, &cfg.gate, opts.force);
     let now = now_utc();
     let version = match &opts.version {
         Some(v) => v.clone(),
@@ -166,6 +170,7 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
             },
             kafka_offsets: opts.kafka_offsets.clone(),
             evaluation: Some(evaluation),
+            gate: Some(gate_record.clone()),
             files: BTreeMap::new(),
         },
         user_ids: full.indexed.user_ids.iter().map(|u| ds.names.user_name(*u)).collect(),
@@ -181,5 +186,5 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
         // Also remembers the replaced version as PREVIOUS (kept by pruning).
         crate::lifecycle::set_current(root, &version)?;
     }
-    Ok(TrainOutcome { version, path, verdict, promoted, served_before, report })
+    Ok(TrainOutcome { version, path, verdict, gate: gate_record, promoted, served_before, report })
 }

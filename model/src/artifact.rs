@@ -122,6 +122,68 @@ pub struct Evaluation {
     pub report: serde_json::Value,
 }
 
+/// What the promotion gate decided when a version was trained (or what
+/// `models compare` finds): written into the candidate's manifest, so the
+/// decision and its numbers stay with the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRecord {
+    pub decision: GateDecision,
+    /// The decision in words: which metric fell how far, or why nothing was compared.
+    pub reason: String,
+    /// The version served when the gate ran (`None`: nothing was served).
+    pub served_version: Option<String>,
+    /// Protocol of the candidate's evaluation.
+    pub protocol: String,
+    /// Protocol of the served version's evaluation (`None`: none recorded).
+    pub served_protocol: Option<String>,
+    /// Largest relative drop of a key metric allowed (0.10 = 10 %).
+    pub max_relative_drop: f64,
+    /// One row per key metric, in the gate's order.
+    pub metrics: Vec<GateMetric>,
+}
+
+/// The gate's outcome for one candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateDecision {
+    /// Nothing was served: promoted without a comparison.
+    FirstModel,
+    /// Every key metric within the allowed drop: promoted.
+    Promoted,
+    /// A key metric fell too far: not promoted.
+    Rejected,
+    /// The two evaluations cannot be compared (protocol, missing metric or
+    /// evaluation): not promoted automatically.
+    Incomparable,
+    /// Rejected or incomparable, promoted anyway (`--force`).
+    Forced,
+}
+
+impl GateDecision {
+    /// The word the report and `models compare` print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateDecision::FirstModel => "first model",
+            GateDecision::Promoted => "promoted",
+            GateDecision::Rejected => "rejected",
+            GateDecision::Incomparable => "incomparable",
+            GateDecision::Forced => "forced",
+        }
+    }
+}
+
+/// One key metric as the gate saw it. Values are absent where that side has
+/// no such metric; `relative_change` and `ok` only when the two were compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateMetric {
+    pub metric: String,
+    pub candidate: Option<f64>,
+    pub served: Option<f64>,
+    /// `(candidate − served) / served`; 0 when the served value is 0.
+    pub relative_change: Option<f64>,
+    pub ok: Option<bool>,
+}
+
 /// Checksum and size of one file of the version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
@@ -151,6 +213,10 @@ pub struct Manifest {
     #[serde(default)]
     pub kafka_offsets: Vec<TopicOffset>,
     pub evaluation: Option<Evaluation>,
+    /// The promotion gate's decision for this version; absent in older
+    /// manifests and in versions not written by `train`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateRecord>,
     /// Filled in when the version is written.
     #[serde(default)]
     pub files: BTreeMap<String, FileDigest>,
@@ -560,6 +626,21 @@ mod tests {
                     target_users: 5,
                     report: serde_json::json!({"als": {"recall@20": 0.25}}),
                 }),
+                gate: Some(GateRecord {
+                    decision: GateDecision::Rejected,
+                    reason: "recall@20 fell 16.7 %".into(),
+                    served_version: Some("v0".into()),
+                    protocol: "seed".into(),
+                    served_protocol: Some("seed".into()),
+                    max_relative_drop: 0.1,
+                    metrics: vec![GateMetric {
+                        metric: "recall@20".into(),
+                        candidate: Some(0.25),
+                        served: Some(0.3),
+                        relative_change: Some(-0.05 / 0.3),
+                        ok: Some(false),
+                    }],
+                }),
                 files: BTreeMap::new(),
             },
             user_ids: vec!["0".into(), "u-1".into()],
@@ -661,5 +742,18 @@ mod tests {
         v.as_object_mut().unwrap().remove("kafka_offsets");
         fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
         assert!(read_manifest(&path).unwrap().kafka_offsets.is_empty());
+    }
+
+    #[test]
+    fn manifests_without_a_gate_record_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample("v4").write(dir.path()).unwrap();
+        let mpath = path.join(MANIFEST_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+        assert_eq!(v["gate"]["decision"], "rejected");
+        v.as_object_mut().unwrap().remove("gate");
+        fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(read_manifest(&path).unwrap().gate, None);
+        assert!(Artifact::read(&path).is_ok(), "the whole version still reads");
     }
 }

@@ -110,6 +110,7 @@ pub fn synthetic_artifact(spec: &SyntheticSpec) -> Artifact {
             counts: Counts { users: spec.users, items: spec.items, train_nnz: csr.nnz(), factors: spec.factors },
             kafka_offsets: Vec::new(),
             evaluation: None,
+            gate: None,
             files: BTreeMap::new(),
         },
         user_ids: (0..spec.users).map(user_id).collect(),

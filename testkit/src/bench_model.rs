@@ -24,6 +24,7 @@ pub fn artifact(items: usize, f: usize) -> Artifact {
             counts: Counts { users: 1000, items, train_nnz: 0, factors: f },
             kafka_offsets: vec![],
             evaluation: None,
+            gate: None,
             files: Default::default(),
         },
         user_ids: (0..1000).map(|u| format!("u{u}")).collect(),

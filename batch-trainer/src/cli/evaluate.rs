@@ -85,7 +85,7 @@ pub(super) fn run(a: &EvaluateArgs, config: Option<&Path>, show: bool) -> anyhow
 pub const REPORT_DEPTH: usize = 50;
 
 /// This process's command line, quoted where a shell would need it.
-fn command_line() -> String {
+pub(super) fn command_line() -> String {
     let plain = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:@,+%".contains(c));
     std::env::args()
         .map(|a| if plain(&a) { a } else { format!("'{}'", a.replace('\'', "'\\''")) })

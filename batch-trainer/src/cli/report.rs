@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use model::artifact::{GateDecision, GateRecord, Manifest};
+
 use crate::config::TrainingConfig;
 use crate::metrics::{Curve, Cutoffs, Metrics};
 use crate::pipeline::{EvalReport, Spread};
@@ -127,10 +129,18 @@ th{background:#f3f3f3;font-weight:600}td.num{text-align:right;font-variant-numer
 svg{width:100%;height:auto;background:#fff}svg text{font:12px system-ui,sans-serif;fill:#333}
 svg .title{font-size:14px;font-weight:600}svg .grid{stroke:#e5e5e5}svg .axis{stroke:#444}
 .kv td:first-child{color:#444;white-space:nowrap}code.flag{white-space:nowrap}
+.verdict{padding:10px 14px;border-left:6px solid;border-radius:3px;margin:8px 0}.verdict.pass{background:#e9f6ec;border-color:#1a7f37}
+.verdict.fail{background:#fdecea;border-color:#b42318}.verdict.forced{background:#fff4e0;border-color:#b26b00}
+table.gate tr.bad td{background:#fdecea}table.gate tr.bad td.check{color:#b42318;font-weight:600}
 ";
 
 /// The whole page.
 pub fn render(input: &PageInput<'_>) -> String {
+    render_page(input, None)
+}
+
+/// The page, with the gate's decision before the metrics when a version was trained.
+fn render_page(input: &PageInput<'_>, gate: Option<&GateView<'_>>) -> String {
     let r = input.report;
     let vs = variants(r);
     let mut h = String::new();
@@ -150,6 +160,9 @@ pub fn render(input: &PageInput<'_>) -> String {
     );
     let _ = writeln!(h, "<p class=\"sub\">Data: <code>{}</code></p>", esc(input.source));
 
+    if let Some(g) = gate {
+        gate_section(&mut h, g);
+    }
     h.push_str("<h2>Metrics</h2>\n");
     metric_table(&mut h, r, &vs, input.training);
 
@@ -536,6 +549,339 @@ fn bar_chart(h: &mut String, metric: &str, title: &str, vs: &[Variant<'_>], cuto
          <line class=\"axis\" x1=\"{LEFT}\" x2=\"{:.2}\" y1=\"{bottom}\" y2=\"{bottom}\"/></svg>",
         LEFT + PLOT_W
     );
+}
+
+/// Now in RFC 3339 to the second, for "Generated …".
+pub fn generated_now() -> anyhow::Result<String> {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .context("dropping sub-seconds")?
+        .format(&time::format_description::well_known::Rfc3339)
+        .context("formatting the time")
+}
+
+/// The gate section's input: the version judged and the decision about it.
+#[derive(Debug, Clone, Copy)]
+pub struct GateView<'a> {
+    pub candidate: &'a str,
+    pub record: &'a GateRecord,
+}
+
+/// The class that colours the decision: passed, stopped, or overridden.
+fn decision_class(d: GateDecision) -> &'static str {
+    match d {
+        GateDecision::FirstModel | GateDecision::Promoted => "pass",
+        GateDecision::Rejected | GateDecision::Incomparable => "fail",
+        GateDecision::Forced => "forced",
+    }
+}
+
+/// A value of one side of the gate table: `—` where that side has none.
+fn side(v: Option<f64>) -> String {
+    v.map(num).unwrap_or_else(|| "—".into())
+}
+
+/// The gate's decision: the verdict highlighted with its reason, then candidate
+/// against served per key metric with the change, the allowed drop and the check.
+pub fn gate_section(h: &mut String, g: &GateView<'_>) {
+    let r = g.record;
+    let served = r.served_version.as_deref();
+    let _ = writeln!(
+        h,
+        "<h2 id=\"gate\">Gate: <code>{}</code> against {}</h2>",
+        esc(g.candidate),
+        served.map(|s| format!("served <code>{}</code>", esc(s))).unwrap_or_else(|| "nothing served".into())
+    );
+    let decision =
+        serde_json::to_value(r.decision).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let _ = writeln!(
+        h,
+        "<p class=\"verdict {}\" data-decision=\"{}\"><strong>{}</strong> — {}</p>",
+        decision_class(r.decision),
+        esc(&decision),
+        esc(&r.decision.as_str().to_uppercase()),
+        esc(&r.reason)
+    );
+    let allowed = format!("≥ {:+.1} %", -100.0 * r.max_relative_drop);
+    let _ = writeln!(
+        h,
+        "<table class=\"gate\"><tr><th>metric</th><th>candidate <code>{}</code></th><th>served <code>{}</code></th>\
+         <th>change</th><th>allowed</th><th>check</th></tr>",
+        esc(g.candidate),
+        esc(served.unwrap_or("—"))
+    );
+    for m in &r.metrics {
+        let (class, check) = match m.ok {
+            Some(true) => ("", "ok"),
+            Some(false) => (" class=\"bad\"", "too low"),
+            None => ("", "not compared"),
+        };
+        let change = m.relative_change.map(|c| format!("{:+.1} %", 100.0 * c)).unwrap_or_else(|| "—".into());
+        let _ = writeln!(
+            h,
+            "<tr data-metric=\"{}\"{class}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"check\">{check}</td></tr>",
+            esc(&m.metric),
+            esc(&m.metric),
+            side(m.candidate),
+            side(m.served),
+            esc(&change),
+            esc(&allowed)
+        );
+    }
+    h.push_str("</table>\n");
+    let protocols = match &r.served_protocol {
+        Some(p) if *p == r.protocol => format!("both evaluated with the {} protocol", esc(p)),
+        Some(p) => format!("candidate evaluated with the {} protocol, served with {}", esc(&r.protocol), esc(p)),
+        None => format!("candidate evaluated with the {} protocol", esc(&r.protocol)),
+    };
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">The values are the served variant's recorded in each manifest ({protocols}). \
+         A candidate is promoted when every key metric is within the allowed relative drop of the served \
+         version's (<code>training.gate.max_relative_drop</code> = {}); evaluations on different protocols, or \
+         without a key metric, are incomparable and not promoted without <code class=\"flag\">--force</code>.</p>",
+        r.max_relative_drop
+    );
+}
+
+/// Writes `dir/index.html` for a trained version: the evaluation page with the
+/// gate's decision first.
+pub fn write_trained(dir: &Path, input: &PageInput<'_>, gate: &GateView<'_>) -> anyhow::Result<PathBuf> {
+    write_html(dir, &render_page(input, Some(gate)))
+}
+
+/// The page of `models compare`: built from two manifests, with no evaluation
+/// run at hand, so the gate and the recorded numbers of both versions.
+#[derive(Debug, Clone, Copy)]
+pub struct ComparisonPage<'a> {
+    pub candidate: &'a Manifest,
+    pub served: &'a Manifest,
+    pub record: &'a GateRecord,
+    pub command: &'a str,
+    pub generated_at: &'a str,
+}
+
+/// Writes `dir/index.html` of a comparison.
+pub fn write_comparison(dir: &Path, page: &ComparisonPage<'_>) -> anyhow::Result<PathBuf> {
+    write_html(dir, &render_comparison(page))
+}
+
+fn write_html(dir: &Path, html: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("index.html");
+    std::fs::write(&path, html).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// One row of a version's facts on the comparison page.
+type Field = fn(&Manifest) -> String;
+
+/// The comparison page: the gate section, every recorded metric of both
+/// versions, what each was trained on, their parameters.
+pub fn render_comparison(p: &ComparisonPage<'_>) -> String {
+    let (a, b) = (p.candidate, p.served);
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>recsys-trainer: {} against {}</title><style>{CSS}</style></head><body><main>\n",
+        esc(&a.version),
+        esc(&b.version)
+    );
+    let _ = writeln!(h, "<h1>Model {} against {}</h1>", esc(&a.version), esc(&b.version));
+    let _ = writeln!(
+        h,
+        "<p class=\"sub\">Generated {} by <code>{}</code> from the two versions' manifests (nothing retrained)</p>",
+        esc(p.generated_at),
+        esc(p.command)
+    );
+    gate_section(&mut h, &GateView { candidate: &a.version, record: p.record });
+
+    h.push_str("<h2>Recorded evaluations</h2>\n");
+    let _ = writeln!(
+        h,
+        "<table><tr><th>metric</th><th>candidate <code>{}</code></th><th>served <code>{}</code></th></tr>",
+        esc(&a.version),
+        esc(&b.version)
+    );
+    let metrics = |m: &Manifest| m.evaluation.as_ref().map(|e| e.metrics.clone()).unwrap_or_default();
+    let (ma, mb) = (metrics(a), metrics(b));
+    let keys: std::collections::BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+    for k in keys {
+        let _ = writeln!(
+            h,
+            "<tr data-metric=\"{}\"><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(k),
+            esc(k),
+            side(ma.get(k).copied()),
+            side(mb.get(k).copied())
+        );
+    }
+    h.push_str("</table>\n");
+
+    h.push_str("<h2>Versions</h2>\n<table class=\"kv\">\n");
+    let _ = writeln!(h, "<tr><th></th><th>candidate</th><th>served</th></tr>");
+    let gate_said = |m: &Manifest| {
+        m.gate
+            .as_ref()
+            .map(|g| format!("{} ({})", g.decision.as_str(), g.served_version.as_deref().unwrap_or("nothing served")))
+            .unwrap_or_else(|| "not recorded".into())
+    };
+    let rows: [(&str, Field); 11] = [
+        ("version", |m| m.version.clone()),
+        ("created", |m| m.created_at.clone()),
+        ("parent version", |m| m.parent_version.clone().unwrap_or_else(|| "none".into())),
+        ("data source", |m| m.data.source.clone()),
+        ("events", |m| m.data.events.to_string()),
+        ("first / last event (epoch ms)", |m| format!("{} / {}", m.data.first_ts, m.data.last_ts)),
+        ("users × items", |m| format!("{} × {}", m.counts.users, m.counts.items)),
+        ("training pairs", |m| m.counts.train_nnz.to_string()),
+        ("factors", |m| m.counts.factors.to_string()),
+        ("protocol", |m| m.evaluation.as_ref().map(|e| e.protocol.clone()).unwrap_or_else(|| "none".into())),
+        ("test users with targets", |m| {
+            m.evaluation.as_ref().map(|e| e.target_users.to_string()).unwrap_or_else(|| "none".into())
+        }),
+    ];
+    for (k, f) in rows {
+        let _ = writeln!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(k), esc(&f(a)), esc(&f(b)));
+    }
+    let _ = writeln!(
+        h,
+        "<tr><td>gate when trained</td><td>{}</td><td>{}</td></tr>",
+        esc(&gate_said(a)),
+        esc(&gate_said(b))
+    );
+    h.push_str("</table>\n");
+
+    h.push_str("<h2>Parameters</h2>\n<table class=\"kv\">\n<tr><th></th><th>candidate</th><th>served</th></tr>\n");
+    let params = |m: &Manifest| {
+        let mut rows = Vec::new();
+        flatten("", &serde_json::to_value(&m.params).unwrap_or_default(), &mut rows);
+        rows.into_iter().collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (pa, pb) = (params(a), params(b));
+    let keys: std::collections::BTreeSet<&String> = pa.keys().chain(pb.keys()).collect();
+    for k in keys {
+        let v = |p: &std::collections::BTreeMap<String, String>| p.get(k).cloned().unwrap_or_else(|| "—".into());
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            esc(k),
+            esc(&v(&pa)),
+            esc(&v(&pb))
+        );
+    }
+    h.push_str("</table>\n</main></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use model::artifact::GateMetric;
+
+    use super::*;
+
+    /// Known numbers: recall@20 fell 12 % (0.25 → 0.22) with 10 % allowed,
+    /// precision@5 rose, ndcg@10 is absent on the served side.
+    fn record(decision: GateDecision) -> GateRecord {
+        let row = |metric: &str, candidate, served: Option<f64>, change: Option<f64>, ok| GateMetric {
+            metric: metric.into(),
+            candidate: Some(candidate),
+            served,
+            relative_change: change,
+            ok,
+        };
+        GateRecord {
+            decision,
+            reason: "recall@20 fell 12.0 % (0.2500 → 0.2200) against served version v1 <old>".into(),
+            served_version: Some("v1".into()),
+            protocol: "seed".into(),
+            served_protocol: Some("seed".into()),
+            max_relative_drop: 0.1,
+            metrics: vec![
+                row("precision@5", 0.04, Some(0.033), Some(0.04 / 0.033 - 1.0), Some(true)),
+                row("recall@20", 0.22, Some(0.25), Some(-0.12), Some(false)),
+                row("ndcg@10", 0.1, None, None, None),
+            ],
+        }
+    }
+
+    fn section(r: &GateRecord) -> String {
+        let mut h = String::new();
+        gate_section(&mut h, &GateView { candidate: "v2", record: r });
+        h
+    }
+
+    #[test]
+    fn the_gate_table_holds_both_sides_and_the_verdict() {
+        let h = section(&record(GateDecision::Rejected));
+        assert!(h.contains("<h2 id=\"gate\">Gate: <code>v2</code> against served <code>v1</code></h2>"), "{h}");
+        assert!(
+            h.contains(
+                "<p class=\"verdict fail\" data-decision=\"rejected\"><strong>REJECTED</strong> — recall@20 fell \
+                 12.0 % (0.2500 → 0.2200) against served version v1 &lt;old&gt;</p>"
+            ),
+            "{h}"
+        );
+        assert!(
+            h.contains(
+                "<tr data-metric=\"recall@20\" class=\"bad\"><td>recall@20</td><td class=\"num\">0.2200</td>\
+                 <td class=\"num\">0.2500</td><td class=\"num\">-12.0 %</td><td class=\"num\">≥ -10.0 %</td>\
+                 <td class=\"check\">too low</td></tr>"
+            ),
+            "{h}"
+        );
+        assert!(h.contains("<td class=\"num\">+21.2 %</td>"), "precision change: {h}");
+        assert!(h.contains("<td class=\"num\">—</td><td class=\"num\">—</td>"), "ndcg has no served side: {h}");
+        assert!(h.contains("<td class=\"check\">not compared</td>"));
+        assert_eq!(h.matches("class=\"bad\"").count(), 1, "one failing row");
+        assert!(h.contains("both evaluated with the seed protocol"));
+        assert!(h.contains("max_relative_drop</code> = 0.1"));
+    }
+
+    #[test]
+    fn each_decision_is_coloured_and_named() {
+        for (d, class, word) in [
+            (GateDecision::Promoted, "pass", "PROMOTED"),
+            (GateDecision::FirstModel, "pass", "FIRST MODEL"),
+            (GateDecision::Incomparable, "fail", "INCOMPARABLE"),
+            (GateDecision::Forced, "forced", "FORCED"),
+        ] {
+            let h = section(&record(d));
+            let want = format!("<p class=\"verdict {class}\" data-decision=\"");
+            assert!(h.contains(&want) && h.contains(&format!("<strong>{word}</strong>")), "{d:?}: {h}");
+        }
+        let mut first = record(GateDecision::FirstModel);
+        first.served_version = None;
+        first.served_protocol = None;
+        assert!(section(&first).contains("against nothing served</h2>"));
+    }
+
+    #[test]
+    fn the_comparison_page_is_escaped_and_self_contained() {
+        let manifest = |v: &str| {
+            let spec = model::synthetic::SyntheticSpec { version: v.into(), users: 4, items: 6, ..Default::default() };
+            model::synthetic::synthetic_artifact(&spec).manifest
+        };
+        let mut a = manifest("v2");
+        a.data.source = "/d/<script>x</script>".into();
+        let b = manifest("v1");
+        let r = record(GateDecision::Rejected);
+        let html = render_comparison(&ComparisonPage {
+            candidate: &a,
+            served: &b,
+            record: &r,
+            command: "recsys-trainer models compare v2 v1 --report 'o&o'",
+            generated_at: "2026-01-01T00:00:00Z",
+        });
+        assert!(html.starts_with("<!DOCTYPE html>") && html.ends_with("</html>\n"));
+        assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+        assert!(html.contains("/d/&lt;script&gt;x&lt;/script&gt;"));
+        assert!(html.contains("--report &#39;o&amp;o&#39;"));
+        assert!(html.contains("<strong>REJECTED</strong>"));
+    }
 }
 
 #[cfg(test)]

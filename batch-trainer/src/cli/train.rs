@@ -8,8 +8,9 @@ use anyhow::Context;
 use clap::Args;
 
 use super::args::{load_data, runtime, settings, HyperArgs, SourceArgs};
-use super::evaluate::render_report;
-use super::output::{print_publication, write_json, EXIT_PUBLISH_FAILED, EXIT_REJECTED};
+use super::evaluate::{command_line, render_report};
+use super::output::{print_publication, render_kafka, render_load, write_json, EXIT_PUBLISH_FAILED, EXIT_REJECTED};
+use super::report;
 use crate::config::Settings;
 use crate::gate::Verdict;
 use crate::lifecycle::RunLock;
@@ -37,6 +38,11 @@ pub struct TrainArgs {
     /// Also write the outcome (verdict and evaluation) as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write DIR/index.html for the new version: the gate's decision
+    /// (candidate against served per key metric, the allowed drop, the verdict
+    /// and why), then the evaluation page of `evaluate --report` without its curves.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub hyper: HyperArgs,
 }
@@ -66,6 +72,10 @@ pub(super) fn run(a: &TrainArgs, config: Option<&Path>, show: bool) -> anyhow::R
     }
     if let Some(p) = &a.json {
         write_json(p, &r.train)?;
+    }
+    if let Some(dir) = &a.report {
+        let path = write_page(dir, &s, &r)?;
+        sayln!("report written to {}", path.display());
     }
     if !r.train.promoted {
         sayln!(
@@ -107,6 +117,24 @@ fn publish(s: &Settings, root: &Path, r: &RunResult, started: Instant, lock: Run
     }
 }
 
+/// The page of `--report`: written whatever the gate decided, before any
+/// publication, so a rejected version has its page too.
+fn write_page(dir: &Path, s: &Settings, r: &RunResult) -> anyhow::Result<PathBuf> {
+    let mut load_summary = render_load(&r.loaded.ds);
+    if let Some(k) = &r.loaded.kafka {
+        load_summary.push_str(&render_kafka(k));
+    }
+    let page = report::PageInput {
+        report: &r.train.report,
+        training: &s.training,
+        command: &command_line(),
+        source: &r.loaded.description,
+        load_summary: &load_summary,
+        generated_at: &report::generated_now()?,
+    };
+    report::write_trained(dir, &page, &report::GateView { candidate: &r.train.version, record: &r.train.gate })
+}
+
 /// The webhook from a synchronous command (best effort, never fails it).
 fn notify_blocking(s: &Settings, report: &RunReport) {
     if s.trainer.webhook.url.is_empty() {
@@ -137,5 +165,6 @@ fn print_train(out: &TrainOutcome) {
         }
         Verdict::Incomparable { reason } => sayln!("gate: cannot compare: {reason}"),
     }
+    sayln!("gate decision: {}: {}", out.gate.decision.as_str(), out.gate.reason);
     sayln!("model {} written to {}", out.version, out.path.display());
 }
