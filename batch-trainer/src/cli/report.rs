@@ -1,6 +1,8 @@
 //! `evaluate --report DIR`: the evaluation as one self-contained `index.html`
 //! (inline CSS and SVG drawn here; no script, nothing fetched), so the page can
 //! be mailed, archived with a model or opened from a CI artifact as it is.
+//! `train --report` adds the gate's decision ([`gate_section`]) to the same page;
+//! `models compare --report` has only manifests at hand ([`render_comparison`]).
 //!
 //! Every text that comes from outside (paths, the command line, configuration
 //! values) goes through [`esc`].
@@ -131,7 +133,7 @@ svg .title{font-size:14px;font-weight:600}svg .grid{stroke:#e5e5e5}svg .axis{str
 .kv td:first-child{color:#444;white-space:nowrap}code.flag{white-space:nowrap}
 .verdict{padding:10px 14px;border-left:6px solid;border-radius:3px;margin:8px 0}.verdict.pass{background:#e9f6ec;border-color:#1a7f37}
 .verdict.fail{background:#fdecea;border-color:#b42318}.verdict.forced{background:#fff4e0;border-color:#b26b00}
-table.gate tr.bad td{background:#fdecea}table.gate tr.bad td.check{color:#b42318;font-weight:600}
+table.gate tr.bad td{background:#fdecea}table.gate tr.bad td.check{color:#b42318;font-weight:600}h2 code,th code{font-size:.95em}
 ";
 
 /// The whole page.
