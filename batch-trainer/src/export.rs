@@ -20,7 +20,14 @@ use crate::split;
 /// Writes `train.csv`, `test.csv` and `params.json` into `dir`.
 pub fn export_split(ds: &Dataset, cfg: &TrainingConfig, dir: &Path) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
-    let s = split::split(cfg.protocol, &ds.events.events, &cfg.weights, cfg.recency_half_life_days, &cfg.filter, &cfg.split);
+    let s = split::split(
+        cfg.protocol,
+        &ds.events.events,
+        &cfg.weights,
+        cfg.recency_half_life_days,
+        &cfg.filter,
+        &cfg.split,
+    );
     let ix = index_pairs(&s.train);
     let mut w = BufWriter::new(fs::File::create(dir.join("train.csv"))?);
     writeln!(w, "user,item,weight")?;

@@ -177,7 +177,14 @@ pub fn profile(ds: &Dataset, cfg: &TrainingConfig, opts: &LoadOptions) -> Profil
 /// Why the configured split of `ds` has no test users, and what to change:
 /// the message of `evaluate` and `train` when it has none.
 pub fn why_no_test_users(ds: &Dataset, cfg: &TrainingConfig) -> String {
-    let s = split::split(cfg.protocol, &ds.events.events, &cfg.weights, cfg.recency_half_life_days, &cfg.filter, &cfg.split);
+    let s = split::split(
+        cfg.protocol,
+        &ds.events.events,
+        &cfg.weights,
+        cfg.recency_half_life_days,
+        &cfg.filter,
+        &cfg.split,
+    );
     no_test_users(&s.filter, cfg)
 }
 
