@@ -23,12 +23,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::redis_conn::RedisConn;
 use model::artifact::{self, Artifact, ArtifactError};
 use model::Scored;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
-use redis::aio::ConnectionManager;
 use schemas::{ItemId, ModelAnnouncement, ModelVersion, RecItem, RecsList, RedisKeys, Sha256Hex};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
@@ -160,7 +160,7 @@ pub fn plan(dir: &Path, cfg: &PublishConfig) -> Result<Plan, PublishError> {
 
 /// Redis and Kafka clients of a publication.
 pub struct Publisher {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: RedisKeys,
     producer: FutureProducer,
     topic: String,

@@ -69,7 +69,7 @@ impl Env {
             .unwrap()
     }
 
-    async fn redis(&self) -> redis::aio::ConnectionManager {
+    async fn redis(&self) -> common::redis_conn::RedisConn {
         common::redis_conn::connect(&self.s.redis).await.unwrap()
     }
 

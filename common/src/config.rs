@@ -360,8 +360,14 @@ impl KafkaConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://` for TLS).
+    /// One Redis node: `redis://host:port/db` (or `rediss://` for TLS). Empty
+    /// when [`RedisConfig::cluster_nodes`] names a cluster.
     pub url: String,
+    /// A Redis Cluster: some of its nodes (`redis://host:port`), from which the
+    /// client learns the rest. Empty for a single node (`url`). A list in the
+    /// file; comma-separated in `RECSYS__REDIS__CLUSTER_NODES`.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub cluster_nodes: Vec<String>,
     /// Prepended to every key (`schemas::RedisKeys`); include the separator.
     pub prefix: String,
     /// Connection attempt timeout, ms.
@@ -374,6 +380,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
+            cluster_nodes: Vec::new(),
             prefix: "recsys:".into(),
             connect_timeout_ms: 1_000,
             response_timeout_ms: 1_000,
@@ -395,11 +402,43 @@ impl RedisConfig {
         Duration::from_millis(self.response_timeout_ms)
     }
 
+    /// Whether this names a Redis Cluster (`cluster_nodes`) rather than one node.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// Where it connects, for logs and errors: the URL, or the seed nodes.
+    pub fn target(&self) -> String {
+        if self.is_cluster() {
+            format!("cluster {}", self.cluster_nodes.iter().map(|u| mask_url_password(u)).collect::<Vec<_>>().join(","))
+        } else {
+            mask_url_password(&self.url)
+        }
+    }
+
     /// Rejects values that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        let (single, cluster) = (!self.url.trim().is_empty(), self.is_cluster());
+        if single && cluster {
+            return Err("redis.url and redis.cluster_nodes are both set: name one node (url) or a cluster's \
+                 seed nodes (cluster_nodes), not both (set redis.url = \"\" to use the cluster)"
+                .to_owned());
+        }
+        if !single && !cluster {
+            return Err("redis: set either redis.url (one node) or redis.cluster_nodes (a cluster)".to_owned());
+        }
+        if let Some(bad) =
+            self.cluster_nodes.iter().find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
+            return Err(format!(
+                "redis.cluster_nodes: {:?} must start with redis:// or rediss://",
+                mask_url_password(bad)
+            ));
+        }
         first_failure(&[
             (
-                self.url.starts_with("redis://")
+                cluster
+                    || self.url.starts_with("redis://")
                     || self.url.starts_with("rediss://")
                     || self.url.starts_with("unix://"),
                 "redis.url must start with redis://, rediss:// or unix://",
@@ -471,6 +510,39 @@ mod tests {
         assert!(r.validate().unwrap_err().contains("redis.url"));
         let k = KafkaConfig { partitions: 0, ..KafkaConfig::default() };
         assert!(k.validate().unwrap_err().contains("kafka.partitions"));
+    }
+
+    #[test]
+    fn redis_is_one_node_or_a_cluster_never_both() {
+        let nodes = vec!["redis://127.0.0.1:7000".to_owned(), "redis://127.0.0.1:7001".to_owned()];
+        let both = RedisConfig { cluster_nodes: nodes.clone(), ..RedisConfig::default() };
+        let e = both.validate().unwrap_err();
+        assert!(e.contains("redis.url") && e.contains("redis.cluster_nodes") && e.contains("not both"), "{e}");
+        let neither = RedisConfig { url: String::new(), ..RedisConfig::default() };
+        assert!(neither.validate().unwrap_err().contains("either"));
+        let cluster = RedisConfig { url: String::new(), cluster_nodes: nodes.clone(), ..RedisConfig::default() };
+        assert_eq!(cluster.validate(), Ok(()));
+        assert!(cluster.is_cluster());
+        let bad =
+            RedisConfig { url: String::new(), cluster_nodes: vec!["127.0.0.1:7000".into()], ..RedisConfig::default() };
+        assert!(bad.validate().unwrap_err().contains("redis.cluster_nodes"));
+        // The environment gives the list comma-separated; the file as a list.
+        let env = config::Map::from([
+            ("RECSYS__REDIS__URL".to_owned(), String::new()),
+            ("RECSYS__REDIS__CLUSTER_NODES".to_owned(), "redis://127.0.0.1:7000, redis://127.0.0.1:7001".to_owned()),
+        ]);
+        let b: Both = load_layered(Some(&repo_config()), Some(env)).unwrap();
+        assert_eq!(b.redis.cluster_nodes, nodes);
+        assert_eq!(b.redis.validate(), Ok(()));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[redis]\nurl = \"\"\ncluster_nodes = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]\n",
+        )
+        .unwrap();
+        let b: Both = load_layered(Some(&f), Some(config::Map::new())).unwrap();
+        assert_eq!(b.redis.cluster_nodes, nodes);
     }
 
     #[test]

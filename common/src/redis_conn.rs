@@ -1,19 +1,64 @@
-//! A Redis connection that reconnects by itself (so recovery after a Redis
-//! restart needs no process restart) and never waits longer than the
-//! configured response timeout.
+//! The one Redis connection of every process: [`RedisConn`], a single node
+//! (`[redis] url`) or a Redis Cluster (`[redis] cluster_nodes`) behind one
+//! type, so every caller has one code path for both.
+//!
+//! Both reconnect by themselves (so recovery after a Redis restart or a
+//! failover needs no process restart) and never wait longer than the configured
+//! response timeout. In cluster mode every command goes to the master of its
+//! key's slot (following MOVED / ASK); a script or MULTI must therefore touch
+//! keys of one slot only (docs/design.md §5), while a plain pipeline may mix
+//! slots: it is sent as one request per command (concurrent on the multiplexed
+//! connections, so still one round trip's worth of waiting). A keyspace walk
+//! goes through [`RedisConn::scan`], which visits every master.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+use futures::future::{try_join_all, BoxFuture, FutureExt};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, RedisFuture, RedisResult, Value};
 
 use crate::config::RedisConfig;
 
+/// A connection to one Redis node or to a Redis Cluster. Cheap to clone: the
+/// clones share the multiplexed connections underneath.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RedisConn::Single(_) => "RedisConn::Single",
+            RedisConn::Cluster(_) => "RedisConn::Cluster",
+        })
+    }
+}
+
 /// Connects now (fails fast when Redis is unreachable at start-up).
-pub async fn connect(cfg: &RedisConfig) -> redis::RedisResult<ConnectionManager> {
-    ConnectionManager::new_with_config(redis::Client::open(cfg.url.as_str())?, manager_config(cfg)).await
+pub async fn connect(cfg: &RedisConfig) -> RedisResult<RedisConn> {
+    if cfg.is_cluster() {
+        let client = cluster_client(cfg)?;
+        Ok(RedisConn::Cluster(client.get_async_connection_with_config(cluster_config(cfg)).await?))
+    } else {
+        let client = redis::Client::open(cfg.url.as_str())?;
+        Ok(RedisConn::Single(ConnectionManager::new_with_config(client, manager_config(cfg)).await?))
+    }
 }
 
 /// Connects on first use (for processes that must start while Redis is down).
-pub fn connect_lazy(cfg: &RedisConfig) -> redis::RedisResult<ConnectionManager> {
-    ConnectionManager::new_lazy_with_config(redis::Client::open(cfg.url.as_str())?, manager_config(cfg))
+pub fn connect_lazy(cfg: &RedisConfig) -> RedisResult<RedisConn> {
+    if cfg.is_cluster() {
+        let client = cluster_client(cfg)?;
+        Ok(RedisConn::Cluster(client.get_pending_async_connection_with_config(cluster_config(cfg))))
+    } else {
+        let client = redis::Client::open(cfg.url.as_str())?;
+        Ok(RedisConn::Single(ConnectionManager::new_lazy_with_config(client, manager_config(cfg))?))
+    }
 }
 
 fn manager_config(cfg: &RedisConfig) -> ConnectionManagerConfig {
@@ -23,5 +68,194 @@ fn manager_config(cfg: &RedisConfig) -> ConnectionManagerConfig {
         // A handful of quick reconnect attempts per command; the caller's own
         // retry loop (with backoff) covers longer outages.
         .set_number_of_retries(2)
-        .set_max_delay(std::time::Duration::from_millis(200))
+        .set_max_delay(Duration::from_millis(200))
+}
+
+fn cluster_client(cfg: &RedisConfig) -> RedisResult<redis::cluster::ClusterClient> {
+    ClusterClientBuilder::new(cfg.cluster_nodes.iter().map(String::as_str))
+        .connection_timeout(cfg.connect_timeout())
+        .response_timeout(cfg.response_timeout())
+        // As the single node's: a few quick retries (they also follow MOVED /
+        // ASK and a failover's new master), the caller's loop does the rest.
+        .retries(2)
+        .max_retry_wait(200)
+        .build()
+}
+
+fn cluster_config(cfg: &RedisConfig) -> ClusterConfig {
+    ClusterConfig::new().set_connection_timeout(cfg.connect_timeout()).set_response_timeout(cfg.response_timeout())
+}
+
+impl RedisConn {
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
+    }
+
+    /// The masters to walk for a keyspace pass, in a stable order (a
+    /// cluster's shards by their lowest slot, which a failover does not
+    /// change); one entry for a single node.
+    pub async fn scan_targets(&mut self) -> RedisResult<Vec<ScanTarget>> {
+        let RedisConn::Cluster(c) = self else { return Ok(vec![ScanTarget { first_slot: 0, addr: None }]) };
+        let reply: Value = c
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let mut out = parse_cluster_slots(&reply).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "CLUSTER SLOTS: unexpected reply"))
+        })?;
+        out.sort_by_key(|t| t.first_slot);
+        // A master owning several slot ranges appears once, at its lowest.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|t| seen.insert(t.addr.clone()));
+        Ok(out)
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count` step on `target`'s node:
+    /// (next cursor, keys); 0 = that node is done.
+    pub async fn scan_step(
+        &mut self,
+        target: &ScanTarget,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> RedisResult<(u64, Vec<String>)> {
+        let cmd = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count).clone();
+        match (self, &target.addr) {
+            (RedisConn::Cluster(c), Some((host, port))) => {
+                let v = c
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port }),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(v)?)
+            }
+            (conn, _) => cmd.query_async(conn).await,
+        }
+    }
+
+    /// Every key matching `pattern` on every master (tests, tools; a pass over
+    /// a large keyspace steps with [`RedisConn::scan_step`] instead).
+    pub async fn scan_all(&mut self, pattern: &str) -> RedisResult<Vec<String>> {
+        let mut keys = Vec::new();
+        for t in self.scan_targets().await? {
+            let mut cursor = 0;
+            loop {
+                let (next, found) = self.scan_step(&t, cursor, pattern, 1000).await?;
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
+/// One master of a keyspace pass ([`RedisConn::scan_targets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanTarget {
+    /// The lowest slot the master serves (0 for a single node): names the
+    /// shard across failovers, for a pass that keeps its progress.
+    pub first_slot: u16,
+    /// host and port of a cluster's master; None for a single node.
+    pub addr: Option<(String, u16)>,
+}
+
+/// `CLUSTER SLOTS` → one target per slot range (its master).
+fn parse_cluster_slots(v: &Value) -> Option<Vec<ScanTarget>> {
+    let Value::Array(ranges) = v else { return None };
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let Value::Array(parts) = r else { return None };
+        let first = crate::redis_value::as_int(parts.first()?)?;
+        let Value::Array(master) = parts.get(2)? else { return None };
+        let host = match master.first()? {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
+            Value::SimpleString(s) => s.clone(),
+            _ => return None,
+        };
+        let port = crate::redis_value::as_int(master.get(1)?)?;
+        out.push(ScanTarget { first_slot: u16::try_from(first).ok()?, addr: Some((host, u16::try_from(port).ok()?)) });
+    }
+    Some(out)
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            // A plain pipeline (every reply wanted) may mix slots: one request
+            // per command, all in flight at once, replies in order. A
+            // transaction (MULTI/EXEC: offset past the commands) stays one
+            // request and must keep to one slot.
+            RedisConn::Cluster(c) if offset == 0 && count == pipeline.len() => {
+                let c = c.clone();
+                split_pipeline(c, pipeline)
+            }
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+fn split_pipeline(c: ClusterConnection, pipeline: &redis::Pipeline) -> BoxFuture<'_, RedisResult<Vec<Value>>> {
+    async move {
+        try_join_all(pipeline.cmd_iter().map(|cmd| {
+            let mut c = c.clone();
+            // A command's error fails the whole request, as a broken
+            // connection would; callers retry the step.
+            async move { c.req_packed_command(cmd).await }
+        }))
+        .await
+    }
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_slots_reply_names_each_masters_first_slot() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let range = |a: i64, b: i64, port: i64| {
+            Value::Array(vec![Value::Int(a), Value::Int(b), node("127.0.0.1", port), node("127.0.0.1", port + 3)])
+        };
+        let reply = Value::Array(vec![range(5461, 10922, 7001), range(0, 5460, 7000), range(10923, 16383, 7002)]);
+        let got = parse_cluster_slots(&reply).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1], ScanTarget { first_slot: 0, addr: Some(("127.0.0.1".into(), 7000)) });
+        assert_eq!(parse_cluster_slots(&Value::Int(1)), None);
+    }
 }

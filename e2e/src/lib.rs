@@ -228,7 +228,7 @@ where
 
 /// Views per item of `user`'s history in Redis (`hist:{user}`).
 pub async fn history(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut common::redis_conn::RedisConn,
     keys: &schemas::RedisKeys,
     user: &str,
 ) -> std::collections::BTreeMap<String, u64> {
@@ -246,7 +246,8 @@ pub fn view(user: &str, item: &str) -> serde_json::Value {
 /// Deletes every Redis key under `prefix` (a test's own), so test runs do not
 /// pile up keys in the shared Redis (and slow every SCAN of the others).
 pub async fn cleanup_redis(prefix: &str) {
-    let mut c = redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap()).await.unwrap();
+    let mut c =
+        common::redis_conn::connect(&common::RedisConfig { url: redis_url(), ..Default::default() }).await.unwrap();
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")

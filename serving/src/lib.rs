@@ -63,7 +63,7 @@ pub struct Deps {
     /// Bound listener of the API.
     pub listener: TcpListener,
     /// Redis (lazy: serving starts, degraded, while Redis is down).
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: common::redis_conn::RedisConn,
     /// The impression producer (see [`impressions::producer`]).
     pub producer: impressions::ImpressionProducer,
     /// The `recsys.models` consumer; `None` = follow `CURRENT` only.
@@ -84,7 +84,7 @@ impl Deps {
     pub fn connect(settings: &Settings, listener: TcpListener) -> anyhow::Result<Deps> {
         let metrics = Metrics::new()?;
         let redis = common::redis_conn::connect_lazy(&settings.redis)
-            .with_context(|| format!("Redis at {}", settings.redis.url))?;
+            .with_context(|| format!("Redis at {}", settings.redis.target()))?;
         let producer = impressions::producer(settings, &metrics).context("creating the impression producer")?;
         let instance = format!("{}-{:x}", std::process::id(), rand::random::<u64>());
         let announcements =
@@ -174,7 +174,7 @@ pub async fn run(
         )
     });
     let app = http::router(state);
-    tracing::info!(addr = %listener.local_addr()?, redis = %settings.redis.url, "recsys-serving listening");
+    tracing::info!(addr = %listener.local_addr()?, redis = %settings.redis.target(), "recsys-serving listening");
     let server = stop.spawn_essential(
         "http server",
         axum::serve(listener, app).with_graceful_shutdown(stop.cancelled()).into_future(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use redis::aio::ConnectionManager;
+use common::redis_conn::RedisConn;
 use rustc_hash::FxHashMap;
 use schemas::{ModelVersion, RecId, RedisKeys};
 
@@ -49,7 +49,7 @@ pub struct AppState {
 pub struct Inner {
     pub cfg: ServingConfig,
     pub keys: RedisKeys,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub catalog: CatalogHandle,
     pub overrides: ArcSwap<Overrides>,
     /// The live popularity rankings, re-read in the background ([`crate::live`]).
@@ -91,7 +91,7 @@ impl AppState {
     pub fn new(
         cfg: ServingConfig,
         keys: RedisKeys,
-        redis: ConnectionManager,
+        redis: RedisConn,
         catalog: CatalogHandle,
         publisher: Publisher,
         metrics: Metrics,

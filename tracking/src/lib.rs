@@ -142,7 +142,7 @@ pub struct Deps {
     /// Subscribed to both topics (see [`consumer`]).
     pub consumer: StreamConsumer<TrackingContext>,
     /// Redis.
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: common::redis_conn::RedisConn,
     /// The registry the consumer's context reports into.
     pub metrics: Metrics,
 }

@@ -48,9 +48,9 @@
 //! read inside the script. That is fine on one Redis; on Redis Cluster the
 //! script would need per-user hash tags like the updater's (docs/design.md §9).
 
+use common::redis_conn::RedisConn;
 pub use common::redis_value::StoreError;
 use common::redis_value::{as_int, as_str};
-use redis::aio::ConnectionManager;
 use redis::Value;
 use rustc_hash::FxHashMap;
 use schemas::{Counters, Event, EventKind, Impression, RedisKeys, UserId};
@@ -138,7 +138,7 @@ pub struct Guard {
 /// the attribution parameters. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pub conn: ConnectionManager,
+    pub conn: RedisConn,
     pub keys: RedisKeys,
     pub windows: Windows,
     script: redis::Script,
@@ -169,7 +169,7 @@ fn kind_code(k: EventKind) -> &'static str {
 }
 
 impl Store {
-    pub fn new(conn: ConnectionManager, keys: RedisKeys, windows: Windows) -> Store {
+    pub fn new(conn: RedisConn, keys: RedisKeys, windows: Windows) -> Store {
         Store { conn, keys, windows, script: redis::Script::new(ATTRIBUTE_SCRIPT) }
     }
 
@@ -348,7 +348,7 @@ fn parse_outcome(reply: Value) -> Result<(Outcome, Vec<usize>), StoreError> {
 }
 
 /// Reads a `stats:*` or `stats_hourly:*` hash.
-pub async fn read_counters(conn: &mut ConnectionManager, key: &str) -> Result<Counters, StoreError> {
+pub async fn read_counters(conn: &mut RedisConn, key: &str) -> Result<Counters, StoreError> {
     let h: FxHashMap<String, String> = redis::cmd("HGETALL").arg(key).query_async(conn).await?;
     Ok(Counters::from_hash(&h))
 }
@@ -360,7 +360,7 @@ const STATE_AS_JSON: &str = include_str!("state_as_json.lua");
 /// `None` when the user has none: for tests, and the way to look at a user by
 /// hand (`redis-cli EVAL "return cjson.encode(cmsgpack.unpack(redis.call('GET',
 /// KEYS[1])))" 1 recsys:track:USER`).
-pub async fn read_state(conn: &mut ConnectionManager, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+pub async fn read_state(conn: &mut RedisConn, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
     let raw: Option<String> = redis::Script::new(STATE_AS_JSON).key(key).invoke_async(conn).await?;
     raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Reply(format!("state of {key}: {e}")))).transpose()
 }

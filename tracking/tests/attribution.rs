@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
+use common::redis_conn::RedisConn;
 use schemas::{Event, EventKind, ItemId, RedisKeys, Variant};
 use support::*;
 use tracking::store::{Outcome, Record, Store};
@@ -17,7 +17,7 @@ use tracking::TrackingConfig;
 const TOPICS: [&str; 2] = ["imp", "ev"];
 const PARTITIONS: i32 = 3;
 
-async fn store(prefix: &str, cfg: &TrackingConfig) -> (Store, ConnectionManager) {
+async fn store(prefix: &str, cfg: &TrackingConfig) -> (Store, RedisConn) {
     let rc = common::RedisConfig { url: redis_url(), prefix: prefix.to_owned(), ..Default::default() };
     let conn = common::redis_conn::connect(&rc).await.unwrap();
     (Store::new(conn.clone(), rc.keys(), cfg.windows()), conn)

@@ -92,7 +92,7 @@ impl LiveCatalog {
     /// available (through any instance).
     pub async fn refresh(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut common::redis_conn::RedisConn,
         keys: &RedisKeys,
     ) -> Result<usize, CatalogError> {
         let members: Vec<String> = redis::cmd("SMEMBERS").arg(unavailable_key(keys)).query_async(conn).await?;
@@ -200,7 +200,7 @@ type Spans = BTreeMap<i32, (i64, i64)>;
 
 struct Apply {
     consumer: Arc<StreamConsumer>,
-    conn: redis::aio::ConnectionManager,
+    conn: common::redis_conn::RedisConn,
     keys: RedisKeys,
     topic: String,
     script: redis::Script,
@@ -357,7 +357,7 @@ impl Apply {
 pub async fn run(
     settings: Arc<Settings>,
     consumer: StreamConsumer,
-    mut conn: redis::aio::ConnectionManager,
+    mut conn: common::redis_conn::RedisConn,
     live: LiveCatalog,
     metrics: CatalogMetrics,
     shutdown: impl Future<Output = ()>,

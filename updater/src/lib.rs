@@ -63,7 +63,7 @@ pub struct Deps {
     /// The dead-letter producer.
     pub producer: FutureProducer,
     /// Redis.
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: common::redis_conn::RedisConn,
     /// The registry the consumer's context reports into.
     pub metrics: Metrics,
     /// Registries of tasks hosted in the same process (tracking), rendered
@@ -94,7 +94,7 @@ impl Deps {
         let producer = settings.producer_config().create().context("creating the dead-letter producer")?;
         let redis = common::redis_conn::connect(&settings.redis)
             .await
-            .with_context(|| format!("connecting to Redis at {}", settings.redis.url))?;
+            .with_context(|| format!("connecting to Redis at {}", settings.redis.target()))?;
         let catalog = catalog::consumer(settings).context("creating the recsys.items consumer")?;
         let catalog_metrics = catalog::CatalogMetrics::new()?;
         Ok(Deps {

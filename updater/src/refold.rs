@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use common::redis_conn::RedisConn;
 use schemas::ModelVersion;
 
 use crate::compute::{self, ComputeParams, NewItems};
@@ -214,7 +214,7 @@ impl Pass {
 /// Writes each list unless the cached one is already from `version`; returns
 /// how many were written.
 async fn write_if_older(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     keys: &schemas::RedisKeys,
     script: &redis::Script,
     version: &ModelVersion,

@@ -14,9 +14,9 @@
 //! the read of the stored offset inside the atomic step (MULTI/EXEC would need
 //! WATCH and a dedicated connection per partition to get that).
 
+use common::redis_conn::RedisConn;
 pub use common::redis_value::StoreError;
 use common::redis_value::{as_int, as_pairs};
-use redis::aio::ConnectionManager;
 use redis::Value;
 use schemas::{HistEntry, ItemId, ModelVersion, RedisKeys, UserId};
 pub use schemas::{RecItem, RecsList};
@@ -98,7 +98,7 @@ pub const APPLY_SCRIPT: &str = include_str!("apply.lua");
 /// history bounds. Cheap to clone (one multiplexed connection underneath).
 #[derive(Clone)]
 pub struct Store {
-    pub conn: ConnectionManager,
+    pub conn: RedisConn,
     pub keys: RedisKeys,
     script: redis::Script,
     /// Most distinct items per history.
@@ -135,7 +135,7 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    pub fn new(conn: ConnectionManager, keys: RedisKeys, history_cap: usize, ttl_s: u64) -> Store {
+    pub fn new(conn: RedisConn, keys: RedisKeys, history_cap: usize, ttl_s: u64) -> Store {
         Store {
             conn,
             keys,
@@ -177,7 +177,7 @@ impl Store {
 }
 
 async fn apply(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     store: &Store,
     topic: &str,
     partition: i32,
@@ -278,7 +278,7 @@ fn parse_hash(v: &Value) -> Option<Vec<(ItemId, HistEntry)>> {
 
 /// Reads the histories of `users` (one pipelined round trip).
 pub async fn read_histories(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     keys: &RedisKeys,
     users: &[UserId],
 ) -> Result<Vec<UserHistory>, StoreError> {
@@ -304,7 +304,7 @@ pub async fn read_histories(
 
 /// Writes every list (one pipelined round trip), with the TTL when non-zero.
 pub async fn write_recs(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     keys: &RedisKeys,
     lists: &[(UserId, RecsList)],
     ttl_s: u64,
@@ -327,7 +327,7 @@ pub async fn write_recs(
 
 /// Users recorded for an item the model does not know (at most `max`).
 pub async fn item_users(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     keys: &RedisKeys,
     item: &ItemId,
     max: usize,
@@ -341,7 +341,7 @@ pub async fn item_users(
 /// Stores a folded-in item's factors for every instance: field = item id,
 /// value = user count (u32 LE) then the factors (f32 LE).
 pub async fn put_new_item(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     keys: &RedisKeys,
     version: &ModelVersion,
     item: &ItemId,
@@ -359,7 +359,7 @@ pub async fn put_new_item(
 
 /// Every folded-in item of a model version: (item, users it was folded from, factors).
 pub async fn new_items(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     keys: &RedisKeys,
     version: &ModelVersion,
     f: usize,

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis_conn::RedisConn;
 use model::synthetic::{synthetic_artifact, SyntheticSpec};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
-use redis::aio::ConnectionManager;
 use schemas::{DeadLetter, Event, EventKind, HistEntry, ItemId, RecsList, UserId};
 use testkit::services::{broker, free_port, redis_url, tag};
 use updater::Settings;
@@ -73,7 +73,7 @@ impl Env {
             .unwrap()
     }
 
-    async fn redis(&self) -> ConnectionManager {
+    async fn redis(&self) -> RedisConn {
         common::redis_conn::connect(&self.settings.redis).await.unwrap()
     }
 
@@ -148,7 +148,7 @@ impl Env {
         }
     }
 
-    async fn history(&self, r: &mut ConnectionManager, user: &str) -> BTreeMap<String, [u32; 3]> {
+    async fn history(&self, r: &mut RedisConn, user: &str) -> BTreeMap<String, [u32; 3]> {
         let raw: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.settings.redis.keys().hist(&UserId::parse(user).unwrap()))
             .query_async(r)
@@ -157,7 +157,7 @@ impl Env {
         raw.into_iter().map(|(k, v)| (k, HistEntry::parse(&v).unwrap().counts)).collect()
     }
 
-    async fn recs(&self, r: &mut ConnectionManager, user: &str) -> Option<RecsList> {
+    async fn recs(&self, r: &mut RedisConn, user: &str) -> Option<RecsList> {
         let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.settings.redis.keys().recs(&UserId::parse(user).unwrap()))
             .query_async(r)

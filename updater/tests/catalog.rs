@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use redis::aio::ConnectionManager;
+use common::redis_conn::RedisConn;
 use schemas::item_update::{Price, Properties};
 use schemas::{ItemId, ItemUpdate};
 use testkit::services::{broker, delete_keys, redis_url, tag, KeysCleanup};
@@ -110,7 +110,7 @@ fn expected(all: &[ItemUpdate]) -> State {
     st
 }
 
-async fn redis_state(conn: &mut ConnectionManager, s: &Settings, items: impl Iterator<Item = String>) -> State {
+async fn redis_state(conn: &mut RedisConn, s: &Settings, items: impl Iterator<Item = String>) -> State {
     let keys = s.redis.keys();
     let mut st = State::new();
     for id in items {
@@ -123,14 +123,14 @@ async fn redis_state(conn: &mut ConnectionManager, s: &Settings, items: impl Ite
     st
 }
 
-async fn unavailable_set(conn: &mut ConnectionManager, s: &Settings) -> Vec<String> {
+async fn unavailable_set(conn: &mut RedisConn, s: &Settings) -> Vec<String> {
     let mut v: Vec<String> =
         redis::cmd("SMEMBERS").arg(catalog::unavailable_key(&s.redis.keys())).query_async(conn).await.unwrap();
     v.sort();
     v
 }
 
-async fn stored_offsets(conn: &mut ConnectionManager, s: &Settings) -> BTreeMap<i32, i64> {
+async fn stored_offsets(conn: &mut RedisConn, s: &Settings) -> BTreeMap<i32, i64> {
     let h: HashMap<String, i64> =
         redis::cmd("HGETALL").arg(catalog::offsets_key(&s.redis.keys())).query_async(conn).await.unwrap();
     h.into_iter().map(|(f, o)| (f.rsplit(':').next().unwrap().parse().unwrap(), o)).collect()
@@ -172,7 +172,7 @@ impl Running {
 
 /// Waits until the stored offsets reach `high` and the metrics saw `records` patches.
 async fn wait_for(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     s: &Settings,
     high: &BTreeMap<i32, i64>,
     m: &CatalogMetrics,

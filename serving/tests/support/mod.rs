@@ -168,6 +168,6 @@ pub fn item_ids(body: &Value) -> Vec<String> {
 }
 
 /// A lazy reconnecting Redis connection for `settings`.
-pub fn redis_conn_lazy(settings: &Settings) -> redis::aio::ConnectionManager {
+pub fn redis_conn_lazy(settings: &Settings) -> common::redis_conn::RedisConn {
     common::redis_conn::connect_lazy(&settings.redis).unwrap()
 }

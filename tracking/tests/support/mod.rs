@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::redis_conn::RedisConn;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
-use redis::aio::ConnectionManager;
 use schemas::{
     Counters, Event, EventKind, Impression, ItemId, ModelVersion, RecId, Revenue, Source, TransactionId, UserId,
     Variant,
@@ -188,7 +188,7 @@ pub fn expected_hourly() -> Vec<(Variant, &'static str, i64, Counters)> {
 }
 
 /// Checks the totals and hourly counters under `keys` against the scenario.
-pub async fn assert_counters(conn: &mut redis::aio::ConnectionManager, keys: &schemas::RedisKeys) {
+pub async fn assert_counters(conn: &mut common::redis_conn::RedisConn, keys: &schemas::RedisKeys) {
     for (variant, version, want) in expected() {
         let key = keys.stats(variant, &ModelVersion::parse(version).unwrap());
         let got = tracking::store::read_counters(conn, &key).await.unwrap();
@@ -251,7 +251,7 @@ pub fn high_watermarks(brokers: &str, topic: &str, partitions: i32) -> Vec<(i32,
 }
 
 /// Applied records per topic-partition, from the Redis offsets.
-pub async fn applied(conn: &mut ConnectionManager, s: &Settings) -> BTreeMap<(String, i32), i64> {
+pub async fn applied(conn: &mut RedisConn, s: &Settings) -> BTreeMap<(String, i32), i64> {
     let keys = s.redis.keys();
     let mut out = BTreeMap::new();
     for t in tracking::topic_names(s) {
@@ -263,7 +263,7 @@ pub async fn applied(conn: &mut ConnectionManager, s: &Settings) -> BTreeMap<(St
     out
 }
 
-pub async fn wait_all_applied(conn: &mut ConnectionManager, s: &Settings, timeout: Duration) {
+pub async fn wait_all_applied(conn: &mut RedisConn, s: &Settings, timeout: Duration) {
     let mut ends = BTreeMap::new();
     for t in tracking::topic_names(s) {
         for (p, end) in high_watermarks(&s.kafka.brokers, &t, s.kafka.partitions) {
