@@ -425,7 +425,7 @@ pub struct KafkaCatalog {
 /// directory without item-properties files).
 ///
 /// Each message is parsed with [`schemas::ItemUpdate`] (ingest's rules; a key
-/// that is not the `item_id` is refused); a bad one is counted by code with
+/// that does not fit it, [`schemas::ItemUpdate::fits_key`], is refused); a bad one is counted by code with
 /// its position, never silently dropped. An update without `available` or
 /// `category` (price or properties only) adds nothing the trainer uses.
 pub fn read_catalog(
@@ -444,9 +444,9 @@ pub fn read_catalog(
             Ok(u) => u,
             Err(e) => return reject(report, msg, e.code(), e.to_string()),
         };
-        if msg.key().is_some_and(|k| k != u.item_id().as_str().as_bytes()) {
+        if msg.key().is_some_and(|k| !u.fits_key(k)) {
             let reason = format!(
-                "message key {:?} is not the update's item_id {:?}",
+                "message key {:?} is neither the update's item_id {:?} nor `{{item_id}}/{{field}}` of its one field",
                 String::from_utf8_lossy(msg.key().unwrap_or_default()),
                 u.item_id().as_str()
             );

@@ -414,10 +414,9 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
 /// What the batch path needs of a record type.
 trait Record {
     type Error: std::fmt::Display;
-    /// Its Kafka key.
-    fn key(&self) -> &[u8];
-    /// Its canonical JSON.
-    fn payload(&self) -> Vec<u8>;
+    /// Its Kafka messages, key and canonical JSON each: one for an event,
+    /// one per field for an item update (`ItemUpdate::records`).
+    fn messages(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
     /// The stable code of a rejection (`Rejected::code`, the metric's label).
     fn code(e: &Self::Error) -> &'static str;
     /// Its accepted and rejected counters.
@@ -435,11 +434,8 @@ trait Record {
 
 impl Record for Event {
     type Error = EventError;
-    fn key(&self) -> &[u8] {
-        Event::key(self)
-    }
-    fn payload(&self) -> Vec<u8> {
-        self.to_json()
+    fn messages(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        vec![(self.key().to_vec(), self.to_json())]
     }
     fn code(e: &EventError) -> &'static str {
         e.code()
@@ -457,11 +453,8 @@ impl Record for Event {
 
 impl Record for ItemUpdate {
     type Error = ItemUpdateError;
-    fn key(&self) -> &[u8] {
-        ItemUpdate::key(self)
-    }
-    fn payload(&self) -> Vec<u8> {
-        self.to_json()
+    fn messages(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.records().into_iter().map(|(key, r)| (key.into_bytes(), r.to_json())).collect()
     }
     fn code(e: &ItemUpdateError) -> &'static str {
         e.code()
@@ -493,7 +486,8 @@ async fn produce_batch<T: Record>(
     if items.len() > s.max_batch {
         return Err(ApiError::BatchTooLarge { len: items.len(), max: s.max_batch });
     }
-    let mut accepted: Vec<(T, Vec<u8>)> = Vec::with_capacity(items.len());
+    // Each accepted record's messages (one or more, see Record::messages).
+    let mut accepted: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Vec::with_capacity(items.len());
     // The request index of each accepted record, to name the persisted ones
     // when only part of a request reaches the log.
     let mut accepted_index: Vec<usize> = Vec::with_capacity(items.len());
@@ -503,8 +497,7 @@ async fn produce_batch<T: Record>(
     for item in items {
         match item.result {
             Ok(r) => {
-                let payload = r.payload();
-                accepted.push((r, payload));
+                accepted.push(r.messages());
                 accepted_index.push(item.index);
             }
             Err(err) => {
@@ -516,8 +509,11 @@ async fn produce_batch<T: Record>(
             }
         }
     }
-    let mut records: Vec<OutRecord<'_>> =
-        accepted.iter().map(|(r, payload)| OutRecord { topic, key: Some(r.key()), payload: payload.clone() }).collect();
+    let mut records: Vec<OutRecord<'_>> = accepted
+        .iter()
+        .flatten()
+        .map(|(key, payload)| OutRecord { topic, key: Some(key), payload: payload.clone() })
+        .collect();
     records.extend(dead.into_iter().map(|payload| OutRecord { topic: &s.dlq_topic, key: None, payload }));
 
     let metrics = &s.metrics;
@@ -532,8 +528,15 @@ async fn produce_batch<T: Record>(
         if e.acked.iter().any(|&a| a) {
             stuck.acknowledged();
         }
-        let persisted: Vec<usize> =
-            accepted_index.iter().zip(&e.acked).filter(|(_, &ok)| ok).map(|(&index, _)| index).collect();
+        // A record is persisted when every one of its messages was
+        // acknowledged; a retry of the others rewrites equal values.
+        let mut acked = e.acked.iter();
+        let persisted: Vec<usize> = accepted_index
+            .iter()
+            .zip(&accepted)
+            .filter(|(_, msgs)| msgs.iter().fold(true, |all, _| acked.next().copied().unwrap_or(false) && all))
+            .map(|(&index, _)| index)
+            .collect();
         if persisted.is_empty() {
             ApiError::KafkaUnavailable(e.to_string())
         } else {

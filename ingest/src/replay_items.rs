@@ -1,6 +1,7 @@
 //! `recsys-ingest replay-items FILE…`: RetailRocket item-property files
 //! (`item_properties_part*.csv`: `timestamp,itemid,property,value`) into
-//! `recsys.items`, keyed by item id.
+//! `recsys.items`, one message per field keyed `{item}/{field}`
+//! ([`schemas::ItemUpdate::records`]).
 //!
 //! - **Rows.** `available` (`0`/`1`) and `categoryid` (a non-negative
 //!   integer) become an update's `available` and `category`; every other
@@ -326,18 +327,24 @@ fn spawn_reader(
                 }
             }
             updates(&mut rows, |first, u| {
-                position += 1;
-                let key = Some(u.key().to_vec());
-                let out = Out {
-                    kind: Kind::Record,
-                    key,
-                    payload: u.to_json(),
-                    ts: Some(u.ts()),
-                    file: first.file,
-                    line: first.line,
-                    position,
-                };
-                push(out, &mut chunk)
+                // One message per field (ItemUpdate::records): what the
+                // compacted topic keeps is then every field's newest value.
+                for (key, r) in u.records() {
+                    position += 1;
+                    let out = Out {
+                        kind: Kind::Record,
+                        key: Some(key.into_bytes()),
+                        payload: r.to_json(),
+                        ts: Some(r.ts()),
+                        file: first.file,
+                        line: first.line,
+                        position,
+                    };
+                    if !push(out, &mut chunk) {
+                        return false;
+                    }
+                }
+                true
             })?;
             if !chunk.is_empty() {
                 send(Ok(Msg::Chunk(chunk)));

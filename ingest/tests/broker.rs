@@ -274,12 +274,13 @@ async fn beacons_are_accepted_and_all_rejected_is_422_with_codes() {
 }
 
 /// `PUT /v1/items/{id}` and `POST /v1/items` through a running server: the
-/// accepted updates reach `recsys.items` keyed by item id, in request order;
+/// accepted updates reach `recsys.items` one message per field, keyed
+/// `{item}/{field}`;
 /// a body naming another item or a URL that is no id is 400 (nothing
 /// processed), a rejected update 422 or listed with its code, and every
 /// rejected update is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn item_updates_reach_the_item_stream_keyed_by_item() {
+async fn item_updates_reach_the_item_stream_one_message_per_field() {
     let Some(b) = broker() else { return };
     let s = fresh(&b, 2).await;
     let producer = ingest::kafka::producer(&s).unwrap();
@@ -333,20 +334,22 @@ async fn item_updates_reach_the_item_stream_keyed_by_item() {
         })
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(keyed.iter().all(|(k, u)| k == u.item_id().as_str()), "keyed by item id");
+    assert!(keyed.iter().all(|(k, u)| u.fits_key(k.as_bytes()) && k.contains('/')), "one field per message");
     let ids: Vec<&str> = keyed.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(ids, ["42", "7", "9"]);
-    assert_eq!((keyed[0].1.available(), keyed[0].1.price().map(schemas::Price::get)), (Some(false), Some(9.5)));
-    assert_eq!(keyed[1].1.category(), Some(3));
-    assert_eq!(keyed[2].1.properties().get("888"), Some("n552.000 639502"));
+    assert_eq!(ids, ["42/available", "42/price", "7/category", "9/properties/888"]);
+    assert_eq!(keyed[0].1.available(), Some(false));
+    assert_eq!(keyed[1].1.price().map(schemas::Price::get), Some(9.5));
+    assert!(keyed.iter().filter(|(k, _)| k.starts_with("42/")).all(|(_, u)| u.ts() == 1_433_221_332_000));
+    assert_eq!(keyed[2].1.category(), Some(3));
+    assert_eq!(keyed[3].1.properties().get("888"), Some("n552.000 639502"));
     let dead = common::read_topic(&b, &s.kafka.topic(schemas::topics::EVENTS_DLQ), Duration::from_secs(30));
     assert_eq!(dead.len(), 3, "the 422 PUT, the empty update and the negative price; not the 400s");
 }
 
 /// A generated data set's item-property files replayed to a fresh topic:
-/// per item, the topic's last update is the last `(timestamp, item)` group
-/// of the files; and, read back before the broker compacted anything, every
-/// field folded in topic order ends at its last value in the files.
+/// what compaction keeps (the last message per key) folds to the files' last
+/// value of every field of every item; and, read back before the broker
+/// compacted anything, every field folded in topic order ends there too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_item_properties_end_at_the_files_last_values() {
     let Some(b) = broker() else { return };
@@ -376,55 +379,44 @@ async fn replayed_item_properties_end_at_the_files_last_values() {
             }
         }
     }
-    let mut item_last_ts: HashMap<String, i64> = HashMap::new();
-    for ((item, _), ((ts, _, _), _)) in &last {
-        let t = item_last_ts.entry(item.clone()).or_insert(*ts);
-        *t = (*t).max(*ts);
-    }
 
     let producer = ingest::kafka::producer(&s).unwrap();
     let opts = ingest::replay_items::ItemsOptions { files, pace: Pace::Max, progress: false };
     let summary = ingest::replay_items::replay_items(&s, &producer, &opts).await.unwrap();
     assert_eq!((summary.lines, summary.rejected, summary.failed), (rows, 0, 0), "{summary:?}");
-    assert!(summary.sent > 0 && summary.sent < rows);
+    assert!(summary.sent > 0 && summary.sent <= rows, "one message per field a row set");
 
     let got = common::read_topic(&b, &s.kafka.topic(schemas::topics::ITEMS), Duration::from_secs(60));
-    let mut last_update: HashMap<String, schemas::ItemUpdate> = HashMap::new();
+    // The (item, property) a message sets, and the value, as the files name them.
+    let field = |u: &schemas::ItemUpdate| -> ((String, String), String) {
+        let (p, v) = if let Some(a) = u.available() {
+            ("available".to_owned(), u8::from(a).to_string())
+        } else if let Some(c) = u.category() {
+            ("categoryid".to_owned(), c.to_string())
+        } else {
+            let (p, v) = u.properties().iter().next().expect("one field per message");
+            (p.to_owned(), v.to_owned())
+        };
+        ((u.item_id().to_string(), p), v)
+    };
+    let mut per_key: HashMap<Vec<u8>, schemas::ItemUpdate> = HashMap::new();
     let mut folded: HashMap<(String, String), String> = HashMap::new();
     for g in &got {
         let u = schemas::ItemUpdate::parse_json(&g.payload, schemas::now_ms(), &Default::default()).unwrap();
-        let item = u.item_id().to_string();
-        assert_eq!(g.key.as_deref(), Some(item.as_bytes()));
-        if let Some(prev) = last_update.get(&item) {
-            assert!(prev.ts() <= u.ts(), "an item's updates are in time order in its partition");
+        let key = g.key.clone().expect("every catalog message has a key");
+        assert!(u.fits_key(&key) && key.contains(&b'/'), "one field per message: {:?}", String::from_utf8_lossy(&key));
+        if let Some(prev) = per_key.get(&key) {
+            assert!(prev.ts() <= u.ts(), "a key's messages are in time order in its partition");
         }
-        let mut set = |p: &str, v: String| {
-            folded.insert((item.clone(), p.to_owned()), v);
-        };
-        if let Some(a) = u.available() {
-            set("available", u8::from(a).to_string());
-        }
-        if let Some(c) = u.category() {
-            set("categoryid", c.to_string());
-        }
-        for (p, v) in u.properties().iter() {
-            set(p, v.to_owned());
-        }
-        last_update.insert(item, u);
+        let (k, v) = field(&u);
+        folded.insert(k, v);
+        per_key.insert(key, u);
     }
-    // What compaction keeps: per item, the last update, from the item's last timestamp.
-    assert_eq!(last_update.len(), item_last_ts.len());
-    for (item, u) in &last_update {
-        assert_eq!(u.ts(), item_last_ts[item], "{item}");
-        for (p, v) in u.properties().iter() {
-            assert_eq!(&last[&(item.clone(), p.to_owned())].1, v, "{item} {p}");
-        }
-        if let Some(a) = u.available() {
-            assert_eq!(last[&(item.clone(), "available".to_owned())].1, u8::from(a).to_string(), "{item}");
-        }
-    }
+    // What compaction keeps, the last message per key, is the whole catalog.
+    let compacted: HashMap<(String, String), String> = per_key.values().map(field).collect();
+    let want: HashMap<(String, String), String> = last.into_iter().map(|(k, (_, v))| (k, v)).collect();
+    assert_eq!(compacted, want, "compaction keeps every field's last value");
     if got.len() as u64 == summary.sent {
-        let want: HashMap<(String, String), String> = last.into_iter().map(|(k, (_, v))| (k, v)).collect();
         assert_eq!(folded, want, "every field ends at the files' last value");
     } else {
         eprintln!("the broker compacted the topic while the test ran: the per-field check is skipped");

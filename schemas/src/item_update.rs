@@ -3,9 +3,11 @@
 //! An update says what changed about one item at one time: whether it can be
 //! bought (`available`), its category, its price, and free-text properties.
 //! Every field but the item and the time is optional and an absent one is
-//! left as it was, so the topic is a stream of patches; compacted by item id,
-//! it keeps each item's latest patch, and a reader that folds every patch of
-//! an item in `ts` order gets its current state.
+//! left as it was, so the topic is a stream of patches. Ingest writes each
+//! update as one record per field, keyed `{item_id}/{field}`
+//! ([`ItemUpdate::records`]), so the compacted topic keeps the newest value
+//! of every field of every item, and a reader that folds the records of an
+//! item, newest `ts` winning per field, gets its current state.
 //!
 //! Updates come from untrusted producers (`PUT`/`POST /v1/items`, a replay
 //! of RetailRocket's item-property files), so, like [`crate::Event`], they
@@ -294,6 +296,12 @@ pub struct ItemUpdate {
     properties: Properties,
 }
 
+/// The item a `recsys.items` key names: the part before the first `/`
+/// (item ids never contain one), or the whole key when it has none.
+pub fn catalog_key_item(key: &[u8]) -> &[u8] {
+    key.iter().position(|&b| b == b'/').map_or(key, |i| &key[..i])
+}
+
 /// "At least one change", which per-field schemas cannot say.
 fn something_to_update(schema: &mut Schema) {
     let given = |field: &str| serde_json::json!({ "required": [field], "properties": { field: { "not": { "type": "null" } } } });
@@ -465,10 +473,53 @@ impl ItemUpdate {
         &self.properties
     }
 
-    /// The Kafka key: the item id, so an item's updates stay in one
-    /// partition, in order, and compaction keeps the latest per item.
-    pub fn key(&self) -> &[u8] {
-        self.item_id.as_str().as_bytes()
+    /// The records this update is written to `recsys.items` as: one per
+    /// field it sets, each under its own key `{item_id}/{field}`
+    /// (`available`, `category`, `price`, `properties/{name}`) and holding
+    /// only that field, with the same `ts`. A compacted topic keeps the
+    /// newest record per key; keyed by item alone it would keep only an
+    /// item's latest patch and lose every field that patch did not set.
+    pub fn records(&self) -> Vec<(String, ItemUpdate)> {
+        let id = self.item_id.as_str();
+        let one = |available, category, price, properties| ItemUpdate {
+            item_id: self.item_id.clone(),
+            ts: self.ts,
+            available,
+            category,
+            price,
+            properties,
+        };
+        let mut out = Vec::with_capacity(3 + self.properties.len());
+        if let Some(a) = self.available {
+            out.push((format!("{id}/available"), one(Some(a), None, None, Properties::default())));
+        }
+        if let Some(c) = self.category {
+            out.push((format!("{id}/category"), one(None, Some(c), None, Properties::default())));
+        }
+        if let Some(p) = self.price {
+            out.push((format!("{id}/price"), one(None, None, Some(p), Properties::default())));
+        }
+        for (name, value) in self.properties.iter() {
+            let single = Properties(BTreeMap::from([(name.to_owned(), value.to_owned())]));
+            out.push((format!("{id}/properties/{name}"), one(None, None, None, single)));
+        }
+        out
+    }
+
+    /// Whether `key` is a key this update may be stored under: its
+    /// [`ItemUpdate::records`] key when it sets exactly one field, or the
+    /// bare item id (a whole patch, as a producer writing to the topic
+    /// directly may send; compaction then keeps only its latest patch).
+    pub fn fits_key(&self, key: &[u8]) -> bool {
+        let id = self.item_id.as_str().as_bytes();
+        if key == id {
+            return true;
+        }
+        if catalog_key_item(key) != id {
+            return false;
+        }
+        let records = self.records();
+        records.len() == 1 && records[0].0.as_bytes() == key
     }
 
     /// The canonical JSON form: the id as a string, `ts` always present,
@@ -494,6 +545,52 @@ mod tests {
 
     fn parse(s: &str) -> Result<ItemUpdate, ItemUpdateError> {
         ItemUpdate::parse_json(s.as_bytes(), NOW, &EventLimits::default())
+    }
+
+    #[test]
+    fn records_are_one_field_each_under_their_own_key() {
+        let u = parse(r#"{"item_id":"sku-1","ts":1433221332117,"available":false,"category":7,"price":9.5,"properties":{"color":"red","a/b":"x"}}"#)
+            .unwrap();
+        let recs = u.records();
+        let keys: Vec<&str> = recs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["sku-1/available", "sku-1/category", "sku-1/price", "sku-1/properties/a/b", "sku-1/properties/color"]
+        );
+        for (k, r) in &recs {
+            assert_eq!(r.item_id(), u.item_id());
+            assert_eq!(r.ts(), 1433221332117);
+            assert!(r.fits_key(k.as_bytes()), "{k}");
+            assert_eq!(catalog_key_item(k.as_bytes()), b"sku-1");
+            // Each record is a valid update on its own, and round-trips.
+            assert_eq!(&parse(std::str::from_utf8(&r.to_json()).unwrap()).unwrap(), r);
+        }
+        assert_eq!(recs[0].1.available(), Some(false));
+        assert_eq!((recs[0].1.category(), recs[0].1.price()), (None, None));
+        assert_eq!(recs[1].1.category(), Some(7));
+        assert_eq!(recs[2].1.price().map(Price::get), Some(9.5));
+        assert_eq!(recs[4].1.properties().iter().collect::<Vec<_>>(), [("color", "red")]);
+        // Folding the records gives back the update.
+        let mut props = BTreeMap::new();
+        for (_, r) in &recs {
+            props.extend(r.properties().iter().map(|(n, v)| (n.to_owned(), v.to_owned())));
+        }
+        assert_eq!(Properties::new(props).unwrap(), *u.properties());
+    }
+
+    #[test]
+    fn keys_that_do_not_fit_are_refused() {
+        let u = parse(r#"{"item_id":"sku-1","available":true,"price":3}"#).unwrap();
+        // The bare id is the whole-patch form; a field key must be the one field.
+        assert!(u.fits_key(b"sku-1"));
+        assert!(!u.fits_key(b"sku-1/available"), "two fields under one field's key");
+        assert!(!u.fits_key(b"sku-2"));
+        assert!(!u.fits_key(b"sku-12/available"));
+        let a = &u.records()[0].1;
+        assert!(a.fits_key(b"sku-1/available"));
+        assert!(!a.fits_key(b"sku-1/price"));
+        assert!(!a.fits_key(b"sku-1/"));
+        assert_eq!(catalog_key_item(b"plain"), b"plain");
     }
 
     #[test]
@@ -535,7 +632,8 @@ mod tests {
             r#"{"item_id":7,"ts":1433221332117,"available":true,"category":3,"price":9.5,"properties":{"k":"v"}}"#,
         )
         .unwrap();
-        assert_eq!((u.item_id().as_str(), u.ts(), u.key()), ("7", 1433221332117, &b"7"[..]));
+        assert_eq!((u.item_id().as_str(), u.ts()), ("7", 1433221332117));
+        assert_eq!(u.records()[0].0, "7/available");
         assert_eq!((u.available(), u.category(), u.price().map(Price::get)), (Some(true), Some(3), Some(9.5)));
         assert_eq!(u.properties().iter().collect::<Vec<_>>(), [("k", "v")]);
     }

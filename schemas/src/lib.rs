@@ -67,8 +67,8 @@ pub use history::HistEntry;
 pub use id::{IdError, ItemId, RecId, TransactionId, UserId, ID_PATTERN, MAX_ID_LEN};
 pub use impression::{Impression, ParseNameError, Source, Variant};
 pub use item_update::{
-    ItemUpdate, ItemUpdateError, Price, Properties, PropertyError, ITEM_UPDATE_FIELDS, MAX_PRICE, MAX_PROPERTIES,
-    MAX_PROPERTY_NAME_CHARS, MAX_PROPERTY_VALUE_CHARS,
+    catalog_key_item, ItemUpdate, ItemUpdateError, Price, Properties, PropertyError, ITEM_UPDATE_FIELDS, MAX_PRICE,
+    MAX_PROPERTIES, MAX_PROPERTY_NAME_CHARS, MAX_PROPERTY_VALUE_CHARS,
 };
 pub use json_schema::{json_schemas, write_json_schemas, JSON_SCHEMA_DIR};
 pub use keys::RedisKeys;

@@ -13,7 +13,12 @@
 //!   updates are applied in batches under the write lock, so an update costs
 //!   a hash insert, not a copy of the map).
 //! - A record that is not an `ItemUpdate` is counted and logged, never fatal;
-//!   a tombstone (no payload) forgets the item (the model's state applies).
+//!   a tombstone (no payload) under `{item}/{field}` forgets that field, under
+//!   the bare item id the whole item (the model's state applies).
+//! - Per field, a value older (`ts`) than the one held is ignored, the
+//!   updater's rule: an item's fields travel under separate keys
+//!   (`{item}/{field}`, so compaction keeps each), hence in no order
+//!   relative to each other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
@@ -28,11 +33,20 @@ use schemas::{EventLimits, ItemUpdate};
 use crate::metrics::Metrics;
 
 /// What the live catalog knows of one item (a field the topic never gave is `None`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LiveItem {
     pub available: Option<bool>,
     pub category: Option<u64>,
     pub price: Option<f64>,
+    /// The `ts` of each field's value (available, category, price): a value
+    /// older than the one held is ignored, as the updater does.
+    ts: [i64; 3],
+}
+
+impl Default for LiveItem {
+    fn default() -> Self {
+        LiveItem { available: None, category: None, price: None, ts: [i64::MIN; 3] }
+    }
 }
 
 /// The items by id.
@@ -94,21 +108,47 @@ impl LiveCatalog {
         for (key, u) in batch {
             match u {
                 None => {
-                    if map.remove(key).is_some_and(|i| i.available == Some(false)) {
-                        unavailable -= 1;
+                    // `{item}/{field}` forgets that field; a bare id, the item.
+                    let (item, field) = key.split_once('/').unwrap_or((key, ""));
+                    let was = map.get(item).is_some_and(|i| i.available == Some(false));
+                    match field {
+                        "" => {
+                            map.remove(item);
+                        }
+                        "available" | "category" | "price" => {
+                            if let Some(e) = map.get_mut(item) {
+                                match field {
+                                    "available" => (e.available, e.ts[0]) = (None, i64::MIN),
+                                    "category" => (e.category, e.ts[1]) = (None, i64::MIN),
+                                    _ => (e.price, e.ts[2]) = (None, i64::MIN),
+                                }
+                            }
+                        }
+                        _ => {}
                     }
+                    let now = map.get(item).is_some_and(|i| i.available == Some(false));
+                    unavailable += i64::from(now) - i64::from(was);
                 }
                 Some(u) => {
                     let e = map.entry(key.clone()).or_default();
                     let was = e.available == Some(false);
-                    if let Some(a) = u.available() {
-                        e.available = Some(a);
+                    let ts = u.ts();
+                    let mut newer = |i: usize| {
+                        let yes = ts >= e.ts[i];
+                        if yes {
+                            e.ts[i] = ts;
+                        }
+                        yes
+                    };
+                    let (a, c, p) = (u.available(), u.category(), u.price());
+                    if a.is_some() && newer(0) {
+                        e.available = a;
                     }
-                    if let Some(c) = u.category() {
-                        e.category = Some(c);
+                    if c.is_some() && newer(1) {
+                        e.category = c;
                     }
-                    if let Some(p) = u.price() {
-                        e.price = Some(p.get());
+                    if p.is_some() && newer(2) {
+                        e.price = p.map(|p| p.get());
                     }
                     unavailable += i64::from(e.available == Some(false)) - i64::from(was);
                 }
@@ -146,6 +186,13 @@ pub fn parse_record(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(Box<s
         return Ok((key.into(), None));
     };
     let u = ItemUpdate::parse_json(payload, schemas::now_ms(), &replay_limits()).map_err(|e| e.to_string())?;
+    if let Some(k) = key.filter(|k| !u.fits_key(k)) {
+        return Err(format!(
+            "key {:?} is not a key of item {:?}'s fields",
+            String::from_utf8_lossy(k),
+            u.item_id().as_str()
+        ));
+    }
     Ok((u.item_id().as_str().into(), Some(u)))
 }
 
@@ -283,7 +330,35 @@ mod tests {
     use super::*;
 
     fn rec(json: &str) -> (Box<str>, Option<ItemUpdate>) {
-        parse_record(Some(b"k"), Some(json.as_bytes())).unwrap()
+        parse_record(None, Some(json.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn older_values_field_tombstones_and_foreign_keys() {
+        let m = Metrics::new().unwrap();
+        let live = LiveCatalog::new(true);
+        live.apply(
+            &[
+                rec(r#"{"item_id": "a", "ts": 1500000000005, "available": false}"#),
+                rec(r#"{"item_id": "a", "ts": 1500000000001, "available": true, "category": 4}"#),
+            ],
+            &m,
+        );
+        let v = live.view();
+        assert_eq!(live_available(Some(&v), "a"), Some(false), "an older availability is ignored");
+        assert_eq!(live_category(Some(&v), "a"), Some(4), "the category was newer than none");
+        drop(v);
+        assert_eq!(m.live_catalog_unavailable.get(), 1);
+        live.apply(&[(Box::from("a/available"), None)], &m);
+        let v = live.view();
+        assert_eq!((live_available(Some(&v), "a"), live_category(Some(&v), "a")), (None, Some(4)));
+        drop(v);
+        assert_eq!(m.live_catalog_unavailable.get(), 0);
+        let j = br#"{"item_id": "a", "ts": 1500000000000, "available": true}"#;
+        assert!(parse_record(Some(b"a/available"), Some(j)).is_ok());
+        assert!(parse_record(Some(b"a"), Some(j)).is_ok(), "a whole patch under the bare id");
+        assert!(parse_record(Some(b"b/available"), Some(j)).is_err(), "another item's key");
+        assert!(parse_record(Some(b"a/price"), Some(j)).is_err(), "another field's key");
     }
 
     #[test]
