@@ -19,7 +19,7 @@ local applied, stale, dup = 0, 0, 0
 local last = {}
 local changed = {}
 for r = 0, n - 1 do
-  local b = rbase + r * 7
+  local b = rbase + r * 6
   local field = ARGV[b]
   local off = tonumber(ARGV[b + 1])
   if not lost[field] then
@@ -27,15 +27,22 @@ for r = 0, n - 1 do
       dup = dup + 1
     else
       local item = ARGV[b + 2]
-      local key = ARGV[b + 3]
-      local ts = tonumber(ARGV[b + 4])
-      local cur = tonumber(redis.call('HGET', key, 'ts') or '-1')
-      if ts < cur then
-        stale = stale + 1
-      else
-        local av = ARGV[b + 5]
-        if av ~= '' then
-          redis.call('HSET', key, 'available', av)
+      local key = KEYS[3 + r]
+      local ts = tonumber(ARGV[b + 3])
+      -- Newest ts wins per field: the fields of one item travel under
+      -- separate keys, hence partitions, in no order relative to each
+      -- other. A hash written before per-field times has only `ts`.
+      local function newer(f)
+        local cur = redis.call('HGET', key, f .. '_ts') or redis.call('HGET', key, 'ts')
+        return ts >= tonumber(cur or '-1')
+      end
+      local given, did = false, false
+      local av = ARGV[b + 4]
+      if av ~= '' then
+        given = true
+        if newer('available') then
+          did = true
+          redis.call('HSET', key, 'available', av, 'available_ts', ARGV[b + 3])
           table.insert(changed, item)
           table.insert(changed, av)
           if av == '0' then
@@ -44,15 +51,31 @@ for r = 0, n - 1 do
             redis.call('SREM', KEYS[2], item)
           end
         end
-        local rest = ARGV[b + 6]
-        if rest ~= '' then
-          -- "category|price", either side empty when absent.
-          local cat, price = string.match(rest, '^([^|]*)|([^|]*)$')
-          if cat and cat ~= '' then redis.call('HSET', key, 'category', cat) end
-          if price and price ~= '' then redis.call('HSET', key, 'price', price) end
+      end
+      local rest = ARGV[b + 5]
+      if rest ~= '' then
+        -- "category|price", either side empty when absent.
+        local cat, price = string.match(rest, '^([^|]*)|([^|]*)$')
+        if cat and cat ~= '' then
+          given = true
+          if newer('category') then
+            did = true
+            redis.call('HSET', key, 'category', cat, 'category_ts', ARGV[b + 3])
+          end
         end
-        redis.call('HSET', key, 'ts', ARGV[b + 4])
+        if price and price ~= '' then
+          given = true
+          if newer('price') then
+            did = true
+            redis.call('HSET', key, 'price', price, 'price_ts', ARGV[b + 3])
+          end
+        end
+      end
+      -- A record of free properties only stores nothing and is not stale.
+      if did or not given then
         applied = applied + 1
+      else
+        stale = stale + 1
       end
       if last[field] == nil or off > last[field] then last[field] = off end
     end

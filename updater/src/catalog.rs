@@ -1,14 +1,16 @@
-//! The live catalog: `recsys.items` (compacted, key = item id) → each item's
+//! The live catalog: `recsys.items` (compacted, one field per record, key
+//! `{item}/{field}`) → each item's
 //! latest state in Redis, and the set of unavailable items kept in memory for
 //! the scoring (docs/design.md §10, "Catalog state").
 //!
 //! Its own consumer group (`[updater] catalog_group_id`, default `{group_id}-catalog`), beside the event
 //! pipeline and the tracking task. Exactly once like the histories: one Lua
-//! script per batch (`catalog.lua`) merges the patches into `item:{id}`
-//! hashes and `items:unavailable` together with the per-partition offsets,
-//! skipping records at or below them. A patch older (`ts`) than the state it
-//! would change is ignored: patches of one item can arrive out of time order
-//! (two producers, a replay after live updates) and the newest fact wins.
+//! script per batch (`catalog.lua`) merges the patches into `{catalog}:item:{id}`
+//! hashes and `{catalog}:unavailable` together with the per-partition offsets,
+//! skipping records at or below them. A field value older (`ts`) than the
+//! one stored is ignored: the fields of one item travel under separate keys,
+//! hence partitions, and one field's records can arrive out of time order
+//! too (two producers, a replay after live updates); the newest fact wins.
 //!
 //! Lost state: a partition with no stored offset whose batch starts past the
 //! log start was applied before and Redis forgot it (restarted empty,
@@ -34,11 +36,12 @@ use crate::config::Settings;
 use crate::served::ServedModel;
 
 /// `catalog.lua`. KEYS: [1] the offsets hash (field `topic:partition`),
-/// [2] the unavailable set. ARGV: [1] record count n, [2] partition count p,
-/// then p × (field, the batch's first offset, the log start or -1), then
-/// n × (field, offset, item id, item key, ts, available `1`/`0`/empty,
+/// [2] the unavailable set, then each record's item hash, in record order
+/// (all in the `{catalog}` slot). ARGV: [1] record count n, [2] partition
+/// count p, then p × (field, the batch's first offset, the log start or -1),
+/// then n × (field, offset, item id, ts, available `1`/`0`/empty,
 /// `category|price` with absent sides empty, or empty). Reply: {applied,
-/// stale (older ts, ignored), duplicates (at or below the stored offset),
+/// stale (every field it set older than the stored one's ts), duplicates (at or below the stored offset),
 /// unavailable count, [fields whose state was lost], [item, `1`/`0`] of
 /// each applied availability in order}.
 const CATALOG_SCRIPT: &str = include_str!("catalog.lua");
@@ -53,7 +56,7 @@ pub enum CatalogError {
 /// The live availability the scoring uses, in memory (no Redis read per
 /// user): item → latest `available` as this process knows it. Updated from
 /// each batch this instance applies, and re-read from Redis's
-/// `items:unavailable` at start and at most every `[updater]
+/// `{catalog}:unavailable` at start and at most every `[updater]
 /// catalog_refresh_ms` after a batch, so items other instances of the group
 /// mark unavailable are excluded too. An item absent from the map follows the
 /// model's own flag (`ServedModel::unavailable`); a live `true` overrides
@@ -111,19 +114,27 @@ impl LiveCatalog {
     }
 }
 
-/// `item:{id}`: hash of `available` (`1`/`0`), `category`, `price`, `ts`.
+/// The hash tag every catalog key carries: `catalog.lua` touches an item's
+/// hash, the unavailable set and the offsets in one atomic step, which a
+/// Redis Cluster allows only within one hash slot. The whole catalog (a
+/// million items: ~150 MB) thus lives on one master; the per-user state,
+/// which is what grows with shoppers, spreads over all (docs/design.md §5).
+const TAG: &str = "{catalog}";
+
+/// `{catalog}:item:{id}`: hash of `available` (`1`/`0`), `category`,
+/// `price`, each with its value's `ts` (`available_ts`, …).
 pub fn item_key(keys: &RedisKeys, item: &str) -> String {
-    format!("{}item:{item}", keys.prefix())
+    format!("{}{TAG}:item:{item}", keys.prefix())
 }
 
-/// `items:unavailable`: set of the ids whose latest `available` is false.
+/// `{catalog}:unavailable`: set of the ids whose latest `available` is false.
 pub fn unavailable_key(keys: &RedisKeys) -> String {
-    format!("{}items:unavailable", keys.prefix())
+    format!("{}{TAG}:unavailable", keys.prefix())
 }
 
-/// `items:offsets`: hash `topic:partition` → last applied offset.
+/// `{catalog}:offsets`: hash `topic:partition` → last applied offset.
 pub fn offsets_key(keys: &RedisKeys) -> String {
-    format!("{}items:offsets", keys.prefix())
+    format!("{}{TAG}:offsets", keys.prefix())
 }
 
 /// `recsys_updater_catalog_*`, in a registry of its own (rendered on the
@@ -235,6 +246,16 @@ impl BatchStep for Apply {
                 continue;
             };
             match ItemUpdate::parse_json(payload, now, &limits) {
+                Ok(update) if m.key().is_some_and(|k| !update.fits_key(k)) => {
+                    self.metrics.records.with_label_values(&["invalid"]).inc();
+                    tracing::warn!(
+                        key = %String::from_utf8_lossy(m.key().unwrap_or_default()),
+                        item = update.item_id().as_str(),
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "catalog: skipping a record whose key is not its item's field"
+                    );
+                }
                 Ok(update) => patches.push(Patch { partition: m.partition(), offset: m.offset(), update }),
                 Err(e) => {
                     self.metrics.records.with_label_values(&["invalid"]).inc();
@@ -279,13 +300,8 @@ impl BatchStep for Apply {
                     u.price().map(|p| p.get().to_string()).unwrap_or_default()
                 )
             };
-            inv.arg(field(pt.partition))
-                .arg(pt.offset)
-                .arg(id)
-                .arg(item_key(&self.keys, id))
-                .arg(u.ts())
-                .arg(av)
-                .arg(rest);
+            inv.key(item_key(&self.keys, id));
+            inv.arg(field(pt.partition)).arg(pt.offset).arg(id).arg(u.ts()).arg(av).arg(rest);
         }
         let (applied, stale, dup, unavailable, lost, changed): (u64, u64, u64, i64, Vec<String>, Vec<String>) =
             inv.invoke_async(&mut self.conn).await?;

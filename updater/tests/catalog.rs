@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use common::redis_conn::RedisConn;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use common::redis_conn::RedisConn;
 use schemas::item_update::{Price, Properties};
 use schemas::{ItemId, ItemUpdate};
 use testkit::services::{broker, delete_keys, redis_url, tag, KeysCleanup};
@@ -42,14 +42,14 @@ fn producer(s: &Settings) -> FutureProducer {
         .unwrap()
 }
 
-/// Produces the patches keyed by item id, in order; returns the highest
+/// Produces the records under their keys, in order; returns the highest
 /// offset per partition.
-async fn produce(p: &FutureProducer, s: &Settings, patches: &[ItemUpdate]) -> BTreeMap<i32, i64> {
+async fn produce(p: &FutureProducer, s: &Settings, records: &[(String, ItemUpdate)]) -> BTreeMap<i32, i64> {
     let topic = s.kafka.topic(schemas::topics::ITEMS);
     let mut high = BTreeMap::new();
-    for u in patches {
+    for (key, u) in records {
         let payload = u.to_json();
-        let rec = FutureRecord::to(&topic).key(u.item_id().as_str()).payload(&payload);
+        let rec = FutureRecord::to(&topic).key(key.as_str()).payload(&payload);
         let d = p.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
         let (part, off) = (d.partition, d.offset);
         let h = high.entry(part).or_insert(off);
@@ -85,29 +85,36 @@ fn patches(n_items: u64, base: i64) -> Vec<ItemUpdate> {
 
 type State = BTreeMap<String, BTreeMap<String, String>>;
 
-/// The state the rules give, computed directly: in topic order per item, a
-/// patch older than the item's newest applied one is ignored; otherwise its
-/// fields overwrite.
-fn expected(all: &[ItemUpdate]) -> State {
+/// The state the rules give, computed directly: per item and field, the
+/// value of the newest `ts`, a tie going to the later record of its key.
+fn expected(all: &[(String, ItemUpdate)]) -> State {
     let mut st = State::new();
-    for u in all {
+    for (_, u) in all {
         let e = st.entry(u.item_id().as_str().to_owned()).or_default();
-        let cur: i64 = e.get("ts").map_or(-1, |t| t.parse().unwrap());
-        if u.ts() < cur {
-            continue;
-        }
+        let mut put = |field: &str, value: String| {
+            let ts_field = format!("{field}_ts");
+            let cur: i64 = e.get(&ts_field).map_or(-1, |t| t.parse().unwrap());
+            if u.ts() >= cur {
+                e.insert(field.to_owned(), value);
+                e.insert(ts_field, u.ts().to_string());
+            }
+        };
         if let Some(a) = u.available() {
-            e.insert("available".into(), if a { "1" } else { "0" }.into());
+            put("available", if a { "1" } else { "0" }.into());
         }
         if let Some(c) = u.category() {
-            e.insert("category".into(), c.to_string());
+            put("category", c.to_string());
         }
         if let Some(p) = u.price() {
-            e.insert("price".into(), p.get().to_string());
+            put("price", p.get().to_string());
         }
-        e.insert("ts".into(), u.ts().to_string());
     }
     st
+}
+
+/// The records ingest writes for `patches`: one per field, `{item}/{field}`.
+fn records(patches: &[ItemUpdate]) -> Vec<(String, ItemUpdate)> {
+    patches.iter().flat_map(ItemUpdate::records).collect()
 }
 
 async fn redis_state(conn: &mut RedisConn, s: &Settings, items: impl Iterator<Item = String>) -> State {
@@ -171,13 +178,7 @@ impl Running {
 }
 
 /// Waits until the stored offsets reach `high` and the metrics saw `records` patches.
-async fn wait_for(
-    conn: &mut RedisConn,
-    s: &Settings,
-    high: &BTreeMap<i32, i64>,
-    m: &CatalogMetrics,
-    records: u64,
-) {
+async fn wait_for(conn: &mut RedisConn, s: &Settings, high: &BTreeMap<i32, i64>, m: &CatalogMetrics, records: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let stored = stored_offsets(conn, s).await;
@@ -206,7 +207,7 @@ async fn patches_fold_exactly_once_and_a_lost_state_is_rebuilt_from_the_topic() 
     let mut conn = common::redis_conn::connect(&s.redis).await.unwrap();
     let p = producer(&s);
     let base = 1_700_000_000_000;
-    let mut all = patches(40, base);
+    let mut all = records(&patches(40, base));
     let high = produce(&p, &s, &all).await;
 
     // 1. The state equals the last value per item under the rules.
@@ -249,11 +250,15 @@ async fn patches_fold_exactly_once_and_a_lost_state_is_rebuilt_from_the_topic() 
     // from the start and the state is the whole sequence's again.
     delete_keys(&mut conn, &s.redis.prefix).await;
     assert!(redis_state(&mut conn, &s, items(&want)).await.is_empty());
-    let more: Vec<ItemUpdate> = (0..40u64)
+    // Under the bare item id: the whole-patch form a producer writing to the
+    // topic itself may use is accepted too.
+    let more: Vec<(String, ItemUpdate)> = (0..40u64)
         .map(|i| {
             let id = ItemId::parse(&format!("it{i}")).unwrap();
-            ItemUpdate::new(base + 100_000, id, None, None, Some(Price::new(99.0).unwrap()), Properties::default())
-                .unwrap()
+            let u =
+                ItemUpdate::new(base + 100_000, id, None, None, Some(Price::new(99.0).unwrap()), Properties::default())
+                    .unwrap();
+            (format!("it{i}"), u)
         })
         .collect();
     let r = start(&s).await;
