@@ -46,7 +46,7 @@ enum Command {
         how: ReplayArgs,
     },
     /// Replay RetailRocket item_properties_part*.csv files into recsys.items,
-    /// merged in time order, keyed by item id.
+    /// merged in time order, one message per field keyed `{item}/{field}`.
     ReplayItems {
         /// The item-property files.
         #[arg(required = true)]
@@ -171,7 +171,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let producer = ingest::kafka::producer(&settings)?;
             let opts = ItemsOptions { files, pace, progress };
             let s = ingest::replay_items::replay_items(&settings, &producer, &opts).await?;
-            Ok(report(s, "item updates", &settings.kafka.topic(schemas::topics::EVENTS_DLQ)))
+            Ok(report(s, "item field messages", &settings.kafka.topic(schemas::topics::EVENTS_DLQ)))
         }
         // Answered by `Main` before the runtime starts.
         Command::Config(_) => Ok(ExitCode::SUCCESS),
