@@ -243,6 +243,115 @@ pub struct TrainingConfig {
     pub score_block: usize,
     pub rerank: RerankConfig,
     pub gate: GateConfig,
+    /// `[training.search]`: the budgeted model search (off by default).
+    pub search: SearchConfig,
+}
+
+/// `[training.search]`: a seeded successive-halving search over the ALS
+/// hyper-parameters, the event weights and the recency half-life, scored on a
+/// validation split carved from the training side (see [`crate::search`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SearchConfig {
+    /// Off: the configured parameters are fitted as they are.
+    pub enabled: bool,
+    /// Budget, in fits of the configured parameters on the validation split's
+    /// training side (the search's estimated cost never exceeds it).
+    pub budget_fits: f64,
+    /// Validation metric: `recall@K` or `ndcg@K`.
+    pub metric: String,
+    /// Seed of the candidates drawn (and of every candidate's initial factors).
+    pub seed: u64,
+    /// Candidates in the first round (fewer when the budget cannot afford
+    /// them), the configured parameters among them.
+    pub candidates: usize,
+    /// Each round keeps the best 1/eta of its candidates.
+    pub eta: usize,
+    /// Iterations of the first round; each next round multiplies them by eta,
+    /// up to `max_iterations`.
+    pub min_iterations: usize,
+    pub max_iterations: usize,
+    /// Factor counts to choose from.
+    pub factors: Vec<usize>,
+    /// `[low, high]` ranges, drawn log-uniformly.
+    pub alpha: [f32; 2],
+    pub regularization: [f32; 2],
+    /// Weights of an add-to-cart and a purchase (a view keeps
+    /// `training.weights.view`: α already scales all three).
+    pub addtocart: [f32; 2],
+    pub transaction: [f32; 2],
+    /// Half-lives to choose from, days (0 = no decay).
+    pub recency_half_life_days: Vec<f64>,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            enabled: false,
+            budget_fits: 10.0,
+            metric: "recall@20".into(),
+            seed: 7,
+            candidates: 24,
+            eta: 3,
+            min_iterations: 3,
+            max_iterations: 25,
+            factors: vec![32, 64, 128, 256],
+            alpha: [0.5, 40.0],
+            regularization: [0.01, 10.0],
+            addtocart: [1.0, 16.0],
+            transaction: [1.0, 32.0],
+            recency_half_life_days: vec![0.0, 7.0, 30.0, 90.0],
+        }
+    }
+}
+
+impl SearchConfig {
+    /// The metric as (`recall` | `ndcg`, K).
+    pub fn parsed_metric(&self) -> Result<(&str, usize), String> {
+        let bad = || {
+            format!(
+                "training.search.metric must be recall@K or ndcg@K with K in 1..=100 (e.g. \"recall@20\"), got {:?}",
+                self.metric
+            )
+        };
+        let (name, k) = self.metric.split_once('@').ok_or_else(bad)?;
+        let k: usize = k.parse().map_err(|_| bad())?;
+        match name {
+            "recall" | "ndcg" if (1..=100).contains(&k) => Ok((if name == "recall" { "recall" } else { "ndcg" }, k)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Rejects settings the search cannot run with, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.parsed_metric()?;
+        let range_ok = |r: &[f32; 2]| r[0] > 0.0 && r[1] >= r[0] && r[1].is_finite();
+        common::config::first_failure(&[
+            (
+                self.budget_fits.is_finite() && self.budget_fits > 0.0,
+                "training.search.budget_fits must be > 0 (a multiple of one fit of the configured parameters)",
+            ),
+            ((2..=1_000).contains(&self.candidates), "training.search.candidates must be in 2..=1000"),
+            ((2..=10).contains(&self.eta), "training.search.eta must be in 2..=10"),
+            (
+                self.min_iterations >= 1 && self.min_iterations <= self.max_iterations && self.max_iterations <= 1_000,
+                "training.search.min_iterations must be ≥ 1 and ≤ max_iterations (≤ 1000)",
+            ),
+            (
+                !self.factors.is_empty() && self.factors.iter().all(|&f| (1..=4_096).contains(&f)),
+                "training.search.factors must list at least one factor count, each in 1..=4096",
+            ),
+            (range_ok(&self.alpha), "training.search.alpha must be [low, high] with 0 < low ≤ high"),
+            (range_ok(&self.regularization), "training.search.regularization must be [low, high] with 0 < low ≤ high"),
+            (range_ok(&self.addtocart), "training.search.addtocart must be [low, high] with 0 < low ≤ high"),
+            (range_ok(&self.transaction), "training.search.transaction must be [low, high] with 0 < low ≤ high"),
+            (
+                !self.recency_half_life_days.is_empty()
+                    && self.recency_half_life_days.iter().all(|h| h.is_finite() && *h >= 0.0),
+                "training.search.recency_half_life_days must list at least one half-life, each ≥ 0 (0 = off)",
+            ),
+        ])
+    }
 }
 
 impl Default for TrainingConfig {
@@ -271,6 +380,7 @@ impl Default for TrainingConfig {
             score_block: model::topn::DEFAULT_BLOCK,
             rerank: RerankConfig::default(),
             gate: GateConfig::default(),
+            search: SearchConfig::default(),
         }
     }
 }
@@ -328,7 +438,8 @@ impl TrainingConfig {
             (self.score_block > 0, "training.score_block must be > 0"),
             (self.gate.max_relative_drop >= 0.0, "training.gate.max_relative_drop must be ≥ 0"),
         ];
-        common::config::first_failure(&checks)
+        common::config::first_failure(&checks)?;
+        self.search.validate()
     }
 }
 
@@ -399,5 +510,42 @@ mod tests {
         assert!(t.validate().unwrap_err().contains("chat_id"));
         let t = TrainerConfig { keep_versions: 0, ..TrainerConfig::default() };
         assert!(t.validate().unwrap_err().contains("keep_versions"));
+    }
+
+    #[test]
+    fn search_settings_are_read_and_bad_ones_refused_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[training.search]\nenabled = true\nbudget_fits = 4\nmetric = \"ndcg@10\"\nfactors = [16, 32]\n",
+        )
+        .unwrap();
+        let s = common::load_layered::<Settings>(Some(&f), Some(config::Map::new())).unwrap();
+        assert!(s.training.search.enabled);
+        assert_eq!(s.training.search.budget_fits, 4.0);
+        assert_eq!(s.training.search.parsed_metric().unwrap(), ("ndcg", 10));
+        assert_eq!(s.training.search.factors, vec![16, 32]);
+        s.validate().unwrap();
+
+        let bad = |f: fn(&mut SearchConfig)| {
+            let mut t = TrainingConfig::default();
+            f(&mut t.search);
+            t.validate().unwrap_err()
+        };
+        assert!(bad(|s| s.metric = "recall".into()).contains("training.search.metric must be recall@K or ndcg@K"));
+        assert!(bad(|s| s.metric = "precision@5".into()).contains("got \"precision@5\""));
+        assert!(bad(|s| s.metric = "recall@0".into()).contains("training.search.metric"));
+        assert!(bad(|s| s.budget_fits = 0.0).contains("training.search.budget_fits must be > 0"));
+        assert!(bad(|s| s.budget_fits = f64::NAN).contains("training.search.budget_fits"));
+        assert!(bad(|s| s.candidates = 1).contains("training.search.candidates"));
+        assert!(bad(|s| s.eta = 1).contains("training.search.eta"));
+        assert!(bad(|s| s.min_iterations = 30).contains("training.search.min_iterations"));
+        assert!(bad(|s| s.factors.clear()).contains("training.search.factors"));
+        assert!(bad(|s| s.alpha = [4.0, 1.0]).contains("training.search.alpha"));
+        assert!(bad(|s| s.regularization = [0.0, 1.0]).contains("training.search.regularization"));
+        assert!(bad(|s| s.recency_half_life_days = vec![-1.0]).contains("training.search.recency_half_life_days"));
+        // Checked even while the search is off: a typo fails at once, not the night it is enabled.
+        assert!(!TrainingConfig::default().search.enabled);
     }
 }

@@ -12,6 +12,8 @@
 //! - [`split`]: the seed (per-user temporal) and time (global cutoff) protocols.
 //! - [`metrics`]: the seven offline metrics with the original's denominators.
 //! - [`pipeline`]: index → fit → recommend → score; the full fit behind a model.
+//! - [`search`]: the budgeted model search (successive halving on a validation
+//!   split carved from the training side, warm starts).
 //! - [`gate`]: the promotion gate against the served model's recorded metrics.
 //! - [`train`]: the `train` command: evaluate, fit, write, gate, promote.
 //! - [`export`]: writes a split for external comparisons (the `implicit` bench).
@@ -46,5 +48,6 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod publish;
 pub mod schedule;
+pub mod search;
 pub mod split;
 pub mod train;

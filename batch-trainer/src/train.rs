@@ -27,6 +27,8 @@ pub enum TrainError {
     /// compared them (or promoted them on day one) would judge nothing.
     #[error("no model written: {0}, so the model cannot be evaluated or gated")]
     NoTestUsers(String),
+    #[error(transparent)]
+    Search(#[from] crate::search::SearchError),
     #[error("report serialisation: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
@@ -64,6 +66,9 @@ pub struct TrainOutcome {
     pub promoted: bool,
     pub served_before: Option<String>,
     pub report: EvalReport,
+    /// The model search that chose the parameters (`[training.search] enabled`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<model::artifact::SearchRecord>,
 }
 
 fn now_utc() -> OffsetDateTime {
@@ -108,6 +113,13 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
     if let Some(v) = opts.version.as_deref().filter(|v| *v == schemas::popularity::LIVE_POPULAR_VERSION) {
         return Err(TrainError::ReservedVersion(v.to_owned()));
     }
+    // The search reads only the evaluation's training side; what it chooses is
+    // then evaluated on the test split, fitted on everything and gated as usual.
+    let searched = if cfg.search.enabled { Some(crate::search::run(ds, cfg, opts.show_progress)?) } else { None };
+    if let Some(s) = &searched {
+        tracing::info!("model search:\n{}", crate::search::render_trace(&s.record));
+    }
+    let cfg = searched.as_ref().map_or(cfg, |s| &s.config);
     let report = pipeline::evaluate(ds, cfg, 1, load_s, opts.show_progress);
     let full = pipeline::fit_full(ds, cfg, opts.show_progress);
     if full.indexed.matrix.nnz() == 0 {
@@ -171,6 +183,7 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
             kafka_offsets: opts.kafka_offsets.clone(),
             evaluation: Some(evaluation),
             gate: Some(gate_record.clone()),
+            search: searched.as_ref().map(|s| s.record.clone()),
             files: BTreeMap::new(),
         },
         user_ids: full.indexed.user_ids.iter().map(|u| ds.names.user_name(*u)).collect(),
@@ -186,5 +199,14 @@ pub fn train(ds: &Dataset, cfg: &TrainingConfig, opts: &TrainOptions, load_s: f6
         // Also remembers the replaced version as PREVIOUS (kept by pruning).
         crate::lifecycle::set_current(root, &version)?;
     }
-    Ok(TrainOutcome { version, path, verdict, gate: gate_record, promoted, served_before, report })
+    Ok(TrainOutcome {
+        version,
+        path,
+        verdict,
+        gate: gate_record,
+        promoted,
+        served_before,
+        report,
+        search: searched.map(|s| s.record),
+    })
 }

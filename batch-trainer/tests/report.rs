@@ -60,6 +60,10 @@ fn evaluate_with_report(tmp: &Path, data: &Path, extra: &[&str]) -> (String, Val
     (html, v, index)
 }
 
+/// A search small enough for a test: two factor counts, a few candidates.
+const SMALL_SEARCH: &str =
+    "[training.search]\nbudget_fits = 6\ncandidates = 6\nmax_iterations = 8\nfactors = [8, 16]\n";
+
 const MODELS: [&str; 4] = ["popular", "popular_conversions", "als", "als_rerank"];
 
 #[test]
@@ -144,7 +148,11 @@ fn report_renders_in_headless_chromium() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let data = generated(tmp.path());
-    let (_, _, index) = evaluate_with_report(tmp.path(), &data, &[]);
+    // With a (small) model search, so the page has every section.
+    let config = tmp.path().join("search.toml");
+    std::fs::write(&config, SMALL_SEARCH).unwrap();
+    let (html, _, index) = evaluate_with_report(tmp.path(), &data, &["--search", "--config", s(&config)]);
+    assert!(html.contains("<h2 id=\"search\">Model search: "), "no search section");
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("test-output/report");
     std::fs::create_dir_all(&out_dir).unwrap();
     // The page next to its screenshot, so both can be opened after the run.

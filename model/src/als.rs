@@ -93,12 +93,41 @@ pub struct AlsModel {
 
 /// Fits ALS on a user × item matrix of raw summed weights `r` (confidence is
 /// `alpha · r`). `on_iteration` is called after every sweep (progress bars).
-pub fn fit(user_items: &Csr, params: &AlsParams, mut on_iteration: impl FnMut(IterationStats)) -> AlsModel {
+pub fn fit(user_items: &Csr, params: &AlsParams, on_iteration: impl FnMut(IterationStats)) -> AlsModel {
+    fit_with_init(user_items, params, None, on_iteration)
+}
+
+/// Whether `init` can start a fit of `user_items` with `factors` factors: one
+/// row per user and per item, `factors` columns each.
+pub fn warm_start_applies(init: &AlsModel, user_items: &Csr, factors: usize) -> bool {
+    init.user_factors.rows() == user_items.n_rows()
+        && init.item_factors.rows() == user_items.n_cols()
+        && init.user_factors.dim() == factors
+        && init.item_factors.dim() == factors
+}
+
+/// [`fit`] starting from `init`'s factors instead of random ones (a warm start:
+/// a model search continues a candidate, or starts the next one from a
+/// neighbour's solution). When `init` is `None` or its shape does not fit
+/// ([`warm_start_applies`]) the start is the seeded random one of [`fit`], so
+/// the result is then exactly `fit`'s. Deterministic either way.
+pub fn fit_with_init(
+    user_items: &Csr,
+    params: &AlsParams,
+    init: Option<&AlsModel>,
+    mut on_iteration: impl FnMut(IterationStats),
+) -> AlsModel {
     let f = params.factors;
-    // Same draw order as `implicit`: users first, then items, uniform [0, 0.01).
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let mut x = Factors::random(user_items.n_rows(), f, 0.01, &mut rng);
-    let mut y = Factors::random(user_items.n_cols(), f, 0.01, &mut rng);
+    let (mut x, mut y) = match init.filter(|m| warm_start_applies(m, user_items, f)) {
+        Some(m) => (m.user_factors.clone(), m.item_factors.clone()),
+        None => {
+            // Same draw order as `implicit`: users first, then items, uniform [0, 0.01).
+            let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+            let x = Factors::random(user_items.n_rows(), f, 0.01, &mut rng);
+            let y = Factors::random(user_items.n_cols(), f, 0.01, &mut rng);
+            (x, y)
+        }
+    };
     let cui = user_items.scaled(params.alpha);
     let ciu = cui.transpose();
     for it in 0..params.iterations {
@@ -108,6 +137,38 @@ pub fn fit(user_items: &Csr, params: &AlsParams, mut on_iteration: impl FnMut(It
         on_iteration(IterationStats { iteration: it + 1, elapsed: start.elapsed() });
     }
     AlsModel { user_factors: x, item_factors: y }
+}
+
+/// The objective ALS minimises, for a fitted `model` of `user_items` (raw
+/// weights `r`):
+///
+/// ```text
+/// Σ_(u,i) c_ui (p_ui − x_u·y_i)² + λ (‖X‖² + ‖Y‖²)
+/// ```
+///
+/// over every user × item cell (`c = alpha · r`, `p = 1` for stored pairs,
+/// `c = 1`, `p = 0` otherwise), summed in f64 without forming the dense
+/// matrix: `Σ_u x_uᵀ(YᵀY)x_u` covers every cell as if unstored, and each
+/// stored pair corrects its own cell. For tests and diagnostics.
+pub fn loss(user_items: &Csr, model: &AlsModel, alpha: f32, regularization: f32) -> f64 {
+    let (x, y) = (&model.user_factors, &model.item_factors);
+    let f = x.dim();
+    let gram = y.gram(0.0);
+    let mut gx = vec![0.0f32; f];
+    let mut total = 0.0f64;
+    for u in 0..x.rows() {
+        let xu = x.row(u);
+        symv(&gram, xu, &mut gx);
+        total += dot(xu, &gx) as f64;
+        let (cols, r) = user_items.row(u);
+        for (&i, &rv) in cols.iter().zip(r) {
+            let s = dot(xu, y.row(i as usize)) as f64;
+            let c = (alpha * rv) as f64;
+            total += c * (1.0 - s).powi(2) - s * s;
+        }
+    }
+    let norm = |m: &Factors| m.as_slice().iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+    total + regularization as f64 * (norm(x) + norm(y))
 }
 
 /// Rows solved together by the block CG. Fixed, so results do not depend on the
@@ -508,6 +569,72 @@ mod tests {
         assert_eq!(a, run(4));
         let other = fit(&m, &AlsParams { seed: 43, ..params.clone() }, |_| {});
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn warm_start_from_a_converged_fit_needs_fewer_iterations() {
+        let m = toy_matrix();
+        let params = AlsParams { factors: 6, iterations: 60, ..AlsParams::default() };
+        let (a, reg) = (params.alpha, params.regularization);
+        let converged = fit(&m, &params, |_| {});
+        let target = loss(&m, &converged, a, reg);
+        // Iterations until the loss is within 0.1 % of the converged one.
+        let needed = |init: Option<&AlsModel>| {
+            (1..=60)
+                .find(|&n| {
+                    let p = AlsParams { iterations: n, ..params.clone() };
+                    loss(&m, &fit_with_init(&m, &p, init, |_| {}), a, reg) <= target * 1.001
+                })
+                .unwrap_or(usize::MAX)
+        };
+        let cold = needed(None);
+        let warm = needed(Some(&converged));
+        assert_eq!(warm, 1, "a converged start is already there");
+        assert!(cold > 3, "a random start needs several sweeps (took {cold})");
+        // One more sweep from the fixed point keeps the loss (it may only fall).
+        let again = fit_with_init(&m, &AlsParams { iterations: 1, ..params.clone() }, Some(&converged), |_| {});
+        assert!(loss(&m, &again, a, reg) <= target * (1.0 + 1e-4));
+    }
+
+    #[test]
+    fn warm_start_is_deterministic_and_falls_back_to_the_seeded_start() {
+        let m = toy_matrix();
+        let params = AlsParams { factors: 8, iterations: 3, ..AlsParams::default() };
+        let base = fit(&m, &params, |_| {});
+        let p2 = AlsParams { alpha: 10.0, regularization: 1.0, ..params.clone() };
+        let w1 = fit_with_init(&m, &p2, Some(&base), |_| {});
+        assert_eq!(w1, fit_with_init(&m, &p2, Some(&base), |_| {}));
+        assert_ne!(w1, fit(&m, &p2, |_| {}), "the start mattered");
+        // Another factor count cannot use `base`: the seeded random start, exactly `fit`'s.
+        let p3 = AlsParams { factors: 4, ..params.clone() };
+        assert!(!warm_start_applies(&base, &m, 4));
+        assert_eq!(fit_with_init(&m, &p3, Some(&base), |_| {}), fit(&m, &p3, |_| {}));
+        assert_eq!(fit_with_init(&m, &params, None, |_| {}), base);
+        // Zero iterations return the start itself.
+        let p0 = AlsParams { iterations: 0, ..params.clone() };
+        assert_eq!(fit_with_init(&m, &p0, Some(&base), |_| {}), base);
+    }
+
+    #[test]
+    fn loss_matches_the_dense_sum() {
+        let m = toy_matrix();
+        let model = fit(&m, &AlsParams { factors: 4, iterations: 2, ..AlsParams::default() }, |_| {});
+        let (alpha, reg) = (4.0f32, 0.1f32);
+        let mut want = 0.0f64;
+        for u in 0..m.n_rows() {
+            for i in 0..m.n_cols() {
+                let s = dot(model.user_factors.row(u), model.item_factors.row(i)) as f64;
+                let (c, p) = match m.get(u, i as u32) {
+                    Some(r) => ((alpha * r) as f64, 1.0),
+                    None => (1.0, 0.0),
+                };
+                want += c * (p - s).powi(2);
+            }
+        }
+        let sq = |f: &Factors| f.as_slice().iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+        want += reg as f64 * (sq(&model.user_factors) + sq(&model.item_factors));
+        let got = loss(&m, &model, alpha, reg);
+        assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{got} vs {want}");
     }
 
     #[test]

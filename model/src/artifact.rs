@@ -184,6 +184,93 @@ pub struct GateMetric {
     pub ok: Option<bool>,
 }
 
+/// One point of the model search's space: the ALS hyper-parameters and the
+/// event weighting a candidate was fitted with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchPoint {
+    pub factors: usize,
+    pub iterations: usize,
+    pub alpha: f32,
+    pub regularization: f32,
+    pub weights: EventWeights,
+    /// 0 = no recency decay.
+    pub recency_half_life_days: f64,
+}
+
+/// The validation split the search scored candidates on (carved from the
+/// evaluation's training side, never its test side).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchValidation {
+    pub protocol: String,
+    pub users: usize,
+    pub items: usize,
+    pub train_pairs: usize,
+    /// Validation users with at least one held-out target.
+    pub target_users: usize,
+}
+
+/// One round of successive halving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRound {
+    /// 0-based.
+    pub round: usize,
+    /// Total iterations each candidate of the round has after it.
+    pub iterations: usize,
+    /// Candidates scored in this round.
+    pub candidates: Vec<usize>,
+    /// Candidates kept for the next round (best first).
+    pub kept: Vec<usize>,
+}
+
+/// One candidate scored in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchTrial {
+    pub candidate: usize,
+    pub round: usize,
+    /// The configuration, with `iterations` = the total after this round.
+    pub point: SearchPoint,
+    /// Iterations run in this round (the rest were run in earlier rounds).
+    pub new_iterations: usize,
+    /// Where the factors started: `"random"`, `"own"` (continued from its
+    /// previous round) or `"candidate N"` (another candidate's factors).
+    pub start: String,
+    /// Sweeps the factors have had after this round, counting those of the
+    /// candidate they started from (absent in older records: 0).
+    #[serde(default)]
+    pub sweeps: usize,
+    /// The validation metric.
+    pub score: f64,
+    /// Estimated cost of the round's fit and scoring, in default fits.
+    pub cost_fits: f64,
+    pub seconds: f64,
+}
+
+/// The model search behind a version: every configuration tried, the rounds,
+/// validation scores, cost and the chosen configuration. Absent when the
+/// search was off (and in older manifests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRecord {
+    /// The validation metric (`recall@20`, …).
+    pub metric: String,
+    pub seed: u64,
+    /// Budget in default fits (one fit of the configured parameters on the
+    /// validation training side).
+    pub budget_fits: f64,
+    /// Estimated cost spent, in the same unit.
+    pub spent_fits: f64,
+    /// Wall-clock seconds of the search (split, fits, scoring).
+    pub seconds: f64,
+    pub validation: SearchValidation,
+    pub candidates: Vec<SearchPoint>,
+    pub rounds: Vec<SearchRound>,
+    pub trials: Vec<SearchTrial>,
+    /// Index of the default configuration among `candidates`.
+    pub default_candidate: usize,
+    pub chosen_candidate: usize,
+    pub chosen: SearchPoint,
+    pub chosen_score: f64,
+}
+
 /// Checksum and size of one file of the version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
@@ -217,6 +304,9 @@ pub struct Manifest {
     /// manifests and in versions not written by `train`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateRecord>,
+    /// The model search that chose the parameters; absent when it was off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchRecord>,
     /// Filled in when the version is written.
     #[serde(default)]
     pub files: BTreeMap<String, FileDigest>,
@@ -601,6 +691,48 @@ pub fn list_versions(root: &Path) -> Result<Vec<String>, ArtifactError> {
 mod tests {
     use super::*;
 
+    fn sample_search() -> SearchRecord {
+        let point = |factors, iterations| SearchPoint {
+            factors,
+            iterations,
+            alpha: 4.0,
+            regularization: 0.1,
+            weights: EventWeights::default(),
+            recency_half_life_days: 7.0,
+        };
+        SearchRecord {
+            metric: "recall@20".into(),
+            seed: 7,
+            budget_fits: 10.0,
+            spent_fits: 3.5,
+            seconds: 12.0,
+            validation: SearchValidation {
+                protocol: "seed".into(),
+                users: 10,
+                items: 20,
+                train_pairs: 90,
+                target_users: 4,
+            },
+            candidates: vec![point(3, 25), point(8, 25)],
+            rounds: vec![SearchRound { round: 0, iterations: 3, candidates: vec![0, 1], kept: vec![1] }],
+            trials: vec![SearchTrial {
+                candidate: 1,
+                round: 0,
+                point: point(8, 3),
+                new_iterations: 3,
+                start: "random".into(),
+                sweeps: 3,
+                score: 0.125,
+                cost_fits: 0.5,
+                seconds: 0.25,
+            }],
+            default_candidate: 0,
+            chosen_candidate: 1,
+            chosen: point(8, 3),
+            chosen_score: 0.125,
+        }
+    }
+
     fn sample(version: &str) -> Artifact {
         let params = AlsParams { factors: 3, ..AlsParams::default() };
         Artifact {
@@ -641,6 +773,7 @@ mod tests {
                         ok: Some(false),
                     }],
                 }),
+                search: Some(sample_search()),
                 files: BTreeMap::new(),
             },
             user_ids: vec!["0".into(), "u-1".into()],
@@ -755,5 +888,25 @@ mod tests {
         fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(read_manifest(&path).unwrap().gate, None);
         assert!(Artifact::read(&path).is_ok(), "the whole version still reads");
+    }
+
+    #[test]
+    fn the_search_record_round_trips_and_manifests_without_it_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample("v5").write(dir.path()).unwrap();
+        assert_eq!(read_manifest(&path).unwrap().search, Some(sample_search()));
+        let mpath = path.join(MANIFEST_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+        assert_eq!(v["search"]["trials"][0]["start"], "random");
+        v.as_object_mut().unwrap().remove("search");
+        fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(read_manifest(&path).unwrap().search, None);
+        // Written without a search, the key is absent, not null.
+        let mut a = sample("v6");
+        a.manifest.search = None;
+        let p6 = a.write(dir.path()).unwrap();
+        let text = fs::read_to_string(p6.join(MANIFEST_FILE)).unwrap();
+        assert!(!text.contains("\"search\""), "{text}");
+        assert_eq!(Artifact::read(&p6).unwrap(), a);
     }
 }

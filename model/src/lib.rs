@@ -4,7 +4,7 @@
 //! - [`csr`]: the sparse user × item matrix ([`Csr`]).
 //! - [`dense`]: row-major factor matrices ([`Factors`]) and vector kernels.
 //! - [`als`]: implicit ALS (`implicit` 0.7 semantics), exact and CG row solvers,
-//!   fold-in of a single user or item.
+//!   warm-started fits, fold-in of a single user or item.
 //! - [`topn`]: batched scoring (one GEMM per block of users) with a bounded
 //!   top-N heap.
 //! - [`rerank`]: the original system's category re-rank.
@@ -26,7 +26,7 @@ pub mod synthetic;
 pub mod topn;
 pub mod weights;
 
-pub use als::{fit, fold_in, AlsModel, AlsParams, IterationStats, Solver};
+pub use als::{fit, fit_with_init, fold_in, AlsModel, AlsParams, IterationStats, Solver};
 pub use artifact::{Artifact, ArtifactError, Manifest};
 pub use csr::Csr;
 pub use dense::Factors;

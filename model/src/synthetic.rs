@@ -111,6 +111,7 @@ pub fn synthetic_artifact(spec: &SyntheticSpec) -> Artifact {
             kafka_offsets: Vec::new(),
             evaluation: None,
             gate: None,
+            search: None,
             files: BTreeMap::new(),
         },
         user_ids: (0..spec.users).map(user_id).collect(),

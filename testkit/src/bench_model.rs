@@ -25,6 +25,7 @@ pub fn artifact(items: usize, f: usize) -> Artifact {
             kafka_offsets: vec![],
             evaluation: None,
             gate: None,
+            search: None,
             files: Default::default(),
         },
         user_ids: (0..1000).map(|u| format!("u{u}")).collect(),

@@ -12,7 +12,7 @@ use super::args::{load_data, settings, HyperArgs, SourceArgs};
 use super::output::{render_kafka, render_load, write_json};
 use super::report;
 use crate::pipeline::{self, EvalReport};
-use crate::{export, inspect};
+use crate::{export, inspect, search};
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
@@ -34,6 +34,13 @@ pub struct EvaluateArgs {
     /// report then also holds the curves.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// Also run the model search of `[training.search]` (whether or not it is
+    /// enabled for `train`) on the training side, print its trace, and evaluate
+    /// the configured and the searched parameters on the same test split. The
+    /// table, --json and --report then describe the searched parameters (the
+    /// JSON as {"default", "searched", "search"}; the page with a search section).
+    #[arg(long)]
+    pub search: bool,
     #[command(flatten)]
     pub hyper: HyperArgs,
 }
@@ -45,13 +52,35 @@ pub(super) fn run(a: &EvaluateArgs, config: Option<&Path>, show: bool) -> anyhow
     if let Some(dir) = &a.export_split {
         export::export_split(ds, &s.training, dir).with_context(|| format!("exporting split to {}", dir.display()))?;
     }
-    let report = match &a.report {
-        Some(_) => pipeline::evaluate_with_curves(ds, &s.training, a.repeats, loaded.load_s, show, REPORT_DEPTH),
-        None => pipeline::evaluate(ds, &s.training, a.repeats, loaded.load_s, show),
+    let evaluate = |cfg: &crate::config::TrainingConfig| match &a.report {
+        Some(_) => pipeline::evaluate_with_curves(ds, cfg, a.repeats, loaded.load_s, show, REPORT_DEPTH),
+        None => pipeline::evaluate(ds, cfg, a.repeats, loaded.load_s, show),
     };
-    say!("{}", render_report(&report));
+    let mut default_report = None;
+    let mut searched = None;
+    let report = if a.search {
+        let default = evaluate(&s.training);
+        say!("configured parameters:\n{}", render_report(&default));
+        let outcome = search::run(ds, &s.training, show)?;
+        say!("{}", search::render_trace(&outcome.record));
+        let report = evaluate(&outcome.config);
+        say!("searched parameters:\n{}", render_report(&report));
+        say!("{}", render_comparison(&default, &report, &outcome.record));
+        default_report = Some(default);
+        searched = Some(outcome.record);
+        report
+    } else {
+        let report = evaluate(&s.training);
+        say!("{}", render_report(&report));
+        report
+    };
     if let Some(p) = &a.json {
-        write_json(p, &report)?;
+        match (&default_report, &searched) {
+            (Some(default), Some(search)) => {
+                write_json(p, &serde_json::json!({"default": default, "searched": &report, "search": search}))?
+            }
+            _ => write_json(p, &report)?,
+        }
     }
     if report.test_users == 0 {
         // A table of zeros is not an evaluation.
@@ -74,6 +103,7 @@ pub(super) fn run(a: &EvaluateArgs, config: Option<&Path>, show: bool) -> anyhow
             source: &loaded.description,
             load_summary: &load_summary,
             generated_at: &generated_at,
+            search: searched.as_ref().map(|record| report::SearchView { record, default: default_report.as_ref() }),
         };
         let path = report::write(dir, &page)?;
         sayln!("report written to {}", path.display());
@@ -91,6 +121,29 @@ pub(super) fn command_line() -> String {
         .map(|a| if plain(&a) { a } else { format!("'{}'", a.replace('\'', "'\\''")) })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Configured against searched parameters on the test split (plain ALS, the
+/// variant the search optimises), and what the search cost.
+pub fn render_comparison(default: &EvalReport, searched: &EvalReport, r: &model::artifact::SearchRecord) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "test split ({} protocol), als:", searched.protocol);
+    for k in ["recall@20", "precision@5", "ndcg@10", "hit_rate@5"] {
+        let (d, v) = (default.als.get(k), searched.als.get(k));
+        let ratio = if d > 0.0 { format!("{:.3} x", v / d) } else { "n/a".into() };
+        let _ = writeln!(s, "  {k:<12} configured {d:.4}  searched {v:.4}  ({ratio})");
+    }
+    let _ = writeln!(
+        s,
+        "search cost: {:.2} fits estimated (budget {}), {:.1} s; one fit of the configured parameters on the test \
+         split's training side took {:.2} s ({:.1} x)",
+        r.spent_fits,
+        r.budget_fits,
+        r.seconds,
+        default.timings.fit_s,
+        r.seconds / default.timings.fit_s.max(1e-9)
+    );
+    s
 }
 
 /// The one-screen table of an evaluation.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use model::artifact::{GateDecision, GateRecord, Manifest};
+use model::artifact::{GateDecision, GateRecord, Manifest, SearchRecord};
 
 use crate::config::TrainingConfig;
 use crate::metrics::{Curve, Cutoffs, Metrics};
@@ -32,6 +32,17 @@ pub struct PageInput<'a> {
     pub load_summary: &'a str,
     /// When the page was made (RFC 3339).
     pub generated_at: &'a str,
+    /// The model search behind the evaluated parameters, when one ran.
+    pub search: Option<SearchView<'a>>,
+}
+
+/// The search-trace section's input.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchView<'a> {
+    pub record: &'a SearchRecord,
+    /// The configured parameters' evaluation on the same test split
+    /// (`evaluate --search`), to set the searched one against.
+    pub default: Option<&'a EvalReport>,
 }
 
 /// Writes `dir/index.html` (creating `dir`); returns its path.
@@ -123,6 +134,7 @@ body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#
 main{max-width:1120px;margin:0 auto;padding:24px 28px 48px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .sub{color:#555;margin:0 0 4px}code,pre{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+tr.chosen td{background:#eef6ee;font-weight:600}
 pre{background:#f6f6f6;border:1px solid #e2e2e2;padding:10px;overflow-x:auto;white-space:pre-wrap}
 table{border-collapse:collapse;margin:6px 0}th,td{padding:4px 10px;border-bottom:1px solid #e6e6e6;text-align:left;vertical-align:top}
 th{background:#f3f3f3;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -167,6 +179,9 @@ fn render_page(input: &PageInput<'_>, gate: Option<&GateView<'_>>) -> String {
     }
     h.push_str("<h2>Metrics</h2>\n");
     metric_table(&mut h, r, &vs, input.training);
+    if let Some(sv) = &input.search {
+        search_section(&mut h, sv, r);
+    }
 
     h.push_str("<h2>Recall@k and NDCG@k, k = 1…50</h2>\n");
     match &r.curves {
@@ -248,6 +263,99 @@ fn render_page(input: &PageInput<'_>, gate: Option<&GateView<'_>>) -> String {
     let _ = writeln!(h, "<tr><td>ALS scoring</td><td class=\"num\">{:.0} users/s</td></tr>", t.recommend_users_per_s);
     h.push_str("</table>\n</main></body></html>\n");
     h
+}
+
+/// The model search: the chosen configuration against the configured one
+/// (test split, when known), then every trial of every round.
+pub fn search_section(h: &mut String, sv: &SearchView<'_>, searched: &EvalReport) {
+    let r = sv.record;
+    let _ = writeln!(
+        h,
+        "<h2 id=\"search\">Model search: {} candidates, {} rounds</h2>",
+        r.candidates.len(),
+        r.rounds.len()
+    );
+    let v = &r.validation;
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">Successive halving on a validation split carved from the training side ({} protocol: {} \
+         users, {} items, {} training pairs, {} users with targets; the test split is not read), scored by \
+         <code>{}</code>, seed {}. Cost {:.2} of a budget of {} fits (estimated from the arithmetic), {:.1} s.</p>",
+        esc(&v.protocol),
+        v.users,
+        v.items,
+        v.train_pairs,
+        v.target_users,
+        esc(&r.metric),
+        r.seed,
+        r.spent_fits,
+        r.budget_fits,
+        r.seconds
+    );
+    if let Some(d) = sv.default {
+        h.push_str("<table class=\"search-compare\"><tr><th>test split</th>");
+        for k in KEYS.iter().take(4) {
+            let _ = write!(h, "<th>{}</th>", esc(k));
+        }
+        h.push_str("</tr>\n");
+        for (label, rep) in [("configured parameters (als)", d), ("searched parameters (als)", searched)] {
+            let _ = write!(h, "<tr><td>{}</td>", esc(label));
+            for k in KEYS.iter().take(4) {
+                let _ = write!(h, "<td class=\"num\">{}</td>", num(rep.als.get(k)));
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str(
+        "<table class=\"search-trace\"><tr><th>round</th><th>candidate</th><th>factors</th><th>iterations</th>\
+         <th>α</th><th>λ</th><th>view / cart / buy</th><th>half-life (d)</th><th>start</th><th>score</th>\
+         <th>cost (fits)</th></tr>\n",
+    );
+    for t in &r.trials {
+        let p = &t.point;
+        let chosen = t.candidate == r.chosen_candidate;
+        let _ = writeln!(
+            h,
+            "<tr{}><td class=\"num\">{}</td><td class=\"num\">{}{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{} / {} / {}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{:.3}</td></tr>",
+            if chosen { " class=\"chosen\"" } else { "" },
+            t.round,
+            t.candidate,
+            if t.candidate == r.default_candidate { " (configured)" } else { "" },
+            p.factors,
+            p.iterations,
+            p.alpha,
+            p.regularization,
+            p.weights.view,
+            p.weights.addtocart,
+            p.weights.transaction,
+            p.recency_half_life_days,
+            esc(&t.start),
+            num(t.score),
+            t.cost_fits
+        );
+    }
+    h.push_str("</table>\n");
+    let c = &r.chosen;
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">Chosen: candidate {} — {} factors, {} iterations, α {}, λ {}, weights {} / {} / {}, \
+         half-life {} d; validation {} {}. Highlighted rows are its trials.</p>",
+        r.chosen_candidate,
+        c.factors,
+        c.iterations,
+        c.alpha,
+        c.regularization,
+        c.weights.view,
+        c.weights.addtocart,
+        c.weights.transaction,
+        c.recency_half_life_days,
+        esc(&r.metric),
+        num(r.chosen_score)
+    );
 }
 
 /// The metric keys of the table, in the order `evaluate` prints them.
@@ -947,6 +1055,7 @@ mod tests {
             source,
             load_summary: "loaded events.csv: 10 rows",
             generated_at: "2026-01-01T00:00:00Z",
+            search: None,
         })
     }
 

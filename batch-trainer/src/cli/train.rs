@@ -131,6 +131,7 @@ fn write_page(dir: &Path, s: &Settings, r: &RunResult) -> anyhow::Result<PathBuf
         source: &r.loaded.description,
         load_summary: &load_summary,
         generated_at: &report::generated_now()?,
+        search: r.train.search.as_ref().map(|record| report::SearchView { record, default: None }),
     };
     report::write_trained(dir, &page, &report::GateView { candidate: &r.train.version, record: &r.train.gate })
 }
