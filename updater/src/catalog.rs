@@ -313,11 +313,14 @@ impl BatchStep for Apply {
         // The availability the script applied, in order (a later patch of
         // the same item overrides an earlier one).
         self.live.set(changed.chunks_exact(2).filter_map(|c| Some((ItemId::parse(&c[0]).ok()?, c[1] == "1"))));
-        if self.refreshed.elapsed() >= self.refresh_every {
+        let lost: Vec<i32> = spans.keys().copied().filter(|&p| lost.contains(&field(p))).collect();
+        // Fail closed: a Redis that lost the catalog has an empty unavailable
+        // set, and reading it would mark every sold-out item available in
+        // memory; the in-memory view waits until the partitions are re-read.
+        if lost.is_empty() && self.rebuilding.is_empty() && self.refreshed.elapsed() >= self.refresh_every {
             self.live.refresh(&mut self.conn, &self.keys).await?;
             self.refreshed = Instant::now();
         }
-        let lost: Vec<i32> = spans.keys().copied().filter(|&p| lost.contains(&field(p))).collect();
         for p in spans.keys() {
             self.rebuilding.remove(p);
         }
