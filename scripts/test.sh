@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 # Redis and the Kafka-compatible broker (tansu, installed on first use): the
-# ingest tests talk to both over real connections.
-scripts/dev-up.sh
+# ingest tests talk to both over real connections. --cluster: also the local
+# Redis Cluster (127.0.0.1:7000-7005) of the cluster-mode run at the end.
+scripts/dev-up.sh --cluster
 
 # promtool (Debian package prometheus) for the alert and config tests of
 # common/tests/monitoring.rs; the package's daemon is not needed (nor started
@@ -50,3 +51,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 log "cargo test"
 cargo test --workspace --locked "$@"
+
+# The Redis-state tests again, against the Redis Cluster: the apply steps
+# (exactly once, two owners, lost state), the live rankings and the re-fold's
+# walk over every master.
+log "cargo test (Redis Cluster)"
+RECSYS_TEST_REDIS_CLUSTER=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
+    cargo test --locked -p updater --test store --test live_rankings --test refold "$@"

@@ -219,25 +219,46 @@ impl Publisher {
         Ok(())
     }
 
-    /// Deletes keys matching `pattern` that are not in `keep`.
+    /// Deletes keys matching `pattern` that are not in `keep` (walking every
+    /// master of a Redis Cluster).
     async fn delete_stale(&mut self, pattern: &str, keep: &HashSet<String>) -> Result<usize, PublishError> {
-        let mut cursor: u64 = 0;
+        let timeout = Duration::from_millis(self.cfg.timeout_ms);
+        let stage = "scan";
+        fn bounded<T>(
+            r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+            stage: &'static str,
+            timeout: Duration,
+        ) -> Result<T, PublishError> {
+            match r {
+                Ok(r) => r.map_err(|source| PublishError::Redis { stage, source }),
+                Err(_) => Err(PublishError::RedisTimeout { stage, timeout }),
+            }
+        }
+        let targets = bounded(tokio::time::timeout(timeout, self.conn.scan_targets()).await, stage, timeout)?;
         let mut stale = Vec::new();
-        loop {
-            let mut p = redis::pipe();
-            p.cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
-            let ((next, keys),): ((u64, Vec<String>),) = self.run("scan", &p).await?;
-            stale.extend(keys.into_iter().filter(|k| !keep.contains(k)));
-            cursor = next;
-            if cursor == 0 {
-                break;
+        for t in &targets {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys) = bounded(
+                    tokio::time::timeout(timeout, self.conn.scan_step(t, cursor, pattern, 1000)).await,
+                    stage,
+                    timeout,
+                )?;
+                stale.extend(keys.into_iter().filter(|k| !keep.contains(k)));
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
         stale.sort();
         stale.dedup();
         for chunk in stale.chunks(self.cfg.batch) {
             let mut p = redis::pipe();
-            p.cmd("DEL").arg(chunk).ignore();
+            // One DEL per key: keys of several cluster slots.
+            for k in chunk {
+                p.cmd("DEL").arg(k).ignore();
+            }
             self.run::<()>("delete stale lists", &p).await?;
         }
         Ok(stale.len())

@@ -427,6 +427,11 @@ impl RedisConfig {
         if !single && !cluster {
             return Err("redis: set either redis.url (one node) or redis.cluster_nodes (a cluster)".to_owned());
         }
+        if cluster && self.prefix.contains(['{', '}']) {
+            return Err("redis.prefix must not contain { or } with redis.cluster_nodes: a hash tag in the prefix \
+                 would put every key in one cluster slot"
+                .to_owned());
+        }
         if let Some(bad) =
             self.cluster_nodes.iter().find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
         {
@@ -526,6 +531,8 @@ mod tests {
         let bad =
             RedisConfig { url: String::new(), cluster_nodes: vec!["127.0.0.1:7000".into()], ..RedisConfig::default() };
         assert!(bad.validate().unwrap_err().contains("redis.cluster_nodes"));
+        let tagged = RedisConfig { prefix: "{r}:".into(), ..cluster.clone() };
+        assert!(tagged.validate().unwrap_err().contains("redis.prefix"));
         // The environment gives the list comma-separated; the file as a list.
         let env = config::Map::from([
             ("RECSYS__REDIS__URL".to_owned(), String::new()),

@@ -234,7 +234,11 @@ pub async fn history(
 ) -> std::collections::BTreeMap<String, u64> {
     let h: std::collections::BTreeMap<String, String> =
         redis::cmd("HGETALL").arg(keys.hist(&schemas::UserId::parse(user).unwrap())).query_async(redis).await.unwrap();
-    h.into_iter().map(|(item, v)| (item, v.split(',').next().unwrap().parse().unwrap())).collect()
+    // `@p{partition}` fields are the history's exactly-once guards, not items.
+    h.into_iter()
+        .filter(|(item, _)| !item.starts_with('@'))
+        .map(|(item, v)| (item, v.split(',').next().unwrap().parse().unwrap()))
+        .collect()
 }
 
 /// A view event now.

@@ -108,17 +108,25 @@ impl RedisKeys {
         format!("{}popular:cat:{}", self.prefix, category)
     }
 
-    /// `trending:{window}`: the live popularity ranking of one window, a
+    /// `trending:{t}:{window}`: the live popularity ranking of one window, a
     /// sorted set of item → forward-decayed event weight (see
-    /// [`crate::popularity`]); kept to a bounded size.
+    /// [`crate::popularity`]); kept to a bounded size. Every live-ranking key
+    /// carries the hash tag `{t}` (after the prefix), so one Redis Cluster
+    /// slot holds them all and one script updates them atomically.
     pub fn trending(&self, window: &Window) -> String {
-        format!("{}trending:{}", self.prefix, window)
+        format!("{}trending:{{t}}:{}", self.prefix, window)
     }
 
-    /// `trending_landmarks`: hash of window name → the landmark (epoch ms)
-    /// the scores of `trending:{window}` are relative to.
+    /// `trending:{t}:landmarks`: hash of window name → the landmark (epoch ms)
+    /// the scores of `trending:{t}:{window}` are relative to.
     pub fn trending_landmarks(&self) -> String {
-        format!("{}trending_landmarks", self.prefix)
+        format!("{}trending:{{t}}:landmarks", self.prefix)
+    }
+
+    /// `trending:{t}:offsets`: hash of `topic:partition` → the last event
+    /// offset added to the live rankings (their own exactly-once guard).
+    pub fn trending_offsets(&self) -> String {
+        format!("{}trending:{{t}}:offsets", self.prefix)
     }
 
     /// `model:current`: the served model version.
@@ -250,8 +258,9 @@ mod tests {
         assert_eq!(k.model_published(), "recsys:model:published");
         assert_eq!(k.similar_pattern(), "recsys:similar:*");
         assert_eq!(RedisKeys::new("t*1:").popular_category_pattern(), "t\\*1:popular:cat:*");
-        assert_eq!(k.trending(&Window::parse("24h").unwrap()), "recsys:trending:24h");
-        assert_eq!(k.trending_landmarks(), "recsys:trending_landmarks");
+        assert_eq!(k.trending(&Window::parse("24h").unwrap()), "recsys:trending:{t}:24h");
+        assert_eq!(k.trending_landmarks(), "recsys:trending:{t}:landmarks");
+        assert_eq!(k.trending_offsets(), "recsys:trending:{t}:offsets");
     }
 
     #[test]

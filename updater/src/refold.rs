@@ -2,9 +2,11 @@
 //! history gets a list from the new model, at a bounded rate, so nobody keeps
 //! an old model's list until their next event (which may never come).
 //!
-//! - One pass per model version, walking `hist:*` with `SCAN`; its cursor is
-//!   kept in `refold:{version}` after every step, so a restarted instance
-//!   resumes instead of starting over, and a finished pass is not repeated.
+//! - One pass per model version, walking `hist:*` with `SCAN` on every master
+//!   (one for a single node; a Redis Cluster's shards in the order of their
+//!   lowest slot, which a failover keeps); the shard and its cursor are kept
+//!   in `refold:{version}` after every step, so a restarted instance resumes
+//!   instead of starting over, and a finished pass is not repeated.
 //! - One instance of the group runs a version's pass at a time: it holds
 //!   `refold:{version}:lock` (expiring, renewed each step), so N updaters do
 //!   not fold every user N times; if the holder dies, another takes over.
@@ -160,8 +162,8 @@ impl Pass {
         let pattern = keys.hist_pattern();
         let (started, mut users, mut written) = (Instant::now(), 0u64, 0u64);
         loop {
-            let (cursor, done): (Option<u64>, Option<String>) =
-                redis::cmd("HMGET").arg(&state).arg("cursor").arg("done").query_async(&mut conn).await?;
+            let (cursor, shard, done): (Option<u64>, Option<u16>, Option<String>) =
+                redis::cmd("HMGET").arg(&state).arg("cursor").arg("shard").arg("done").query_async(&mut conn).await?;
             if done.as_deref() == Some("1") {
                 return Ok((users > 0).then_some(written));
             }
@@ -171,14 +173,22 @@ impl Pass {
                 tokio::time::sleep(Duration::from_millis(LOCK_MS / 3)).await;
                 continue;
             }
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor.unwrap_or(0))
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(self.batch)
-                .query_async(&mut conn)
-                .await?;
+            // The shard being walked: the first whose lowest slot is at or
+            // past the stored one (the same shard unless the slots moved).
+            let targets = conn.scan_targets().await?;
+            let shard = shard.unwrap_or(0);
+            let Some(at) = targets.iter().position(|t| t.first_slot >= shard) else {
+                return Err(StoreError::Reply("re-fold: no master serves the stored shard".into()));
+            };
+            let cursor = if targets[at].first_slot == shard { cursor.unwrap_or(0) } else { 0 };
+            let (next_cursor, found) = conn.scan_step(&targets[at], cursor, &pattern, self.batch).await?;
+            // 0 = this master is done: on to the next one; 0 with none left = the pass is done.
+            let (next, next_shard) = match (next_cursor, targets.get(at + 1)) {
+                (0, Some(t)) => (0, t.first_slot),
+                (0, None) => (0, u16::MAX),
+                (c, _) => (c, targets[at].first_slot),
+            };
+            let finished = next_cursor == 0 && at + 1 == targets.len();
             let ids: Vec<_> = found.iter().filter_map(|k| keys.parse_hist(k)).collect();
             let histories = read_histories(&mut conn, keys, &ids).await?;
             let (m2, params) = (m.clone(), self.params.clone());
@@ -190,15 +200,15 @@ impl Pass {
             written += write_if_older(&mut conn, keys, &write_script, &m.version, &lists, self.ttl_s).await?;
             users += ids.len() as u64;
             let mut p = redis::pipe();
-            p.cmd("HSET").arg(&state).arg("cursor").arg(next).ignore();
+            p.cmd("HSET").arg(&state).arg("cursor").arg(next).arg("shard").arg(next_shard).ignore();
             p.cmd("HINCRBY").arg(&state).arg("users").arg(ids.len()).ignore();
-            if next == 0 {
+            if finished {
                 p.cmd("HSET").arg(&state).arg("done").arg("1").ignore();
             }
             p.cmd("EXPIRE").arg(&state).arg(STATE_TTL_S).ignore();
             p.query_async::<()>(&mut conn).await?;
             self.metrics.refold_users.inc_by(lists.len() as u64);
-            if next == 0 {
+            if finished {
                 let _: () = redis::cmd("DEL").arg(&lock).query_async(&mut conn).await?;
                 return Ok(Some(written));
             }

@@ -1,18 +1,32 @@
 //! Everything the updater keeps in Redis (docs/design.md §5).
 //!
-//! The heart is [`APPLY_SCRIPT`]: for one partition's slice of a batch it
-//! compares each event's offset with `offsets:{topic}:{partition}`, folds the
-//! newer ones into `hist:{user}` (and, for items the model does not know, the
-//! item's user set) and into the live popularity rankings `trending:{window}`,
-//! caps the histories and the rankings, advances the offset, and returns the
-//! touched users' full histories — all in one atomic script. A restart, a
-//! rebalance or two owners of one partition for a moment (old owner finishing a
-//! batch while the new one starts) can therefore never apply an event twice or
-//! skip one: the stored offset is a compare-and-set guard, not a hint.
+//! The heart is [`Store::apply_guarded`], exactly once per event across
+//! restarts, rebalances and two owners of one partition for a moment (old
+//! owner finishing a batch while the new one starts), on one Redis node or a
+//! Redis Cluster alike. Every atomic step touches the keys of one cluster slot:
 //!
-//! A Lua script rather than MULTI/EXEC: the same all-or-nothing execution, plus
-//! the read of the stored offset inside the atomic step (MULTI/EXEC would need
-//! WATCH and a dedicated connection per partition to get that).
+//! 1. [`APPLY_SCRIPT`], once per user of the slice (one key, `hist:{user}`):
+//!    the history carries, in a guard field `@p{partition}`, the offset of the
+//!    last event of that partition applied to it; the script folds the user's
+//!    newer events in, caps the history, moves the guard and returns which
+//!    events it applied and the whole history. The guard is per user, so no
+//!    step needs a key of another user.
+//! 2. The user sets of items the model does not know (`SADD`: a set, so a
+//!    repeated step changes nothing).
+//! 3. [`TRENDING_SCRIPT`] (every live-ranking key tagged `{t}`): the rankings
+//!    keep their own per-partition offset and add only the events above it.
+//! 4. Last, `offsets:{topic}:{partition}` moves to the slice's last offset
+//!    (never back). It is no longer the guard but the resume point and the
+//!    lost-state witness: no stored offset while the slice starts past the
+//!    partition's log start means Redis lost what was applied, and nothing is
+//!    applied (the caller re-reads from the log start).
+//!
+//! A crash between the steps leaves each of them either done or not; the
+//! replayed slice then skips what was done, step by step.
+//!
+//! Lua scripts rather than MULTI/EXEC: the same all-or-nothing execution, plus
+//! the read of the guard inside the atomic step (MULTI/EXEC would need WATCH
+//! and a dedicated connection to get that).
 
 use common::redis_conn::RedisConn;
 pub use common::redis_value::StoreError;
@@ -68,31 +82,39 @@ pub struct Applied {
     pub lost: bool,
 }
 
-/// `apply.lua`, next to this file; see the module documentation. KEYS: the offset key, then `h` history keys,
-/// then `m` item user-set keys, then — with `nw` > 0 live rankings — the
-/// landmarks hash and the `nw` ranking keys. ARGV: cap, ttl, n, h, m, floor,
-/// first, last, nw, ranking size, now (ms), the weights of view, addtocart and
-/// transaction, the rescale bound (windows), then a name and a time constant
-/// (ms) per ranking, then 7 per event (offset, history key number, item, kind
-/// index 0–2, ts, user-set key number or 0, user id).
-///
-/// Every applied event (offset above the stored one, so a replayed slice adds
-/// nothing) also adds its kind's weight to the item in each ranking, forward
-/// decayed (`schemas::popularity`): `w · exp((t − L) / W)` with `t` the
-/// event's time, capped at `now` (a producer's clock running ahead must not
-/// pin an item to the top), and `L` the ranking's landmark — set to the
-/// newest event's time by the first batch, moved forward (every score
-/// rescaled with one `ZUNIONSTORE`) once the newest event is more than the
-/// rescale bound of windows past it. Each ranking is then trimmed to its size.
-///
-/// `first` and `last` are the offsets of the slice's first and last messages,
-/// valid or not (dead-lettered messages advance the stored offset too, so it
-/// always means "everything up to here was handled"). `floor` is the
-/// partition's log start (-1 = no check): no stored offset while the slice
-/// starts past the floor means Redis lost what was applied (restarted empty,
-/// flushed); the script then applies nothing and returns `{-1}`, and the
-/// caller re-reads from the floor.
+/// `apply.lua`, next to this file: one user's events of one partition slice.
+/// KEYS: `hist:{user}`. ARGV: cap, ttl, the guard field (`@p{partition}`),
+/// n, then 4 per event in offset order (offset, item, kind index 0–2, ts).
+/// Events at or below the guard's offset are skipped (already applied);
+/// the others are counted into the item's entry (`views,carts,purchases,last_ts`,
+/// the newer time kept), the guard moves to the highest applied offset, the
+/// history is capped to its `cap` most recently touched items and its TTL
+/// renewed. Reply: {[0-based indices of the applied events], HGETALL}.
 pub const APPLY_SCRIPT: &str = include_str!("apply.lua");
+
+/// `trending.lua`, next to this file: the live rankings' share of a slice.
+/// KEYS: `trending:{t}:landmarks`, `trending:{t}:offsets`, then the `nw`
+/// ranking keys. ARGV: the guard field (`topic:partition`), the slice's last
+/// offset, nw, ranking size, now (ms), the weights of view, addtocart and
+/// transaction, the rescale bound (windows), n, then a name and a time
+/// constant (ms) per ranking, then 4 per event (offset, item, kind, ts).
+///
+/// Every event above the stored offset adds its kind's weight to the item in
+/// each ranking, forward decayed (`schemas::popularity`): `w · exp((t − L) / W)`
+/// with `t` the event's time, capped at `now` (a producer's clock running
+/// ahead must not pin an item to the top), and `L` the ranking's landmark —
+/// set to the newest event's time by the first batch, moved forward (every
+/// score rescaled with one `ZUNIONSTORE`) once the newest event is more than
+/// the rescale bound of windows past it. Each ranking is then trimmed to its
+/// size and the stored offset moves to the slice's last. Reply: events added.
+pub const TRENDING_SCRIPT: &str = include_str!("trending.lua");
+
+/// Moves `KEYS[1]` to `ARGV[1]` unless it already holds a higher offset.
+const OFFSET_MAX: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+";
 
 /// The updater's Redis: a reconnecting connection, the key builder and the
 /// history bounds. Cheap to clone (one multiplexed connection underneath).
@@ -101,6 +123,8 @@ pub struct Store {
     pub conn: RedisConn,
     pub keys: RedisKeys,
     script: redis::Script,
+    trending_script: redis::Script,
+    offset_script: redis::Script,
     /// Most distinct items per history.
     pub history_cap: usize,
     /// TTL of histories, lists and item user sets, s (0 = none).
@@ -140,6 +164,8 @@ impl Store {
             conn,
             keys,
             script: redis::Script::new(APPLY_SCRIPT),
+            trending_script: redis::Script::new(TRENDING_SCRIPT),
+            offset_script: redis::Script::new(OFFSET_MAX),
             history_cap,
             ttl_s,
             live: LiveRankings::default(),
@@ -176,6 +202,11 @@ impl Store {
     }
 }
 
+/// The guard field of a partition in a user's history (`@` is never in an item id).
+pub fn guard_field(partition: i32) -> String {
+    format!("@p{partition}")
+}
+
 async fn apply(
     conn: &mut RedisConn,
     store: &Store,
@@ -185,79 +216,116 @@ async fn apply(
     slice: Slice,
     now_ms: i64,
 ) -> Result<Applied, StoreError> {
-    let (script, keys, live) = (&store.script, &store.keys, &store.live);
-    let mut users: Vec<&UserId> = Vec::new();
-    let mut user_no: rustc_hash::FxHashMap<&UserId, usize> = Default::default();
-    let mut items: Vec<&ItemId> = Vec::new();
-    let mut item_no: rustc_hash::FxHashMap<&ItemId, usize> = Default::default();
-    for e in events {
-        user_no.entry(&e.user).or_insert_with(|| {
-            users.push(&e.user);
-            users.len()
-        });
-        if e.unknown_item {
-            item_no.entry(&e.item).or_insert_with(|| {
-                items.push(&e.item);
-                items.len()
+    let (keys, live) = (&store.keys, &store.live);
+    let offsets_key = keys.offsets(topic, partition);
+    let bad = |what: &str| StoreError::Reply(format!("apply: {what}"));
+    if slice.floor >= 0 && slice.first > slice.floor {
+        let stored: Option<i64> = redis::cmd("GET").arg(&offsets_key).query_async(conn).await?;
+        if stored.is_none() {
+            return Ok(Applied {
+                applied: 0,
+                duplicates: 0,
+                histories: Vec::new(),
+                unknown_items: Vec::new(),
+                lost: true,
             });
         }
     }
-    let mut inv = script.prepare_invoke();
-    inv.key(keys.offsets(topic, partition));
-    for u in &users {
-        inv.key(keys.hist(u));
+
+    // 1. Per user, its events in offset order.
+    let mut users: Vec<&UserId> = Vec::new();
+    let mut per_user: rustc_hash::FxHashMap<&UserId, Vec<usize>> = Default::default();
+    for (i, e) in events.iter().enumerate() {
+        per_user
+            .entry(&e.user)
+            .or_insert_with(|| {
+                users.push(&e.user);
+                Vec::new()
+            })
+            .push(i);
+    }
+    let field = guard_field(partition);
+    let runs = users.iter().map(|u| {
+        let idx = &per_user[u];
+        let mut inv = store.script.prepare_invoke();
+        inv.key(keys.hist(u)).arg(store.history_cap).arg(store.ttl_s).arg(&field).arg(idx.len());
+        for &i in idx {
+            let e = &events[i];
+            inv.arg(e.offset).arg(e.item.as_str()).arg(e.kind.index()).arg(e.ts);
+        }
+        let mut c = conn.clone();
+        async move { inv.invoke_async::<Value>(&mut c).await }
+    });
+    // Concurrent: one multiplexed connection (per node) pipelines them.
+    let replies = futures::future::try_join_all(runs).await?;
+    let mut applied_mask = vec![false; events.len()];
+    let mut histories = Vec::with_capacity(users.len());
+    for (u, reply) in users.iter().zip(replies) {
+        let Value::Array(parts) = reply else { return Err(bad("not an array")) };
+        let [done, hist]: [Value; 2] = parts.try_into().map_err(|_| bad("not 2 parts"))?;
+        let Value::Array(done) = done else { return Err(bad("applied indices")) };
+        let idx = &per_user[u];
+        for d in &done {
+            let j = as_int(d).ok_or_else(|| bad("applied index"))?;
+            let i = *usize::try_from(j).ok().and_then(|j| idx.get(j)).ok_or_else(|| bad("applied index"))?;
+            applied_mask[i] = true;
+        }
+        histories.push(UserHistory { user: (*u).clone(), items: parse_hash(&hist).ok_or_else(|| bad("history"))? });
+    }
+    let applied = applied_mask.iter().filter(|&&a| a).count();
+
+    // 2. Users of unknown items (idempotent: a set).
+    let mut items: Vec<&ItemId> = Vec::new();
+    let mut seen: rustc_hash::FxHashSet<&ItemId> = Default::default();
+    let mut p = redis::pipe();
+    for (i, e) in events.iter().enumerate() {
+        if !e.unknown_item {
+            continue;
+        }
+        if seen.insert(&e.item) {
+            items.push(&e.item);
+        }
+        if applied_mask[i] {
+            p.cmd("SADD").arg(keys.item_users(&e.item)).arg(e.user.as_str()).ignore();
+            if store.ttl_s > 0 {
+                p.cmd("EXPIRE").arg(keys.item_users(&e.item)).arg(store.ttl_s).ignore();
+            }
+        }
     }
     for i in &items {
-        inv.key(keys.item_users(i));
+        p.cmd("SCARD").arg(keys.item_users(i));
     }
+    let counts: Vec<i64> = if p.is_empty() { Vec::new() } else { p.query_async(conn).await? };
+    if counts.len() != items.len() {
+        return Err(bad("wrong number of item counts"));
+    }
+    let unknown_items = items.iter().zip(&counts).map(|(i, &c)| ((*i).clone(), c.max(0) as usize)).collect();
+
+    // 3. The live rankings, under their own guard.
     if !live.windows.is_empty() {
-        inv.key(keys.trending_landmarks());
+        let mut inv = store.trending_script.prepare_invoke();
+        inv.key(keys.trending_landmarks()).key(keys.trending_offsets());
         for w in &live.windows {
             inv.key(keys.trending(w));
         }
+        let wt = &live.weights;
+        inv.arg(format!("{topic}:{partition}")).arg(slice.last).arg(live.windows.len()).arg(live.size).arg(now_ms);
+        inv.arg(f64::from(wt.view)).arg(f64::from(wt.addtocart)).arg(f64::from(wt.transaction));
+        inv.arg(schemas::popularity::RESCALE_AFTER_WINDOWS).arg(events.len());
+        for w in &live.windows {
+            inv.arg(w.as_str()).arg(w.ms());
+        }
+        for e in events {
+            inv.arg(e.offset).arg(e.item.as_str()).arg(e.kind.index()).arg(e.ts);
+        }
+        let _: i64 = inv.invoke_async(conn).await?;
     }
-    inv.arg(store.history_cap).arg(store.ttl_s).arg(events.len()).arg(users.len()).arg(items.len());
-    inv.arg(slice.floor).arg(slice.first).arg(slice.last);
-    let wt = &live.weights;
-    inv.arg(live.windows.len()).arg(live.size).arg(now_ms);
-    inv.arg(f64::from(wt.view)).arg(f64::from(wt.addtocart)).arg(f64::from(wt.transaction));
-    inv.arg(schemas::popularity::RESCALE_AFTER_WINDOWS);
-    for w in &live.windows {
-        inv.arg(w.as_str()).arg(w.ms());
+
+    // 4. The resume point and lost-state witness, last.
+    let last = events.iter().map(|e| e.offset).chain([slice.last]).max().unwrap_or(-1);
+    if last >= 0 {
+        let _: i64 = store.offset_script.key(&offsets_key).arg(last).invoke_async(conn).await?;
     }
-    for e in events {
-        inv.arg(e.offset)
-            .arg(user_no[&e.user])
-            .arg(e.item.as_str())
-            .arg(e.kind.index())
-            .arg(e.ts)
-            .arg(if e.unknown_item { item_no[&e.item] } else { 0 })
-            .arg(e.user.as_str());
-    }
-    let reply: Value = inv.invoke_async(conn).await?;
-    let bad = |what: &str| StoreError::Reply(format!("apply script: {what}"));
-    let Value::Array(parts) = reply else { return Err(bad("not an array")) };
-    let [applied, hists, counts]: [Value; 3] = parts.try_into().map_err(|_| bad("not 3 parts"))?;
-    let applied = as_int(&applied).ok_or_else(|| bad("applied count"))?;
-    if applied < 0 {
-        return Ok(Applied { applied: 0, duplicates: 0, histories: Vec::new(), unknown_items: Vec::new(), lost: true });
-    }
-    let applied = applied as usize;
-    let Value::Array(hists) = hists else { return Err(bad("histories")) };
-    let Value::Array(counts) = counts else { return Err(bad("item counts")) };
-    if hists.len() != users.len() || counts.len() != items.len() {
-        return Err(bad("wrong number of histories"));
-    }
-    let histories = users
-        .iter()
-        .zip(hists)
-        .map(|(u, v)| Ok(UserHistory { user: (*u).clone(), items: parse_hash(&v).ok_or_else(|| bad("history"))? }))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let unknown_items = items
-        .iter()
-        .zip(&counts)
-        .map(|(i, c)| Ok(((*i).clone(), as_int(c).ok_or_else(|| bad("count"))? as usize)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(Applied { applied, duplicates: events.len() - applied, histories, unknown_items, lost: false })
 }
 
@@ -267,6 +335,9 @@ fn parse_hash(v: &Value) -> Option<Vec<(ItemId, HistEntry)>> {
     let pairs = as_pairs(v)?;
     let mut out = Vec::with_capacity(pairs.len());
     for (k, val) in pairs {
+        if k.starts_with('@') {
+            continue; // a guard field (see `guard_field`)
+        }
         match (ItemId::parse(k), HistEntry::parse(val)) {
             (Ok(item), Some(e)) => out.push((item, e)),
             _ => tracing::warn!(field = k, value = val, "skipping a malformed history entry"),

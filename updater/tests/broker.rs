@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
 use schemas::{DeadLetter, Event, EventKind, HistEntry, ItemId, RecsList, UserId};
-use testkit::services::{broker, free_port, redis_url, tag};
+use testkit::services::{broker, free_port, redis_config, redis_env, tag};
 use updater::Settings;
 
 /// One isolated test environment.
@@ -37,8 +37,7 @@ impl Env {
         s.kafka.brokers = brokers.to_owned();
         s.kafka.partitions = partitions;
         s.kafka.topic_prefix = format!("ut-{tag}.");
-        s.redis.url = redis_url();
-        s.redis.prefix = format!("ut-{tag}:");
+        s.redis = redis_config(&format!("ut-{tag}:"));
         s.model.artifacts_dir = root.clone();
         s.updater.group_id = format!("ut-{tag}");
         s.updater.metrics_listen = "127.0.0.1:0".parse().unwrap();
@@ -99,8 +98,7 @@ impl Env {
             .env("RECSYS__KAFKA__BROKERS", &s.kafka.brokers)
             .env("RECSYS__KAFKA__TOPIC_PREFIX", &s.kafka.topic_prefix)
             .env("RECSYS__KAFKA__PARTITIONS", s.kafka.partitions.to_string())
-            .env("RECSYS__REDIS__URL", &s.redis.url)
-            .env("RECSYS__REDIS__PREFIX", &s.redis.prefix)
+            .envs(redis_env(&s.redis))
             .env("RECSYS__MODEL__ARTIFACTS_DIR", &s.model.artifacts_dir)
             .env("RECSYS__UPDATER__GROUP_ID", &s.updater.group_id)
             .env("RECSYS__UPDATER__SESSION_TIMEOUT_MS", "6000")
@@ -154,7 +152,11 @@ impl Env {
             .query_async(r)
             .await
             .unwrap();
-        raw.into_iter().map(|(k, v)| (k, HistEntry::parse(&v).unwrap().counts)).collect()
+        // `@p{partition}`: the history's exactly-once guard, not an item.
+        raw.into_iter()
+            .filter(|(k, _)| !k.starts_with('@'))
+            .map(|(k, v)| (k, HistEntry::parse(&v).unwrap().counts))
+            .collect()
     }
 
     async fn recs(&self, r: &mut RedisConn, user: &str) -> Option<RecsList> {

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 
 use schemas::popularity::{decayed_count, forward_weight};
 use schemas::{now_ms, EventKind, ItemId, UserId, Window};
-use testkit::services::{redis_url, tag};
+use testkit::services::{redis_config, tag};
 use updater::store::{ApplyEvent, LiveRankings, Store};
 
 const MIN: i64 = 60_000;
 
 async fn store(windows: &[&str], size: usize) -> (Store, String) {
-    let cfg = common::RedisConfig { url: redis_url(), prefix: format!("live-{}:", tag()), ..Default::default() };
+    let cfg = redis_config(&format!("live-{}:", tag()));
     let conn = common::redis_conn::connect(&cfg).await.unwrap();
     let live = LiveRankings {
         windows: windows.iter().map(|w| Window::parse(w).unwrap()).collect(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use model::synthetic::{item_id, synthetic_artifact, SyntheticSpec};
 use schemas::{EventKind, ItemId, ModelVersion, RecsList, UserId};
-use testkit::services::{redis_url, tag, KeysCleanup};
+use testkit::services::{redis_config, tag, KeysCleanup};
 use updater::compute::{self, ComputeParams, NewItems};
 use updater::refold::Pass;
 use updater::store::{read_histories, write_recs, ApplyEvent, Store};
@@ -16,9 +16,9 @@ use updater::{Metrics, ServedModel, Settings};
 
 async fn store() -> (Store, KeysCleanup) {
     // The re-fold pass SCANs the whole keyspace: keys left behind slow every later run.
-    let cfg = common::RedisConfig { url: redis_url(), prefix: format!("rf-{}:", tag()), ..Default::default() };
+    let cfg = redis_config(&format!("rf-{}:", tag()));
     let conn = common::redis_conn::connect(&cfg).await.unwrap();
-    let cleanup = KeysCleanup::new(&cfg.url, &cfg.prefix);
+    let cleanup = KeysCleanup::for_config(&cfg);
     (Store::new(conn, cfg.keys(), 100, 600), cleanup)
 }
 

@@ -1,16 +1,17 @@
-//! The apply script against real Redis (`RECSYS_TEST_REDIS`, default
-//! redis://127.0.0.1:6379), on a random key prefix: no broker needed.
+//! The apply steps against real Redis (`RECSYS_TEST_REDIS`, default
+//! redis://127.0.0.1:6379, or the Redis Cluster of
+//! `RECSYS_TEST_REDIS_CLUSTER`), on a random key prefix: no broker needed.
 
 #![allow(clippy::unwrap_used)]
 
 use schemas::{EventKind, ItemId, UserId};
-use testkit::services::{redis_url, tag};
+use testkit::services::{redis_config, tag, KeysCleanup};
 use updater::store::{ApplyEvent, Slice, Store};
 
-async fn store(cap: usize) -> Store {
-    let cfg = common::RedisConfig { url: redis_url(), prefix: format!("st-{}:", tag()), ..Default::default() };
+async fn store(cap: usize) -> (Store, KeysCleanup) {
+    let cfg = redis_config(&format!("st-{}:", tag()));
     let conn = common::redis_conn::connect(&cfg).await.unwrap();
-    Store::new(conn, cfg.keys(), cap, 60)
+    (Store::new(conn, cfg.keys(), cap, 60), KeysCleanup::for_config(&cfg))
 }
 
 fn ev(offset: i64, user: &str, item: &str, kind: EventKind, ts: i64) -> ApplyEvent {
@@ -30,7 +31,7 @@ fn counts(h: &updater::store::UserHistory) -> Vec<(String, [u32; 3])> {
 
 #[tokio::test]
 async fn a_replayed_slice_is_skipped_and_histories_are_returned() {
-    let s = store(100).await;
+    let (s, _cleanup) = store(100).await;
     let batch = vec![
         ev(0, "a", "1", EventKind::View, 10),
         ev(1, "a", "1", EventKind::AddToCart, 12),
@@ -60,7 +61,7 @@ async fn a_replayed_slice_is_skipped_and_histories_are_returned() {
 
 #[tokio::test]
 async fn histories_are_capped_least_recently_touched_first() {
-    let s = store(3).await;
+    let (s, _cleanup) = store(3).await;
     let batch: Vec<ApplyEvent> = (0..5).map(|i| ev(i, "a", &format!("{}", 10 + i), EventKind::View, 100 + i)).collect();
     let r = s.apply("t", 0, &batch).await.unwrap();
     let items: Vec<String> = r.histories[0].items.iter().map(|(i, _)| i.to_string()).collect();
@@ -76,7 +77,7 @@ async fn histories_are_capped_least_recently_touched_first() {
 
 #[tokio::test]
 async fn a_missing_offset_past_the_log_start_is_reported_as_lost_state() {
-    let s = store(100).await;
+    let (s, _cleanup) = store(100).await;
     let slice = |floor, first, last| Slice { floor, first, last };
     let batch: Vec<ApplyEvent> = (0..4).map(|i| ev(i, "a", "1", EventKind::View, 10 + i)).collect();
     // A partition's first batch starts at the log start: applied.
@@ -87,8 +88,9 @@ async fn a_missing_offset_past_the_log_start_is_reported_as_lost_state() {
     // Redis loses the state: a batch from the middle of the log is refused.
     let mut c = s.conn.clone();
     let user = UserId::parse("a").unwrap();
-    let _: () =
-        redis::cmd("DEL").arg(s.keys.offsets("t", 0)).arg(s.keys.hist(&user)).query_async(&mut c).await.unwrap();
+    for k in [s.keys.offsets("t", 0), s.keys.hist(&user)] {
+        let _: () = redis::cmd("DEL").arg(k).query_async(&mut c).await.unwrap();
+    }
     let more = [ev(4, "a", "1", EventKind::View, 20)];
     let r = s.apply_guarded("t", 0, &more, slice(0, 4, 4)).await.unwrap();
     assert!(r.lost && r.applied == 0 && r.histories.is_empty());
@@ -106,7 +108,7 @@ async fn a_missing_offset_past_the_log_start_is_reported_as_lost_state() {
 
 #[tokio::test]
 async fn dead_lettered_messages_advance_the_stored_offset_too() {
-    let s = store(100).await;
+    let (s, _cleanup) = store(100).await;
     // Offsets 0..=2 were invalid (dead-lettered): nothing to apply, but handled.
     let r = s.apply_guarded("t", 0, &[], Slice { floor: 0, first: 0, last: 2 }).await.unwrap();
     assert_eq!((r.applied, r.lost), (0, false));
@@ -117,4 +119,27 @@ async fn dead_lettered_messages_advance_the_stored_offset_too() {
     let next = [ev(3, "a", "1", EventKind::View, 1)];
     let r = s.apply_guarded("t", 0, &next, Slice { floor: 0, first: 3, last: 3 }).await.unwrap();
     assert_eq!((r.applied, r.lost), (1, false));
+}
+
+#[tokio::test]
+async fn two_owners_of_a_partition_apply_each_event_once() {
+    let (s, _cleanup) = store(1000).await;
+    let s2 = s.clone();
+    // Many users. Offsets 0..100 applied and committed; then the old owner
+    // finishes its batch 100..300 while the new owner, starting at the
+    // committed offset, applies 100..400 — at once, interleaved per user.
+    let all: Vec<ApplyEvent> =
+        (0..400).map(|i| ev(i, &format!("u{}", i % 37), &format!("{}", i % 11), EventKind::View, 1000 + i)).collect();
+    assert_eq!(s.apply("t", 0, &all[..100]).await.unwrap().applied, 100);
+    let (a, b) = (&all[100..300], &all[100..]);
+    let (ra, rb) = tokio::join!(s.apply("t", 0, a), s2.apply("t", 0, b));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(100 + ra.applied + rb.applied, all.len(), "each event applied exactly once");
+    let again = s.apply("t", 0, &all).await.unwrap();
+    assert_eq!((again.applied, again.duplicates), (0, all.len()));
+    let views: u32 = again.histories.iter().flat_map(|h| h.items.iter().map(|(_, e)| e.counts[0])).sum();
+    assert_eq!(views as usize, all.len());
+    let mut c = s.conn.clone();
+    let stored: Option<i64> = redis::cmd("GET").arg(s.keys.offsets("t", 0)).query_async(&mut c).await.unwrap();
+    assert_eq!(stored, Some(399));
 }
