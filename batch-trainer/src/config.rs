@@ -291,7 +291,7 @@ impl Default for SearchConfig {
             budget_fits: 10.0,
             metric: "recall@20".into(),
             seed: 7,
-            candidates: 24,
+            candidates: 60,
             eta: 3,
             min_iterations: 3,
             max_iterations: 25,
