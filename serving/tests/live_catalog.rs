@@ -163,6 +163,22 @@ async fn an_item_marked_unavailable_leaves_every_answer_within_a_second_and_retu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // A new item the model does not know, available with a live category and
+    // events in the 1h ranking, is trending in that category at once.
+    produce(&p, &topic, "x0/category", &update("x0", None, Some(category))).await;
+    let w = schemas::Window::parse("1h").unwrap();
+    let _: () = r.hset(keys.trending_landmarks(), "1h", schemas::now_ms() - 1_000).await.unwrap();
+    let _: () = r.zadd(keys.trending(&w), "x0", 50.0).await.unwrap();
+    let t0 = Instant::now();
+    loop {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the new item never trended in its live category");
+        let (st, v) = json(&c, &format!("{base}/v1/popular?k=10&window=1h&category={category}")).await;
+        if st == 200 && item_ids(&v).contains(&"x0".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // A malformed record after the start is counted too, and serving goes on.
     produce(&p, &topic, "bad2", b"{\"item_id\": 5}").await;
     let t0 = Instant::now();
