@@ -153,6 +153,10 @@ fn report_renders_in_headless_chromium() {
     std::fs::write(&config, SMALL_SEARCH).unwrap();
     let (html, _, index) = evaluate_with_report(tmp.path(), &data, &["--search", "--config", s(&config)]);
     assert!(html.contains("<h2 id=\"search\">Model search: "), "no search section");
+    for metric in ["recall", "ndcg"] {
+        let line = format!("<polyline data-model=\"als_configured\" data-metric=\"{metric}\"");
+        assert!(html.contains(&line), "no {metric} curve of the configured parameters beside the searched");
+    }
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("test-output/report");
     std::fs::create_dir_all(&out_dir).unwrap();
     // The page next to its screenshot, so both can be opened after the run.

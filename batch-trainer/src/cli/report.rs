@@ -188,8 +188,22 @@ fn render_page(input: &PageInput<'_>, gate: Option<&GateView<'_>>) -> String {
         Some(c) => {
             let cut = Cutoffs::default();
             h.push_str("<div class=\"charts\">\n");
+            // After a search the page's ALS is the searched parameters' fit;
+            // the configured parameters' ALS is drawn beside it.
+            let configured = input.search.and_then(|sv| sv.default).and_then(|d| {
+                d.curves.as_ref().map(|dc| Variant {
+                    key: "als_configured",
+                    label: "ALS, configured parameters",
+                    colour: "#CC79A7",
+                    dash: "1 3",
+                    metrics: &d.als,
+                    curve: Some(&dc.als),
+                    spread: None,
+                    seeded: true,
+                })
+            });
             let series = |f: fn(&Curve) -> &Vec<f64>| -> Vec<(&Variant<'_>, &[f64])> {
-                vs.iter().filter_map(|v| v.curve.map(|c| (v, f(c).as_slice()))).collect()
+                vs.iter().chain(&configured).filter_map(|v| v.curve.map(|c| (v, f(c).as_slice()))).collect()
             };
             line_chart(&mut h, "recall", "Recall@k", &series(|c| &c.recall), c.depth, cut.recall);
             line_chart(&mut h, "ndcg", "NDCG@k", &series(|c| &c.ndcg), c.depth, cut.ndcg);
@@ -492,9 +506,11 @@ fn line_chart(
     let max = series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite()).fold(0.0, f64::max);
     let (top, step) = nice_axis(max);
     let bottom = TOP + PLOT_H;
+    // HEIGHT holds two legend rows; each further row adds its line.
+    let height = HEIGHT + series.len().div_ceil(2).saturating_sub(2) as f64 * 22.0;
     let _ = writeln!(
         h,
-        "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{t}\" data-chart=\"{metric}\" data-y-max=\"{top}\">\
+        "<svg viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" aria-label=\"{t}\" data-chart=\"{metric}\" data-y-max=\"{top}\">\
          <text class=\"title\" x=\"{LEFT}\" y=\"20\">{t}</text>",
         t = esc(title)
     );
