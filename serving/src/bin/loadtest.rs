@@ -1,13 +1,28 @@
 //! recsys-loadtest: N concurrent HTTP/1.1 keep-alive connections for T seconds
 //! against `GET /v1/recommendations/{user}` with a realistic mix (warm users
 //! with a cached list, cold users, k from 5 to 20), optionally posting
-//! follow-up events carrying the `rec_id` to ingest. Prints requests/s,
-//! p50/p95/p99/p99.9 latency and the error rate; `--json` writes them.
+//! follow-up events carrying the `rec_id` to ingest. Connections are spread
+//! round-robin over one or more `--url`s. Prints requests/s, latency
+//! percentiles, the error rate and each URL's share; `--json` writes them.
+//!
+//! Without `--rate` it is a closed loop (each connection sends when its last
+//! answer arrived), so only the service time (sent → answered) is measured.
+//! With `--rate` requests follow a fixed schedule and latency is also measured
+//! from each request's scheduled send time, so a stall counts against every
+//! request it delayed, not only the one in flight (no coordinated omission).
 //!
 //! `recsys-loadtest preload` writes warm users' lists and histories to Redis.
+//!
+//! Module: `latency` (the schedule, both latency views, percentiles).
+
+// Beside this file, not in src/bin/ where cargo would take it for a binary.
+#[path = "loadtest/latency.rs"]
+mod latency;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,6 +33,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+
+use latency::{LatencySummary, Recorder};
 
 #[derive(Debug, Parser)]
 #[command(name = "recsys-loadtest", version, about = "Load generator for recsys-serving")]
@@ -57,17 +74,19 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Base URL of recsys-serving.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// Base URL of recsys-serving; repeat it to spread the connections
+    /// round-robin over several instances (connection i uses URL i mod n).
+    #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
+    urls: Vec<String>,
     /// Concurrent connections (one request in flight on each).
     #[arg(long, short = 'c', default_value_t = 64)]
     connections: usize,
     /// Measured duration, seconds.
     #[arg(long, short = 'd', default_value_t = 30.0)]
     duration: f64,
-    /// Total requests per second, spread over the connections (0 = as fast as
-    /// they answer). For soaks at a fixed share of the measured capacity.
+    /// Total requests per second on a fixed schedule (request i is due at
+    /// start + i/rate; a free connection takes the next one due), 0 = as fast
+    /// as they answer. Latency is then also measured from each scheduled time.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// Unmeasured warm-up, seconds.
@@ -98,27 +117,46 @@ struct RunArgs {
 
 #[derive(Debug, Serialize)]
 struct Summary {
-    url: String,
     connections: usize,
     duration_s: f64,
+    /// The schedule's requests/s, absent for a closed loop.
+    rate: Option<f64>,
     requests: u64,
     errors: u64,
     error_rate: f64,
     requests_per_s: f64,
-    p50_ms: f64,
-    p95_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
+    /// Sent → last body byte.
+    service_ms: LatencySummary,
+    /// Scheduled send time → last body byte (`--rate` only).
+    corrected_ms: Option<LatencySummary>,
+    /// Requests sent more than 2 ms after their scheduled time (`--rate` only).
+    late: Option<u64>,
+    max_send_lag_ms: Option<f64>,
+    /// Scheduled in the measured window but never sent because every connection
+    /// was still busy at the end; not in the percentiles (`--rate` only).
+    unsent: Option<u64>,
+    urls: Vec<UrlShare>,
     events_posted: u64,
     event_errors: u64,
     statuses: std::collections::BTreeMap<u16, u64>,
 }
 
+#[derive(Debug, Serialize)]
+struct UrlShare {
+    url: String,
+    connections: usize,
+    requests: u64,
+    errors: u64,
+    share: f64,
+}
+
 #[derive(Debug, Default)]
 struct WorkerResult {
-    latencies_us: Vec<u32>,
+    /// Index into `--url` of this worker's connection.
+    url: usize,
+    rec: Recorder,
     errors: u64,
+    unsent: u64,
     events: u64,
     event_errors: u64,
     statuses: std::collections::BTreeMap<u16, u64>,
@@ -245,105 +283,185 @@ where
 async fn run(a: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.connections > 0 && a.k_min >= 1 && a.k_min <= a.k_max, "bad --connections or k range");
     anyhow::ensure!(a.rate >= 0.0 && a.rate.is_finite(), "--rate must be ≥ 0");
-    let api = target(&a.url)?;
-    let ingest = a.ingest_url.as_deref().map(target).transpose()?;
+    anyhow::ensure!(
+        a.connections >= a.urls.len(),
+        "--connections {} < {} --url: some URLs would get no connection",
+        a.connections,
+        a.urls.len()
+    );
+    let apis =
+        a.urls.iter().map(|u| target(u).with_context(|| format!("--url {u}"))).collect::<anyhow::Result<Vec<_>>>()?;
+    let apis = Arc::new(apis);
+    let ingest = a.ingest_url.as_deref().map(target).transpose()?.map(Arc::new);
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(a.warmup);
     let end = measure_from + Duration::from_secs_f64(a.duration);
-    let args = std::sync::Arc::new(a);
+    let clock = Clock { start, measure_from, end, next_slot: Arc::new(AtomicU64::new(0)) };
+    let args = Arc::new(a);
     let mut handles = Vec::new();
     for w in 0..args.connections {
-        let args = args.clone();
-        let api = Target { authority: api.authority.clone(), addr: api.addr.clone() };
-        let ingest = ingest.as_ref().map(|t| Target { authority: t.authority.clone(), addr: t.addr.clone() });
-        handles.push(tokio::spawn(async move { worker(w, &args, &api, ingest.as_ref(), measure_from, end).await }));
+        let (args, apis, ingest, clock) = (args.clone(), apis.clone(), ingest.clone(), clock.clone());
+        handles.push(tokio::spawn(async move { worker(w, &args, &apis, ingest.as_deref(), &clock).await }));
     }
-    let mut all = WorkerResult::default();
+    let scheduled = args.rate > 0.0;
+    let mut rec = Recorder::new(scheduled);
+    let (mut errors, mut unsent, mut events, mut event_errors) = (0, 0, 0, 0);
+    let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+    let mut urls: Vec<UrlShare> = args
+        .urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| UrlShare {
+            url: u.clone(),
+            connections: (i..args.connections).step_by(args.urls.len()).count(),
+            requests: 0,
+            errors: 0,
+            share: 0.0,
+        })
+        .collect();
     for h in handles {
         let r = h.await?;
-        all.latencies_us.extend(r.latencies_us);
-        all.errors += r.errors;
-        all.events += r.events;
-        all.event_errors += r.event_errors;
+        urls[r.url].requests += r.rec.service.len() as u64;
+        urls[r.url].errors += r.errors;
+        rec.merge(r.rec);
+        errors += r.errors;
+        unsent += r.unsent;
+        events += r.events;
+        event_errors += r.event_errors;
         for (s, n) in r.statuses {
-            *all.statuses.entry(s).or_default() += n;
+            *statuses.entry(s).or_default() += n;
         }
     }
-    let mut lat = all.latencies_us;
-    lat.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
-        f64::from(lat[i]) / 1000.0
-    };
-    let requests = lat.len() as u64;
+    let requests = rec.service.len() as u64;
+    for u in &mut urls {
+        u.share = if requests == 0 { 0.0 } else { u.requests as f64 / requests as f64 };
+    }
     let s = Summary {
-        url: args.url.clone(),
         connections: args.connections,
         duration_s: args.duration,
+        rate: scheduled.then_some(args.rate),
         requests,
-        errors: all.errors,
-        error_rate: if requests == 0 { 0.0 } else { all.errors as f64 / requests as f64 },
+        errors,
+        error_rate: if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
         requests_per_s: requests as f64 / args.duration,
-        p50_ms: pct(0.50),
-        p95_ms: pct(0.95),
-        p99_ms: pct(0.99),
-        p999_ms: pct(0.999),
-        max_ms: lat.last().map_or(0.0, |v| f64::from(*v) / 1000.0),
-        events_posted: all.events,
-        event_errors: all.event_errors,
-        statuses: all.statuses,
+        service_ms: rec.service.summary(),
+        corrected_ms: rec.corrected.map(latency::Latencies::summary),
+        late: scheduled.then_some(rec.late),
+        max_send_lag_ms: scheduled.then_some(rec.max_send_lag.as_secs_f64() * 1000.0),
+        unsent: scheduled.then_some(unsent),
+        urls,
+        events_posted: events,
+        event_errors,
+        statuses,
     };
-    println!(
-        "{} requests in {:.1} s over {} connections: {:.0} requests/s, errors {} ({:.4} %)\n\
-         latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n\
-         statuses {:?}; follow-up events posted {} (failed {})",
-        s.requests,
-        s.duration_s,
-        s.connections,
-        s.requests_per_s,
-        s.errors,
-        100.0 * s.error_rate,
-        s.p50_ms,
-        s.p95_ms,
-        s.p99_ms,
-        s.p999_ms,
-        s.max_ms,
-        s.statuses,
-        s.events_posted,
-        s.event_errors
-    );
+    print!("{}", report(&s));
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_vec_pretty(&s)?).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }
 
-async fn worker(
-    w: usize,
-    a: &RunArgs,
-    api: &Target,
-    ingest: Option<&Target>,
+/// The printed summary.
+fn report(s: &Summary) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let pace = match s.rate {
+        Some(r) => format!("scheduled at {r:.0}/s"),
+        None => "closed loop".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "{} requests in {:.1} s over {} connections ({pace}): {:.0} requests/s, errors {} ({:.4} %)",
+        s.requests,
+        s.duration_s,
+        s.connections,
+        s.requests_per_s,
+        s.errors,
+        100.0 * s.error_rate
+    );
+    match &s.corrected_ms {
+        Some(c) => {
+            let _ = writeln!(out, "latency ms from the scheduled send time (corrected): {c}");
+            let _ = writeln!(out, "latency ms from the actual send time (service time): {}", s.service_ms);
+            let _ = writeln!(
+                out,
+                "sent late (> 2 ms after scheduled): {} of {}, longest wait {:.1} ms; unsent at the end: {}",
+                s.late.unwrap_or(0),
+                s.requests,
+                s.max_send_lag_ms.unwrap_or(0.0),
+                s.unsent.unwrap_or(0)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "latency ms (service time; a closed loop has no schedule to correct against): {}",
+                s.service_ms
+            );
+        }
+    }
+    if s.urls.len() > 1 {
+        for u in &s.urls {
+            let _ = writeln!(
+                out,
+                "  {}: {} connections, {} requests ({:.1} %), errors {}",
+                u.url,
+                u.connections,
+                u.requests,
+                100.0 * u.share,
+                u.errors
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "statuses {:?}; follow-up events posted {} (failed {})",
+        s.statuses, s.events_posted, s.event_errors
+    );
+    out
+}
+
+/// The run's time frame, shared by the workers.
+#[derive(Clone)]
+struct Clock {
+    start: Instant,
     measure_from: Instant,
     end: Instant,
-) -> WorkerResult {
-    let mut r = WorkerResult { latencies_us: Vec::with_capacity(1 << 16), ..WorkerResult::default() };
+    /// The next slot of the `--rate` schedule not yet taken by a connection.
+    next_slot: Arc<AtomicU64>,
+}
+
+async fn worker(w: usize, a: &RunArgs, apis: &[Target], ingest: Option<&Target>, clock: &Clock) -> WorkerResult {
+    let url = w % apis.len();
+    let api = &apis[url];
+    let scheduled = a.rate > 0.0;
+    let mut r = WorkerResult { url, rec: Recorder::new(scheduled), ..WorkerResult::default() };
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut sender: Option<SendRequest<Empty<Bytes>>> = None;
     let mut events: Option<SendRequest<Full<Bytes>>> = None;
     let mut cold = 0u64;
-    // Each connection sends every connections/rate seconds (when --rate is set).
-    let interval = (a.rate > 0.0).then(|| Duration::from_secs_f64(a.connections as f64 / a.rate));
-    let mut next = Instant::now();
-    while Instant::now() < end {
-        if let Some(i) = interval {
-            next += i;
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                tokio::time::sleep(wait).await;
+    loop {
+        // On a schedule, a free connection takes the next slot due, however
+        // late: when every connection was busy, that wait is part of the
+        // request's latency, not a request that silently never happened.
+        let due = if scheduled {
+            let slot = clock.next_slot.fetch_add(1, Ordering::Relaxed);
+            let due = clock.start + latency::scheduled_offset(slot, a.rate);
+            if due >= clock.end {
+                break;
             }
-        }
+            if Instant::now() >= clock.end {
+                r.unsent += u64::from(due >= clock.measure_from);
+                continue;
+            }
+            tokio::time::sleep_until(due.checked_sub(latency::TIMER_LEAD).unwrap_or(due).into()).await;
+            Some(due)
+        } else {
+            if Instant::now() >= clock.end {
+                break;
+            }
+            None
+        };
         let user = if rng.random::<f64>() < a.cold_share {
             cold += 1;
             format!("cold-{w}-{cold}-{:x}", rng.random::<u32>())
@@ -352,11 +470,13 @@ async fn worker(
         };
         let k = rng.random_range(a.k_min..=a.k_max);
         let path = format!("/v1/recommendations/{user}?k={k}");
+        // A slot belongs to the window it was due in; a closed loop's request to the one it was sent in.
+        let measured = |sent: Instant| due.unwrap_or(sent) >= clock.measure_from;
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
             match connect(api).await {
                 Ok(s) => sender = Some(s),
                 Err(_) => {
-                    r.errors += 1;
+                    r.errors += u64::from(measured(Instant::now()));
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -368,6 +488,7 @@ async fn worker(
             Err(_) => continue,
         };
         let t = Instant::now();
+        let measured = measured(t);
         let outcome = async {
             if s.ready().await.is_err() {
                 return None;
@@ -378,12 +499,13 @@ async fn worker(
             Some((status, body))
         }
         .await;
-        let elapsed = t.elapsed();
-        let measured = t >= measure_from;
+        let done = Instant::now();
+        if measured {
+            r.rec.record(due, t, done);
+        }
         match outcome {
             Some((status, body)) => {
                 if measured {
-                    r.latencies_us.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
                     *r.statuses.entry(status).or_default() += 1;
                     if status != 200 {
                         r.errors += 1;
@@ -401,7 +523,6 @@ async fn worker(
                 sender = None;
                 if measured {
                     r.errors += 1;
-                    r.latencies_us.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
                 }
             }
         }
