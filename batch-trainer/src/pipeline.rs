@@ -222,17 +222,16 @@ struct Variants {
     als_rerank: Vec<Vec<u64>>,
 }
 
-/// Recommends for every test user with a fitted model: ALS top-`len` (train
+/// Recommends for every user of `users` with a fitted model: ALS top-`len` (train
 /// items excluded), and the category re-rank of the ALS candidates. Cold users
-/// get the popular list. Returns the lists as source item ids, in `test_users`
-/// order.
+/// get the popular list. Returns the lists as source item ids, in `users` order.
 ///
 /// `len` ≥ `k` only for the curves: the first `k` items are the same whatever
 /// `len` is. The re-rank reorders the same window of `max(k, candidates)` ALS
 /// candidates as without curves; deeper ranks follow in ALS order.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn recommend_variants(
-    split: &Split,
+    users: &[u64],
     ix: &Indexed,
     model: &AlsModel,
     ctx: &ItemContext,
@@ -244,12 +243,8 @@ fn recommend_variants(
     let len = len.max(cfg.k);
     let window = cfg.k.max(cfg.rerank.candidates);
     let n_cand = window.max(len);
-    let known: Vec<(usize, u32)> = split
-        .test_users
-        .iter()
-        .enumerate()
-        .filter_map(|(pos, u)| ix.user_index.get(u).map(|&row| (pos, row)))
-        .collect();
+    let known: Vec<(usize, u32)> =
+        users.iter().enumerate().filter_map(|(pos, u)| ix.user_index.get(u).map(|&row| (pos, row))).collect();
     let f = model.user_factors.dim();
     let mut queries = Factors::zeros(0, f);
     for &(_, row) in &known {
@@ -272,7 +267,7 @@ fn recommend_variants(
 
     let to_ids = |v: &[Scored]| -> Vec<u64> { v.iter().map(|s| ix.item_ids[s.item as usize]).collect() };
     let pop_all = to_ids(&popular.recommend(&[], len));
-    let mut als = vec![pop_all.clone(); split.test_users.len()];
+    let mut als = vec![pop_all.clone(); users.len()];
     let mut als_rerank = als.clone();
     let use_rerank = !ctx.rerank.is_empty();
     for ((pos, row), c) in known.iter().zip(&cands) {
@@ -300,11 +295,10 @@ fn item_pair_counts(split: &Split) -> HashMap<u64, u64> {
     item_pairs
 }
 
-/// The test users' lists cut to `len`, with their targets.
-fn user_results<'a>(split: &'a Split, lists: &'a [Vec<u64>], len: usize) -> Vec<UserResult<'a>> {
+/// The lists of `users` cut to `len`, with their targets.
+fn user_results<'a>(split: &'a Split, users: &[u64], lists: &'a [Vec<u64>], len: usize) -> Vec<UserResult<'a>> {
     const EMPTY: &[u64] = &[];
-    split
-        .test_users
+    users
         .iter()
         .zip(lists)
         .map(|(u, recs)| UserResult {
@@ -317,6 +311,7 @@ fn user_results<'a>(split: &'a Split, lists: &'a [Vec<u64>], len: usize) -> Vec<
 /// The metrics of the first `k` items of each list.
 fn score(
     split: &Split,
+    users: &[u64],
     ix: &Indexed,
     ctx: &ItemContext,
     item_pairs: &HashMap<u64, u64>,
@@ -325,7 +320,7 @@ fn score(
 ) -> Metrics {
     let category = |i: u64| ctx.meta.get(&i).and_then(|m| m.category);
     let train = TrainStats { item_pairs, n_pairs: split.train.len() as u64, category: &category };
-    metrics::compute(&user_results(split, lists, k), &train, ix.item_ids.len(), Cutoffs::default())
+    metrics::compute(&user_results(split, users, lists, k), &train, ix.item_ids.len(), Cutoffs::default())
 }
 
 fn spread(seeds: &[u64], runs: &[Metrics]) -> Spread {
@@ -346,7 +341,7 @@ fn spread(seeds: &[u64], runs: &[Metrics]) -> Spread {
 /// Runs the configured protocol on a loaded data set: popular / ALS / ALS +
 /// re-rank, with `repeats` extra fits over consecutive seeds for the spread.
 pub fn evaluate(ds: &Dataset, cfg: &TrainingConfig, repeats: usize, load_s: f64, show: bool) -> EvalReport {
-    evaluate_inner(ds, cfg, repeats, load_s, show, None)
+    evaluate_inner(ds, cfg, repeats, load_s, show, None, Scope::WithTargets)
 }
 
 /// [`evaluate`], plus [`ModelCurves`] up to `depth` (lists of `max(depth, k)`
@@ -359,9 +354,24 @@ pub fn evaluate_with_curves(
     show: bool,
     depth: usize,
 ) -> EvalReport {
-    evaluate_inner(ds, cfg, repeats, load_s, show, Some(depth))
+    evaluate_inner(ds, cfg, repeats, load_s, show, Some(depth), Scope::WithTargets)
 }
 
+/// Which test users get recommendation lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Only users with at least one target: the accuracy metrics see no one
+    /// else (a user without targets adds 0 to every numerator and is in no
+    /// denominator), so they are the same as over all test users, and the
+    /// beyond-accuracy metrics describe the lists of these users.
+    WithTargets,
+    /// Every test user, as before the scope existed: the reference the tests
+    /// compare [`Scope::WithTargets`] against.
+    #[cfg_attr(not(test), allow(dead_code))]
+    All,
+}
+
+#[allow(clippy::too_many_arguments)] // private; the public wrappers fix the last two
 fn evaluate_inner(
     ds: &Dataset,
     cfg: &TrainingConfig,
@@ -369,6 +379,7 @@ fn evaluate_inner(
     load_s: f64,
     show: bool,
     depth: Option<usize>,
+    scope: Scope,
 ) -> EvalReport {
     let len = depth.unwrap_or(0).max(cfg.k);
     let t0 = Instant::now();
@@ -384,6 +395,12 @@ fn evaluate_inner(
     let ctx = item_context(ds, &split.train_events, &ix.item_ids, split.cutoff_ts);
     let popular = Popularity::from_scores(&pair_popularity(&ix), ix.item_ids.len());
     let item_pairs = item_pair_counts(&split);
+    let users: Vec<u64> = match scope {
+        Scope::WithTargets => {
+            split.test_users.iter().copied().filter(|u| split.targets.get(u).is_some_and(|t| !t.is_empty())).collect()
+        }
+        Scope::All => split.test_users.clone(),
+    };
     let split_s = t0.elapsed().as_secs_f64();
 
     let mut timings = Timings { load_s, split_s, ..Timings::default() };
@@ -398,19 +415,19 @@ fn evaluate_inner(
         let model = fit_with_progress(&ix.matrix, &params, show);
         let fit_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let v = recommend_variants(&split, &ix, &model, &ctx, &popular, cfg, len, show);
+        let v = recommend_variants(&users, &ix, &model, &ctx, &popular, cfg, len, show);
         let recommend_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let als = score(&split, &ix, &ctx, &item_pairs, &v.als, cfg.k);
-        let als_rerank = score(&split, &ix, &ctx, &item_pairs, &v.als_rerank, cfg.k);
+        let als = score(&split, &users, &ix, &ctx, &item_pairs, &v.als, cfg.k);
+        let als_rerank = score(&split, &users, &ix, &ctx, &item_pairs, &v.als_rerank, cfg.k);
         if first.is_none() {
             if let Some(d) = depth {
                 first_curves = Some((
-                    metrics::curve(&user_results(&split, &v.als, d), d),
-                    metrics::curve(&user_results(&split, &v.als_rerank, d), d),
+                    metrics::curve(&user_results(&split, &users, &v.als, d), d),
+                    metrics::curve(&user_results(&split, &users, &v.als_rerank, d), d),
                 ));
             }
-            let warm = split.test_users.iter().filter(|u| ix.user_index.contains_key(u)).count();
+            let warm = users.iter().filter(|u| ix.user_index.contains_key(u)).count();
             timings.fit_s = fit_s;
             timings.recommend_s = recommend_s;
             timings.recommend_users_per_s = warm as f64 / recommend_s.max(1e-9);
@@ -424,16 +441,15 @@ fn evaluate_inner(
 
     // A popularity list scored like a model: each user's own train items excluded.
     let score_popularity = |pop: &Popularity| {
-        let lists: Vec<Vec<u64>> = split
-            .test_users
+        let lists: Vec<Vec<u64>> = users
             .iter()
             .map(|u| {
                 let exclude = ix.user_index.get(u).map(|&r| ix.matrix.row(r as usize).0).unwrap_or(&[]);
                 pop.recommend(exclude, len).iter().map(|s| ix.item_ids[s.item as usize]).collect()
             })
             .collect();
-        let curve = depth.map(|d| metrics::curve(&user_results(&split, &lists, d), d));
-        (score(&split, &ix, &ctx, &item_pairs, &lists, cfg.k), curve)
+        let curve = depth.map(|d| metrics::curve(&user_results(&split, &users, &lists, d), d));
+        (score(&split, &users, &ix, &ctx, &item_pairs, &lists, cfg.k), curve)
     };
     let (popular_m, popular_curve) = score_popularity(&popular);
     let conversions = Popularity::from_scores(&conversion_popularity(&split.train_events, &ix), ix.item_ids.len());
@@ -532,4 +548,58 @@ pub fn fit_full(ds: &Dataset, cfg: &TrainingConfig, show: bool) -> FullModel {
     let categories = category_records(ds.tree.as_ref(), &ctx.category_stats);
     let popular = Popularity::from_scores(&weights, cfg.popular_size);
     FullModel { indexed: ix, model, items, categories, popular, first_ts, last_ts, recency }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{self, LoadOptions};
+    use crate::split::Protocol;
+
+    /// Recommending only for users with targets must leave every accuracy
+    /// metric and curve bit-identical to recommending for all test users.
+    #[test]
+    fn users_with_targets_give_the_accuracy_of_all_test_users() {
+        let dir = tempfile::tempdir().unwrap();
+        datagen::generate(&datagen::GenerateConfig::new(60_000, 7), dir.path(), None).unwrap();
+        let ds = load::load_dir(dir.path(), &LoadOptions::default()).unwrap();
+        for protocol in [Protocol::Seed, Protocol::Time] {
+            let cfg = TrainingConfig { protocol, factors: 16, iterations: 4, ..TrainingConfig::default() };
+            let full = evaluate_inner(&ds, &cfg, 2, 0.0, false, Some(30), Scope::All);
+            let less = evaluate_inner(&ds, &cfg, 2, 0.0, false, Some(30), Scope::WithTargets);
+            // Only meaningful if some test users have no target: in the seed
+            // protocol, the generated log's users whose held-out pairs are views.
+            assert!(full.target_users > 0, "{protocol:?}");
+            if protocol == Protocol::Seed {
+                assert!(full.target_users < full.test_users, "{} of {}", full.target_users, full.test_users);
+            }
+            assert_eq!(
+                (full.test_users, full.target_users, full.cold_test_users),
+                (less.test_users, less.target_users, less.cold_test_users)
+            );
+            let accuracy = ["precision@5", "recall@20", "ndcg@10", "hit_rate@5"];
+            let pairs = [
+                (&full.popular, &less.popular),
+                (&full.popular_conversions, &less.popular_conversions),
+                (&full.als, &less.als),
+                (&full.als_rerank, &less.als_rerank),
+            ];
+            assert!(full.als.get("recall@20") > 0.0, "{protocol:?}: no hits, nothing compared");
+            for (i, (a, b)) in pairs.iter().enumerate() {
+                for k in accuracy {
+                    assert!(a.get(k).is_finite(), "{protocol:?} variant {i} {k}");
+                    assert_eq!(a.get(k).to_bits(), b.get(k).to_bits(), "{protocol:?} variant {i} {k}");
+                }
+            }
+            let (sa, sb) = (full.spread_als.unwrap(), less.spread_als.unwrap());
+            for k in accuracy {
+                assert_eq!(sa.std[k].to_bits(), sb.std[k].to_bits(), "{protocol:?} spread {k}");
+            }
+            let (ca, cb) = (full.curves.unwrap(), less.curves.unwrap());
+            for (a, b) in [(&ca.als, &cb.als), (&ca.als_rerank, &cb.als_rerank), (&ca.popular, &cb.popular)] {
+                assert_eq!(a.recall, b.recall, "{protocol:?}");
+                assert_eq!(a.ndcg, b.ndcg, "{protocol:?}");
+            }
+        }
+    }
 }
