@@ -146,7 +146,8 @@ struct UrlShare {
     url: String,
     connections: usize,
     requests: u64,
-    errors: u64,
+    /// Not `errors`: scripts read the run's total as the only `"errors"` key.
+    failed: u64,
     share: f64,
 }
 
@@ -315,14 +316,14 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
             url: u.clone(),
             connections: (i..args.connections).step_by(args.urls.len()).count(),
             requests: 0,
-            errors: 0,
+            failed: 0,
             share: 0.0,
         })
         .collect();
     for h in handles {
         let r = h.await?;
         urls[r.url].requests += r.rec.service.len() as u64;
-        urls[r.url].errors += r.errors;
+        urls[r.url].failed += r.errors;
         rec.merge(r.rec);
         errors += r.errors;
         unsent += r.unsent;
@@ -409,7 +410,7 @@ fn report(s: &Summary) -> String {
                 u.connections,
                 u.requests,
                 100.0 * u.share,
-                u.errors
+                u.failed
             );
         }
     }
