@@ -9,7 +9,7 @@
 //! keys of one slot only (docs/design.md §5), while a plain pipeline may mix
 //! slots: it is sent as one request per command (concurrent on the multiplexed
 //! connections, so still one round trip's worth of waiting). A keyspace walk
-//! goes through [`RedisConn::scan`], which visits every master.
+//! goes through [`RedisConn::scan_step`] (or [`RedisConn::scan_all`]), which visits every master.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The HTTP API: `POST /v1/events`, `PUT /v1/items/{id}`, `POST /v1/items`,
 //! `GET /health`, `GET /metrics`, `GET /openapi.json`; CORS for the
 //! configured origins (docs/design.md §8). Events and item updates go through
-//! one batch path ([`Record`]): parse each element, produce the accepted ones
+//! one batch path (`Record`): parse each element, produce the accepted ones
 //! and dead-letter the rest, answer once Kafka acknowledged all of them.
 
 use std::sync::{Arc, OnceLock};
