@@ -13,10 +13,11 @@
 //! | `model:current` | the served model version |
 //! | `model:published` | JSON `{"version", "manifest_sha256", "published_ms"}`: the trainer's last complete publication |
 //! | `similar:{item}` | JSON `{"model", "updated_ms", "items": [{"item_id","score"}]}`: the item's nearest items |
-//! | `stats:{variant}:{model_version}` | tracking counters of one A/B arm and model version |
-//! | `stats_hourly:{variant}:{model_version}:{hour}` | the same counters for one hour (epoch hours, by impression time) |
-//! | `track_offsets:{topic}:{partition}` | last offset the tracking task applied (its own consumer group) |
-//! | `track:{user}` | tracking's join state of one user: recent impressions and not-yet-attributed events |
+//! | `stats:{s}:{variant}:{model_version}` | tracking counters of one A/B arm and model version |
+//! | `stats_hourly:{s}:{variant}:{model_version}:{hour}` | the same counters for one hour (epoch hours, by impression time) |
+//! | `stats_index:{s}`, `stats_offsets:{s}` | the set of the `stats:` keys; the counters' own per-partition guard |
+//! | `track_offsets:{topic}:{partition}` | tracking's resume point and lost-state witness (its own consumer group) |
+//! | `track:{user}` | tracking's join state of one user: recent impressions, not-yet-attributed events, its guards |
 //!
 //! Every variable segment is a validated type ([`UserId`], [`Variant`],
 //! [`ModelVersion`]) or a number, so no producer input can smuggle glob
@@ -167,18 +168,28 @@ impl RedisKeys {
         p
     }
 
-    /// `stats:{variant}:{model_version}`: the tracking counters of one A/B arm
-    /// and model version (a hash of impressions, clicks, carts, purchases, revenue).
+    /// `stats:{s}:{variant}:{model_version}`: the tracking counters of one A/B
+    /// arm and model version (a hash of impressions, clicks, carts, purchases,
+    /// revenue). `{s}` is a literal Redis Cluster hash tag: every counter key,
+    /// [`RedisKeys::stats_index`] and [`RedisKeys::stats_offsets`] live in one
+    /// slot, so one script moves them together with their guard.
     pub fn stats(&self, variant: Variant, model_version: &ModelVersion) -> String {
-        format!("{}stats:{}:{}", self.prefix, variant.as_str(), model_version)
+        format!("{}stats:{{s}}:{}:{}", self.prefix, variant.as_str(), model_version)
     }
 
-    /// `stats_hourly:{variant}:{model_version}:{hour}`: the tracking counters
+    /// `stats_hourly:{s}:{variant}:{model_version}:{hour}`: the tracking counters
     /// of one A/B arm and model version for the impressions served in one hour
     /// (`hour` = epoch milliseconds / 3,600,000). Not matched by
     /// [`RedisKeys::stats_pattern`] (`stats_hourly:` is not `stats:`).
     pub fn stats_hourly(&self, variant: Variant, model_version: &ModelVersion, hour: i64) -> String {
-        format!("{}stats_hourly:{}:{}:{}", self.prefix, variant.as_str(), model_version, hour)
+        format!("{}stats_hourly:{{s}}:{}:{}:{}", self.prefix, variant.as_str(), model_version, hour)
+    }
+
+    /// `stats_offsets:{s}`: hash `topic:partition` → the last offset whose
+    /// counter deltas are in the `stats:` hashes (the counters' own
+    /// exactly-once guard, in their slot).
+    pub fn stats_offsets(&self) -> String {
+        format!("{}stats_offsets:{{s}}", self.prefix)
     }
 
     /// `track:{user}`: the tracking task's join state of one user (recent
@@ -188,18 +199,19 @@ impl RedisKeys {
         format!("{}track:{}", self.prefix, user)
     }
 
-    /// `track_offsets:{topic}:{partition}`: last offset of a partition whose
-    /// records the tracking task applied (written with its counters; separate
-    /// from the updater's `offsets:` because it is another consumer group).
+    /// `track_offsets:{topic}:{partition}`: the last offset of a partition whose
+    /// records the tracking task applied completely (moved after the per-user
+    /// states and the counters: the resume point and lost-state witness;
+    /// separate from the updater's `offsets:` because it is another consumer group).
     pub fn track_offsets(&self, topic: &str, partition: i32) -> String {
         format!("{}track_offsets:{}:{}", self.prefix, topic, partition)
     }
 
-    /// `stats_index`: a set of every `stats:{variant}:{model_version}` key
-    /// (written with the counters), so `GET /v1/stats` reads them without
-    /// scanning a keyspace that holds every user's history.
+    /// `stats_index:{s}`: a set of every `stats:{s}:{variant}:{model_version}`
+    /// key (written with the counters, in their slot), so `GET /v1/stats` reads
+    /// them without scanning a keyspace that holds every user's history.
     pub fn stats_index(&self) -> String {
-        format!("{}stats_index", self.prefix)
+        format!("{}stats_index:{{s}}", self.prefix)
     }
 
     /// A `SCAN MATCH` pattern for every stats key under this prefix (glob
@@ -211,7 +223,7 @@ impl RedisKeys {
     /// The arm and model version of a key built by [`RedisKeys::stats`], or
     /// `None` for any other key.
     pub fn parse_stats(&self, key: &str) -> Option<(Variant, ModelVersion)> {
-        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix("stats:")?;
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix("stats:{s}:")?;
         let (variant, version) = rest.split_once(':')?;
         Some((variant.parse().ok()?, ModelVersion::parse(version).ok()?))
     }
@@ -246,9 +258,10 @@ mod tests {
         assert_eq!(k.item_users(&ItemId::parse("9").unwrap()), "recsys:item_users:9");
         assert_eq!(k.new_items(&ModelVersion::parse("v2").unwrap()), "recsys:new_items:v2");
         let v1 = ModelVersion::parse("v1").unwrap();
-        assert_eq!(k.stats(Variant::Als, &v1), "recsys:stats:als:v1");
-        assert_eq!(k.stats(Variant::Popular, &v1), "recsys:stats:popular:v1");
-        assert_eq!(k.stats_hourly(Variant::Als, &v1, 494_000), "recsys:stats_hourly:als:v1:494000");
+        assert_eq!(k.stats(Variant::Als, &v1), "recsys:stats:{s}:als:v1");
+        assert_eq!(k.stats(Variant::Popular, &v1), "recsys:stats:{s}:popular:v1");
+        assert_eq!(k.stats_hourly(Variant::Als, &v1, 494_000), "recsys:stats_hourly:{s}:als:v1:494000");
+        assert_eq!(k.stats_offsets(), "recsys:stats_offsets:{s}");
         assert_eq!(k.track(&u), "recsys:track:257597");
         assert_eq!(k.track_offsets("recsys.impressions", 2), "recsys:track_offsets:recsys.impressions:2");
         assert_eq!(k.parse_stats(&k.stats_hourly(Variant::Als, &v1, 494_000)), None, "hourly keys are not totals");
@@ -272,9 +285,18 @@ mod tests {
         }
         assert_eq!(k.stats_pattern(), "t\\*1:stats:*");
         assert_eq!(RedisKeys::default().stats_pattern(), "recsys:stats:*");
-        assert_eq!(RedisKeys::default().stats_index(), "recsys:stats_index");
+        assert_eq!(RedisKeys::default().stats_index(), "recsys:stats_index:{s}");
+        assert_eq!(RedisKeys::default().parse_stats(&RedisKeys::default().stats_offsets()), None);
         assert_eq!(RedisKeys::default().parse_stats(&RedisKeys::default().stats_index()), None);
-        for other in ["t*1:stats:als", "t*1:stats:ctr:v1", "t*1:stats:als:.x", "recsys:stats:als:v1", "t*1:popular"] {
+        for other in [
+            "t*1:stats:{s}:als",
+            "t*1:stats:{s}:ctr:v1",
+            "t*1:stats:{s}:als:.x",
+            "recsys:stats:{s}:als:v1",
+            "t*1:popular",
+            // The layout before the `{s}` tag.
+            "t*1:stats:als:v1",
+        ] {
             assert_eq!(k.parse_stats(other), None, "{other}");
         }
     }

@@ -1,77 +1,59 @@
--- Tracking's attribution step: KEYS, ARGV and the reply are described on
+-- Tracking's per-user step: one user's records of a batch against that user's
+-- join state, the one key. KEYS, ARGV and the reply are described on
 -- `ATTRIBUTE_SCRIPT` in store.rs, next to this file.
-local prefix = ARGV[1]
-local click_ms = tonumber(ARGV[2])
-local conv_ms = tonumber(ARGV[3])
-local max_imps = tonumber(ARGV[4])
-local max_pending = tonumber(ARGV[5])
-local grace_ms = tonumber(ARGV[6])
-local state_ttl = tonumber(ARGV[7])
-local hourly_ttl = tonumber(ARGV[8])
-local n_off = tonumber(ARGV[9])
-local n_users = tonumber(ARGV[10])
-local n_rec = tonumber(ARGV[11])
-local now = tonumber(ARGV[12])
+local click_ms = tonumber(ARGV[1])
+local conv_ms = tonumber(ARGV[2])
+local max_imps = tonumber(ARGV[3])
+local max_pending = tonumber(ARGV[4])
+local grace_ms = tonumber(ARGV[5])
+local state_ttl = tonumber(ARGV[6])
+local now = tonumber(ARGV[7])
+local n_tp = tonumber(ARGV[8])
 local longest = math.max(click_ms, conv_ms)
 
--- A partition with no stored offset whose batch starts past the start of its
--- log has lost its state (Redis restarted empty, or flushed): none of its
--- records are applied, and the caller re-reads it from the log start.
-local stored, initial, lost, lost_list = {}, {}, {}, {}
-for o = 1, n_off do
-  local raw = redis.call('GET', KEYS[o])
-  stored[o] = tonumber(raw or '-1')
-  initial[o] = stored[o]
-  local floor = tonumber(ARGV[12 + n_off + 2 * o - 1])
-  local first = tonumber(ARGV[12 + n_off + 2 * o])
-  if not raw and floor >= 0 and first > floor then
-    lost[o] = true
-    table.insert(lost_list, o)
-  end
+-- Per topic-partition of the batch: the resume point read before the batch.
+-- Every record at or below it went through every step (state, counters), so
+-- it is skipped, and its deltas no longer need keeping.
+local floor = {}
+for t = 1, n_tp do
+  floor[ARGV[8 + 2 * t - 1]] = tonumber(ARGV[8 + 2 * t])
 end
+local n_rec = tonumber(ARGV[9 + 2 * n_tp])
+local base = 9 + 2 * n_tp
 
-local states = {}
-local function state(u)
-  local s = states[u]
-  if s then return s end
-  local raw = redis.call('GET', KEYS[n_off + u])
-  if raw then
-    -- MessagePack (JSON costs 1.7 × as much to decode and re-encode); '{' is a JSON state written
-    -- by an earlier version, still read.
-    local decode = cmsgpack.unpack
-    if string.byte(raw, 1) == 123 then decode = cjson.decode end
-    local ok, v = pcall(decode, raw)
-    -- Something else wrote the key: start over rather than fail every retry.
-    if ok and type(v) == 'table' then s = v end
-  end
-  if not s then s = {l = 0, i = {}, e = {}, x = {}} end
-  if type(s.l) ~= 'number' then s.l = 0 end
-  if type(s.i) ~= 'table' then s.i = {} end
-  if type(s.e) ~= 'table' then s.e = {} end
-  if type(s.x) ~= 'table' then s.x = {} end
-  states[u] = s
-  return s
+local s
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  -- MessagePack (JSON costs 1.7 × as much to decode and re-encode); '{' is a JSON state written
+  -- by an earlier version, still read.
+  local decode = cmsgpack.unpack
+  if string.byte(raw, 1) == 123 then decode = cjson.decode end
+  local ok, v = pcall(decode, raw)
+  -- Something else wrote the key: start over rather than fail every retry.
+  if ok and type(v) == 'table' then s = v end
 end
+if not s then s = {} end
+if type(s.l) ~= 'number' then s.l = 0 end
+if type(s.i) ~= 'table' then s.i = {} end
+if type(s.e) ~= 'table' then s.e = {} end
+if type(s.x) ~= 'table' then s.x = {} end
+-- g: topic-partition → offset of the last record of it applied to this state.
+if type(s.g) ~= 'table' then s.g = {} end
+-- o: the counter deltas of applied records whose counter step may not have
+-- run yet ({q = topic-partition, o = offset, d = rows}), reported again on a replay.
+if type(s.o) ~= 'table' then s.o = {} end
 
--- Counter deltas: totals per variant and model version, and per hour.
-local totals, order, hourly, horder = {}, {}, {}, {}
+-- The deltas of the record being applied: rows {variant, version, hour, 5 counters}.
+local cur, cur_rows
 local function bump(imp, field, amount)
-  local k = imp.v .. ':' .. imp.m
-  local c = totals[k]
-  if not c then
-    c = {imp.v, imp.m, 0, 0, 0, 0, 0}
-    totals[k] = c
-    table.insert(order, k)
+  local k = imp.v .. ':' .. imp.m .. ':' .. string.format('%d', math.floor(imp.t / 3600000))
+  local row = cur[k]
+  if not row then
+    row = {imp.v, imp.m, string.format('%d', math.floor(imp.t / 3600000)), 0, 0, 0, 0, 0}
+    cur[k] = row
+    table.insert(cur_rows, row)
   end
-  c[field] = c[field] + amount
-  local hk = k .. ':' .. string.format('%d', math.floor(imp.t / 3600000))
-  local h = hourly[hk]
-  if not h then
-    h = {hk, 0, 0, 0, 0, 0}
-    hourly[hk] = h
-    table.insert(horder, hk)
-  end
-  h[field - 1] = h[field - 1] + amount
+  row[field + 1] = row[field + 1] + amount
 end
 
 local function window(kind)
@@ -83,7 +65,7 @@ local function has_item(imp, item)
   return string.find(imp.s, ',' .. item .. ',', 1, true) ~= nil
 end
 
-local function counted(s, tx)
+local function counted(tx)
   for _, k in ipairs(s.x) do
     if k == tx then return true end
   end
@@ -92,14 +74,15 @@ end
 
 -- Each impression counts at most once per outcome; a transaction's revenue
 -- counts once per user (to the first impression credited with it).
-local function credit(s, imp, kind, rev, tx)
+-- Fields: 3 impressions, 4 clicks, 5 carts, 6 purchases, 7 revenue.
+local function credit(imp, kind, rev, tx)
   if kind == 'v' then
     if imp.c ~= 1 then imp.c = 1; bump(imp, 4, 1) end
   elseif kind == 'a' then
     if imp.a ~= 1 then imp.a = 1; bump(imp, 5, 1) end
   else
     if imp.p ~= 1 then imp.p = 1; bump(imp, 6, 1) end
-    if rev ~= '' and not counted(s, tx) then
+    if rev ~= '' and not counted(tx) then
       table.insert(s.x, tx)
       bump(imp, 7, tonumber(rev))
     end
@@ -117,7 +100,7 @@ end
 local applied_i, dup_i, applied_e, dup_e = 0, 0, 0, 0
 local on_event, late, buffered, expired = 0, 0, 0, 0
 
-local function impression(s, rec, ts, variant, version, items)
+local function impression(rec, ts, variant, version, items)
   -- Only impressions (the API's clock) move the user's clock: a storefront
   -- clock running ahead must not expire impressions.
   if ts > s.l then s.l = ts end
@@ -130,14 +113,14 @@ local function impression(s, rec, ts, variant, version, items)
   -- Recent events, including those read before this impression (the topics interleave).
   for _, e in ipairs(s.e) do
     if matches(imp, e.k, e.t, e.i, e.r) then
-      credit(s, imp, e.k, e.v, e.x)
+      credit(imp, e.k, e.v, e.x)
       if e.m ~= 1 then late = late + 1 end
       e.m = 1
     end
   end
 end
 
-local function event(s, kind, ts, item, rec, rev, tx)
+local function event(kind, ts, item, rec, rev, tx)
   -- Every impression of the user the event belongs to, latest first (so
   -- revenue goes to the most recent one).
   local hits = {}
@@ -148,7 +131,7 @@ local function event(s, kind, ts, item, rec, rev, tx)
     if a.t ~= b.t then return a.t > b.t end
     return a.r > b.r
   end)
-  for _, imp in ipairs(hits) do credit(s, imp, kind, rev, tx) end
+  for _, imp in ipairs(hits) do credit(imp, kind, rev, tx) end
   if #hits > 0 then on_event = on_event + 1 else buffered = buffered + 1 end
   -- Kept for the grace (processing time) for impressions read after it, so
   -- the result does not depend on how the two topics interleave.
@@ -157,32 +140,67 @@ local function event(s, kind, ts, item, rec, rev, tx)
   end
 end
 
-local base = 12 + 3 * n_off
+-- The outbox entry of (tp, offset), if kept.
+local function kept(tp, off)
+  for _, b in ipairs(s.o) do
+    if b.q == tp and b.o == off then return b end
+  end
+  return nil
+end
+
+local out = {}
+local function report(tp, off, rows)
+  for _, r in ipairs(rows) do
+    table.insert(out, {tp, string.format('%.0f', off), r[1], r[2], r[3], r[4], r[5], r[6], r[7], string.format('%.17g', r[8])})
+  end
+end
+
+local changed = false
 for r = 0, n_rec - 1 do
-  local b = base + r * 10
-  local o = tonumber(ARGV[b + 2])
-  local off = tonumber(ARGV[b + 3])
+  local b = base + r * 9
   local typ = ARGV[b + 1]
-  if lost[o] then
-    -- read again from the log start
-  elseif off <= stored[o] then
+  local tp = ARGV[b + 2]
+  local off = tonumber(ARGV[b + 3])
+  local fl = floor[tp] or -1
+  local g = tonumber(s.g[tp]) or -1
+  if off <= fl then
+    -- done before this batch, every step of it
     if typ == 'i' then dup_i = dup_i + 1 else dup_e = dup_e + 1 end
   else
-    stored[o] = off
-    local s = state(tonumber(ARGV[b + 4]))
-    local ts = tonumber(ARGV[b + 5])
-    if typ == 'i' then
-      impression(s, ARGV[b + 6], ts, ARGV[b + 7], ARGV[b + 8], ARGV[b + 9])
-      applied_i = applied_i + 1
+    if typ == 'i' then applied_i = applied_i + 1 else applied_e = applied_e + 1 end
+    if off <= g then
+      -- In this state already (a run that stopped before the counters or the
+      -- resume point moved): its deltas again, for the counter step to decide.
+      local k = kept(tp, off)
+      if k then report(tp, off, k.d) end
     else
-      event(s, ARGV[b + 6], ts, ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10])
-      applied_e = applied_e + 1
+      changed = true
+      s.g[tp] = off
+      cur, cur_rows = {}, {}
+      local ts = tonumber(ARGV[b + 4])
+      if typ == 'i' then
+        impression(ARGV[b + 5], ts, ARGV[b + 6], ARGV[b + 7], ARGV[b + 8])
+      else
+        event(ARGV[b + 5], ts, ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9])
+      end
+      if #cur_rows > 0 then
+        table.insert(s.o, {q = tp, o = off, d = cur_rows})
+        report(tp, off, cur_rows)
+      end
     end
   end
 end
 
--- Bounded state: drop what no future event can match, then cap.
-for u, s in pairs(states) do
+-- Deltas at or below their partition's resume point are in the counters.
+local box = {}
+for _, b in ipairs(s.o) do
+  local fl = floor[b.q]
+  if fl and b.o <= fl then changed = true else table.insert(box, b) end
+end
+s.o = box
+
+if changed then
+  -- Bounded state: drop what no future event can match, then cap.
   local imps = {}
   for _, imp in ipairs(s.i) do
     if imp.t >= s.l - longest then table.insert(imps, imp) end
@@ -205,42 +223,11 @@ for u, s in pairs(states) do
     table.remove(evs, 1)
   end
   while #s.x > 64 do table.remove(s.x, 1) end
-  if #imps == 0 and #evs == 0 then
-    redis.call('DEL', KEYS[n_off + u])
-  else
-    s.i = imps
-    s.e = evs
-    redis.call('SET', KEYS[n_off + u], cmsgpack.pack(s), 'EX', state_ttl)
-  end
+  s.i = imps
+  s.e = evs
+  -- Kept even when no impression or event is left: the guards must outlive
+  -- any replay of the records they cover (the TTL is a day and more).
+  redis.call('SET', KEYS[1], cmsgpack.pack(s), 'EX', state_ttl)
 end
 
--- schemas::stats::COUNTER_FIELDS, in that order (a test in store.rs holds them equal).
-local names = {'impressions', 'clicks', 'carts', 'purchases'}
-local out = {}
-for _, k in ipairs(order) do
-  local c = totals[k]
-  local key = prefix .. 'stats:' .. k
-  for f = 1, 4 do
-    if c[f + 2] ~= 0 then redis.call('HINCRBY', key, names[f], c[f + 2]) end
-  end
-  local rev = string.format('%.17g', c[7])
-  if c[7] ~= 0 then redis.call('HINCRBYFLOAT', key, 'revenue', rev) end
-  redis.call('SADD', prefix .. 'stats_index', key)
-  table.insert(out, {c[1], c[2], c[3], c[4], c[5], c[6], rev})
-end
-for _, hk in ipairs(horder) do
-  local h = hourly[hk]
-  local key = prefix .. 'stats_hourly:' .. hk
-  for f = 1, 4 do
-    if h[f + 1] ~= 0 then redis.call('HINCRBY', key, names[f], h[f + 1]) end
-  end
-  if h[6] ~= 0 then redis.call('HINCRBYFLOAT', key, 'revenue', string.format('%.17g', h[6])) end
-  redis.call('EXPIRE', key, hourly_ttl)
-end
-
-for o = 1, n_off do
-  local mx = tonumber(ARGV[12 + o])
-  if mx > stored[o] then stored[o] = mx end
-  if not lost[o] and stored[o] > initial[o] then redis.call('SET', KEYS[o], string.format('%.0f', stored[o])) end
-end
-return {applied_i, dup_i, applied_e, dup_e, on_event, late, buffered, expired, out, lost_list}
+return {applied_i, dup_i, applied_e, dup_e, on_event, late, buffered, expired, out}

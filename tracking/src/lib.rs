@@ -13,13 +13,15 @@
 //! counts at most once per outcome; a transaction's revenue once. The result
 //! does not depend on how the two topics' records interleave.
 //!
-//! Exactly once across restarts: the join state (each user's recent
-//! impressions with their "already counted" flags, and events still waiting
-//! for an impression) is in Redis, and one Lua script per batch updates it
-//! together with the counters and the per-partition offsets of both topics,
-//! skipping records at or below the stored offsets ([`store`]). Kafka offsets
-//! are committed only after the script, and only decide where re-reading
-//! starts.
+//! Exactly once across restarts, on one Redis node or a Redis Cluster: the
+//! join state (each user's recent impressions with their "already counted"
+//! flags, and events still waiting for an impression) is in Redis, one key
+//! per user carrying the guard of its own records; one Lua script per user
+//! applies the user's records of a batch and returns their counter deltas,
+//! one script per batch adds them to the counters under the counters' own
+//! per-partition guard, and the per-partition resume points of both topics
+//! move last ([`store`]). Kafka offsets are committed only after that, and
+//! only decide where re-reading starts.
 //!
 //! Layout: [`config`] (`[tracking]`), [`store`] (the script,
 //! `attribute.lua`), [`metrics`] (`recsys_tracking_*`), [`run`] (the consume
@@ -193,7 +195,7 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
 }
 
 /// The step of tracking's consumer loop: a batch's records attributed in
-/// Redis in one script, then its offsets committed.
+/// Redis ([`Store::attribute_guarded`]), then its offsets committed.
 struct Attribution {
     consumer: Arc<StreamConsumer<TrackingContext>>,
     store: Store,
@@ -324,10 +326,10 @@ pub fn parse_batch(
 
 /// Redis lost the tracking state (restarted empty, or flushed). An outcome
 /// depends on records of both topics, so every partition this instance owns,
-/// of both topics, that has no stored offset is re-read from the start of its
-/// log — safe for any of them: no stored offset means nothing of it was
-/// applied since the state was lost, and the stored offsets written again
-/// keep the re-reading exactly-once.
+/// of both topics, that has no resume point (`track_offsets:`) is re-read from
+/// the start of its log — safe for any of them: no resume point means nothing
+/// of it was completed since the state was lost, and whatever survived (a
+/// user's guard, the counters' guard) skips what it already holds.
 async fn rebuild(
     consumer: &Arc<StreamConsumer<TrackingContext>>,
     store: &Store,
@@ -348,10 +350,15 @@ async fn rebuild(
         }
     };
     let keys: Vec<String> = assigned.iter().map(|&(t, p)| store.keys.track_offsets(topics[t], p)).collect();
+    // One GET per key, not MGET: on a Redis Cluster the keys are in several slots.
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("GET").arg(k);
+    }
     let stored: Vec<Option<i64>> = if keys.is_empty() {
         Vec::new()
     } else {
-        match redis::cmd("MGET").arg(&keys).query_async(&mut store.conn.clone()).await {
+        match pipe.query_async(&mut store.conn.clone()).await {
             Ok(v) => v,
             Err(e) => {
                 // The next batch of a lost partition finds the same gap.

@@ -43,7 +43,7 @@ pub struct Metrics {
     pub batches: IntCounter,
     /// Records per batch.
     pub batch_records: Histogram,
-    /// Seconds of one batch's Redis script.
+    /// Seconds of one batch's Redis steps (per-user scripts, counters, resume points).
     pub batch_seconds: Histogram,
     /// Batch attempts that failed and were retried.
     pub retries: IntCounter,

@@ -1,6 +1,8 @@
-//! The attribution script against the real local Redis (`RECSYS_TEST_REDIS`),
-//! without Kafka: the scripted scenario in several batchings and orders,
-//! replays, and the memory bounds. Each test has its own key prefix.
+//! The attribution steps against the real local Redis (`RECSYS_TEST_REDIS`, or
+//! the Redis Cluster of `RECSYS_TEST_REDIS_CLUSTER`), without Kafka: the
+//! scripted scenario in several batchings and orders, replays, interrupted
+//! batches, two owners of a partition, and the memory bounds. Each test has
+//! its own key prefix.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,14 +13,14 @@ use std::collections::HashMap;
 use common::redis_conn::RedisConn;
 use schemas::{Event, EventKind, ItemId, RedisKeys, Variant};
 use support::*;
-use tracking::store::{Outcome, Record, Store};
+use tracking::store::{Guard, Outcome, Record, StopAfter, Store};
 use tracking::TrackingConfig;
 
 const TOPICS: [&str; 2] = ["imp", "ev"];
 const PARTITIONS: i32 = 3;
 
 async fn store(prefix: &str, cfg: &TrackingConfig) -> (Store, RedisConn) {
-    let rc = common::RedisConfig { url: redis_url(), prefix: prefix.to_owned(), ..Default::default() };
+    let rc = redis_config(prefix);
     let conn = common::redis_conn::connect(&rc).await.unwrap();
     (Store::new(conn.clone(), rc.keys(), cfg.windows()), conn)
 }
@@ -132,6 +134,133 @@ async fn overlapping_replays_after_a_crash_count_each_record_once() {
     }
     assert_eq!(dup as usize, half - half / 2);
     assert_counters(&mut conn, &RedisKeys::new(prefix.clone())).await;
+    cleanup(&mut conn, &prefix).await;
+}
+
+fn highest(batch: &[Record]) -> Vec<((usize, i32), i64)> {
+    let mut h: HashMap<(usize, i32), i64> = HashMap::new();
+    for r in batch {
+        let (k, o) = coords(r);
+        let e = h.entry(k).or_insert(o);
+        *e = (*e).max(o);
+    }
+    h.into_iter().collect()
+}
+
+/// Every user of the scenario has no counter deltas waiting in its state.
+async fn outboxes_are_empty(conn: &mut RedisConn, keys: &RedisKeys, t: &str) {
+    for group in scenario(t) {
+        let u = group[0].user();
+        let v = tracking::store::read_state(conn, &keys.track(u)).await.unwrap().unwrap();
+        // An empty Lua table is `{}` in JSON.
+        let empty = match &v["o"] {
+            serde_json::Value::Array(a) => a.is_empty(),
+            serde_json::Value::Object(m) => m.is_empty(),
+            _ => false,
+        };
+        assert!(empty, "{u}: {}", v["o"]);
+    }
+}
+
+/// A crash after a batch's per-user states (no counter moved) or after its
+/// counters (no resume point moved): the replay, in other batch sizes,
+/// completes it — the counters see each record's deltas once, and once the
+/// resume points pass them no state keeps them.
+#[tokio::test]
+async fn batches_interrupted_between_their_steps_are_completed_by_the_replay() {
+    let cfg = TrackingConfig::default();
+    for stops in [&[StopAfter::UserStates][..], &[StopAfter::Counters], &[StopAfter::UserStates, StopAfter::Counters]] {
+        let t = tag();
+        let prefix = format!("tt-{t}:");
+        let keys = RedisKeys::new(prefix.clone());
+        let (s, mut conn) = store(&prefix, &cfg).await;
+        let records = place(interleaved(&t));
+        let n = records.len() as u64;
+        // Every batch of 4 is cut short; the restarted task re-reads from an
+        // older commit (2 records back) in batches of 3 up to its end, before
+        // the next batch (a task retries a batch until it is done).
+        let mut applied = 0;
+        for (i, b) in records.chunks(4).enumerate() {
+            let stop = stops[i % stops.len()];
+            s.attribute_interrupted(&TOPICS, b, &highest(b), stop).await.unwrap();
+            let end = (i * 4 + b.len()).min(records.len());
+            for replay in records[(i * 4).saturating_sub(2)..end].chunks(3) {
+                let o = apply(&s, replay).await;
+                applied += o.impressions_applied + o.events_applied;
+            }
+        }
+        assert_eq!(applied, n, "{stops:?}: every record completed by the replay");
+        assert_counters(&mut conn, &keys).await;
+        let again = apply(&s, &records).await;
+        assert_eq!(again.impressions_duplicate + again.events_duplicate, n, "{stops:?}");
+        assert!(again.deltas.is_empty(), "{stops:?}: {:?}", again.deltas);
+        assert_counters(&mut conn, &keys).await;
+        outboxes_are_empty(&mut conn, &keys, &t).await;
+        cleanup(&mut conn, &prefix).await;
+    }
+}
+
+/// The old owner of the partitions finishes its batches while the new one,
+/// started at the committed offset, reads on — at once, in other batch sizes
+/// (one task each, so their steps interleave per user): each record is
+/// counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_owners_of_the_partitions_count_each_record_once() {
+    let cfg = TrackingConfig::default();
+    for (old_size, new_size) in [(4, 5), (2, 7), (1, 3)] {
+        let t = tag();
+        let prefix = format!("tt-{t}:");
+        let keys = RedisKeys::new(prefix.clone());
+        let (old, mut conn) = store(&prefix, &cfg).await;
+        let (new, _) = store(&prefix, &cfg).await;
+        let records = place(interleaved(&t));
+        let third = records.len() / 3;
+        for b in records[..third].chunks(3) {
+            apply(&old, b).await;
+        }
+        let (a, b) = (records[third..2 * third].to_vec(), records[third..].to_vec());
+        let finishing = tokio::spawn(async move {
+            for batch in a.chunks(old_size) {
+                apply(&old, batch).await;
+            }
+        });
+        let starting = tokio::spawn(async move {
+            for batch in b.chunks(new_size) {
+                apply(&new, batch).await;
+            }
+        });
+        finishing.await.unwrap();
+        starting.await.unwrap();
+        assert_counters(&mut conn, &keys).await;
+        cleanup(&mut conn, &prefix).await;
+    }
+}
+
+/// No resume point for a partition whose batch starts past its log start:
+/// Redis lost the state; nothing of that partition is applied, the others are.
+#[tokio::test]
+async fn a_partition_without_its_resume_point_is_reported_lost() {
+    let cfg = TrackingConfig::default();
+    let t = tag();
+    let prefix = format!("tt-{t}:");
+    let keys = RedisKeys::new(prefix.clone());
+    let (s, mut conn) = store(&prefix, &cfg).await;
+    let records = place(interleaved(&t));
+    let (first, rest) = records.split_at(records.len() / 2);
+    apply(&s, first).await;
+    // A partition with records in both halves.
+    let min_in_rest = |tp: (usize, i32)| rest.iter().map(coords).filter(|(q, _)| *q == tp).map(|(_, o)| o).min();
+    let lost = rest.iter().map(|r| coords(r).0).find(|&tp| min_in_rest(tp) > Some(0)).expect("a partition in both");
+    let _: () = redis::cmd("DEL").arg(keys.track_offsets(TOPICS[lost.0], lost.1)).query_async(&mut conn).await.unwrap();
+    let mut guards = rustc_hash::FxHashMap::default();
+    guards.insert(lost, Guard { log_start: 0, first: min_in_rest(lost).unwrap() });
+    let o = s.attribute_guarded(&TOPICS, rest, &highest(rest), &guards).await.unwrap();
+    assert_eq!(o.lost, [lost]);
+    let of_lost = rest.iter().filter(|r| coords(r).0 == lost).count() as u64;
+    assert_eq!(o.impressions_applied + o.events_applied, rest.len() as u64 - of_lost);
+    let resume: Option<i64> =
+        redis::cmd("GET").arg(keys.track_offsets(TOPICS[lost.0], lost.1)).query_async(&mut conn).await.unwrap();
+    assert_eq!(resume, None, "the lost partition's resume point stays missing until it is re-read");
     cleanup(&mut conn, &prefix).await;
 }
 

@@ -1,8 +1,8 @@
 //! The tracking task against the real broker (`RECSYS_TEST_KAFKA`, default
 //! 127.0.0.1:9092; `scripts/dev-up.sh` starts tansu there) and Redis
-//! (`RECSYS_TEST_REDIS`). Each test has its own topic prefix, consumer group
-//! and Redis key prefix. A missing broker fails these tests unless
-//! `RECSYS_SKIP_BROKER_TESTS=1`.
+//! (`RECSYS_TEST_REDIS`, or the Redis Cluster of `RECSYS_TEST_REDIS_CLUSTER`).
+//! Each test has its own topic prefix, consumer group and Redis key prefix. A
+//! missing broker fails these tests unless `RECSYS_SKIP_BROKER_TESTS=1`.
 //!
 //! Here: Redis loses the tracking state and the task rebuilds it from the
 //! logs. The scripted scenario across a kill, a replay, the updater's
@@ -35,8 +35,7 @@ async fn counters_are_rebuilt_from_the_logs_when_redis_loses_its_state() {
     assert_counters(&mut conn, &keys).await;
 
     cleanup(&mut conn, &s.redis.prefix).await;
-    let left: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{}*", s.redis.prefix)).query_async(&mut conn).await.unwrap();
+    let left = conn.scan_all(&format!("{}*", s.redis.prefix)).await.unwrap();
     assert!(left.is_empty(), "Redis lost everything: {left:?}");
     // Any new record on a partition that had records: a view by someone never
     // shown anything (no counter moves). The loss is noticed by a batch that

@@ -35,8 +35,8 @@ fn spawn(s: &tracking::Settings, models: &Path, port: u16) -> Proc {
         .env("RECSYS__KAFKA__BROKERS", &s.kafka.brokers)
         .env("RECSYS__KAFKA__TOPIC_PREFIX", &s.kafka.topic_prefix)
         .env("RECSYS__KAFKA__PARTITIONS", s.kafka.partitions.to_string())
-        .env("RECSYS__REDIS__URL", &s.redis.url)
-        .env("RECSYS__REDIS__PREFIX", &s.redis.prefix)
+        // The single node or the cluster the test's Redis config names.
+        .envs(testkit::services::redis_env(&s.redis))
         .env("RECSYS__MODEL__ARTIFACTS_DIR", models)
         .env("RECSYS__UPDATER__GROUP_ID", format!("{}-updater", s.tracking.group_id))
         .env("RECSYS__UPDATER__SESSION_TIMEOUT_MS", "6000")

@@ -19,7 +19,7 @@ use schemas::{
 // The broker, Redis, a random tag per test and its keys deleted (`cleanup`):
 // the suites' one harness.
 #[allow(unused_imports)] // each test binary uses some of them
-pub use testkit::services::{broker, delete_keys as cleanup, redis_url, tag};
+pub use testkit::services::{broker, delete_keys as cleanup, redis_config, redis_url, tag};
 use tracking::Settings;
 
 /// 2025-11-24T16:00:00Z, on an hour boundary (epoch hour 490000).
@@ -201,9 +201,7 @@ pub async fn assert_counters(conn: &mut common::redis_conn::RedisConn, keys: &sc
         let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(conn).await.unwrap();
         assert!(ttl > 0, "{key} has no TTL");
     }
-    let mut stats: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{}stats:*", keys.prefix())).query_async(conn).await.unwrap();
-    stats.sort();
+    let stats = conn.scan_all(&format!("{}stats:*", keys.prefix())).await.unwrap();
     assert_eq!(stats.len(), expected().len(), "no other arm was counted: {stats:?}");
 }
 
@@ -292,8 +290,8 @@ pub async fn settings(brokers: &str, tag: &str) -> Settings {
     s.kafka.brokers = brokers.to_owned();
     s.kafka.partitions = 3;
     s.kafka.topic_prefix = format!("tt-{tag}.");
-    s.redis.url = redis_url();
-    s.redis.prefix = format!("tt-{tag}:");
+    // The single node, or the cluster of RECSYS_TEST_REDIS_CLUSTER.
+    s.redis = redis_config(&format!("tt-{tag}:"));
     s.tracking.group_id = format!("tt-{tag}");
     s.tracking.session_timeout_ms = 6_000;
     // Small batches, so a kill lands between batches of the stream.
