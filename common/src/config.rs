@@ -374,6 +374,16 @@ pub struct RedisConfig {
     pub connect_timeout_ms: u64,
     /// How long one command may take before it fails, ms.
     pub response_timeout_ms: u64,
+    /// How many replicas must have acknowledged a writer's Redis writes
+    /// (`WAIT`) before it moves its progress past them (the updater's stored
+    /// and committed offsets). Unset: 1 with `cluster_nodes` (a failover then
+    /// loses nothing acknowledged), 0 for a single node (nothing to wait for).
+    /// See [`RedisConfig::replicas_to_wait`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_replicas_acked: Option<u32>,
+    /// How long one `WAIT` may block, ms; fewer replicas by then fails the
+    /// step (retried). Below `response_timeout_ms`, so the reply comes in time.
+    pub replicas_ack_timeout_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -384,6 +394,8 @@ impl Default for RedisConfig {
             prefix: "recsys:".into(),
             connect_timeout_ms: 1_000,
             response_timeout_ms: 1_000,
+            min_replicas_acked: None,
+            replicas_ack_timeout_ms: 500,
         }
     }
 }
@@ -400,6 +412,17 @@ impl RedisConfig {
 
     pub fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
+    }
+
+    /// The replicas a write must reach before progress moves past it:
+    /// `min_replicas_acked`, or by default 1 on a cluster and 0 on one node.
+    pub fn replicas_to_wait(&self) -> u32 {
+        self.min_replicas_acked.unwrap_or(u32::from(self.is_cluster()))
+    }
+
+    /// How long one `WAIT` may block.
+    pub fn replicas_ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.replicas_ack_timeout_ms)
     }
 
     /// Whether this names a Redis Cluster (`cluster_nodes`) rather than one node.
@@ -450,6 +473,12 @@ impl RedisConfig {
             ),
             (self.connect_timeout_ms > 0, "redis.connect_timeout_ms must be > 0"),
             (self.response_timeout_ms > 0, "redis.response_timeout_ms must be > 0"),
+            (
+                self.replicas_to_wait() == 0
+                    || (self.replicas_ack_timeout_ms > 0 && self.replicas_ack_timeout_ms < self.response_timeout_ms),
+                "redis.replicas_ack_timeout_ms must be > 0 and < redis.response_timeout_ms (a WAIT longer than the \
+                 response timeout fails as a timeout instead of answering)",
+            ),
         ])
     }
 }
@@ -515,6 +544,23 @@ mod tests {
         assert!(r.validate().unwrap_err().contains("redis.url"));
         let k = KafkaConfig { partitions: 0, ..KafkaConfig::default() };
         assert!(k.validate().unwrap_err().contains("kafka.partitions"));
+    }
+
+    #[test]
+    fn writes_wait_for_one_replica_on_a_cluster_unless_told_otherwise() {
+        let nodes = vec!["redis://127.0.0.1:7000".to_owned()];
+        let cluster = RedisConfig { url: String::new(), cluster_nodes: nodes, ..RedisConfig::default() };
+        assert_eq!(cluster.replicas_to_wait(), 1);
+        assert_eq!(RedisConfig::default().replicas_to_wait(), 0);
+        let off = RedisConfig { min_replicas_acked: Some(0), ..cluster.clone() };
+        assert_eq!((off.replicas_to_wait(), off.validate()), (0, Ok(())));
+        let two = RedisConfig { min_replicas_acked: Some(2), ..RedisConfig::default() };
+        assert_eq!(two.replicas_to_wait(), 2);
+        // A WAIT must answer before the command's response timeout.
+        let slow = RedisConfig { replicas_ack_timeout_ms: 1_000, ..cluster.clone() };
+        assert!(slow.validate().unwrap_err().contains("redis.replicas_ack_timeout_ms"));
+        let slow_off = RedisConfig { min_replicas_acked: Some(0), ..slow };
+        assert_eq!(slow_off.validate(), Ok(()));
     }
 
     #[test]

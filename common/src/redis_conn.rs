@@ -10,6 +10,8 @@
 //! slots: it is sent as one request per command (concurrent on the multiplexed
 //! connections, so still one round trip's worth of waiting). A keyspace walk
 //! goes through [`RedisConn::scan_step`] (or [`RedisConn::scan_all`]), which visits every master.
+//! A writer that must not move its progress past writes a failover could lose
+//! asks [`RedisConn::wait_replicas`] first (`WAIT` on every master it wrote to).
 
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use futures::future::{try_join_all, BoxFuture, FutureExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, RedisFuture, RedisResult, Value};
 
 use crate::config::RedisConfig;
@@ -158,6 +160,131 @@ impl RedisConn {
     }
 }
 
+impl RedisConn {
+    /// `WAIT replicas timeout` on every master holding one of `keys` (on a
+    /// single node: on it): blocks until that many of each master's replicas
+    /// acknowledged every write this connection sent it before, or until
+    /// `timeout`. Returns the fewest replicas any of those masters reported
+    /// (`replicas` when `keys` is empty: nothing to wait for); fewer than
+    /// `replicas` means some writes may exist on their master only, and a
+    /// failover now would lose them.
+    ///
+    /// What it promises and what not: `WAIT` counts the replicas that
+    /// received the writes (in memory, not fsynced). It is asked by slot, on
+    /// the client's connection to that slot's master, which carried the
+    /// writes; a master that died since fails the call. Once the client has
+    /// moved the slot to a promoted replica, the new master answers instead,
+    /// for writes it never had: with one replica per master it has none in
+    /// sync until a replica joins it, so the answer is short and the caller
+    /// re-applies; with more replicas, ask for as many as there are. The
+    /// masters are found from `CLUSTER SLOTS` at the time of the call, asked
+    /// of the master of the first key's slot (a node written to anyway, never
+    /// a replica that may be stalled).
+    pub async fn wait_replicas<'k>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'k str>,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<u32> {
+        let wait = redis::cmd("WAIT").arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)).clone();
+        let mut slots: Vec<u16> = keys.into_iter().map(|k| key_slot(k.as_bytes())).collect();
+        if slots.is_empty() {
+            return Ok(replicas);
+        }
+        let c = match self {
+            RedisConn::Single(c) => {
+                let n: i64 = wait.query_async(c).await?;
+                return Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+            }
+            RedisConn::Cluster(c) => c,
+        };
+        slots.sort_unstable();
+        slots.dedup();
+        let reply: Value = c
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slots[0], SlotAddr::Master))),
+            )
+            .await?;
+        let ranges = parse_slot_ranges(&reply).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "CLUSTER SLOTS: unexpected reply"))
+        })?;
+        // One touched slot per master: WAIT there stands for all of them, as
+        // the master's connection carried every write to any of its slots.
+        let mut masters = std::collections::HashSet::new();
+        let mut asked: Vec<u16> = Vec::new();
+        for &slot in &slots {
+            match ranges.iter().find(|r| r.0 <= slot && slot <= r.1) {
+                Some(r) if !masters.insert(&r.2) => {}
+                // A new master, or a slot no master serves (the cluster is
+                // being changed): asked by slot, the client routes it or fails.
+                _ => asked.push(slot),
+            }
+        }
+        let asks = asked.into_iter().map(|slot| {
+            let (mut c, wait) = (c.clone(), wait.clone());
+            async move {
+                let v = c
+                    .route_command(
+                        wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                            slot,
+                            SlotAddr::Master,
+                        ))),
+                    )
+                    .await?;
+                let n: i64 = redis::from_redis_value(v)?;
+                Ok::<u32, redis::RedisError>(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+            }
+        });
+        Ok(try_join_all(asks).await?.into_iter().min().unwrap_or(replicas))
+    }
+}
+
+/// The cluster slot of `key` (CRC16-XMODEM of the key or of its `{hash tag}`,
+/// mod 16384), as Redis and the client compute it.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter().position(|&b| b == b'}').map(|close| &rest[..close])
+        })
+        .filter(|tag| !tag.is_empty());
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(key) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
+}
+
+/// A slot range of `CLUSTER SLOTS`: first slot, last slot, its master's host and port.
+type SlotRange = (u16, u16, (String, u16));
+
+/// `CLUSTER SLOTS` → one [`SlotRange`] per range.
+fn parse_slot_ranges(v: &Value) -> Option<Vec<SlotRange>> {
+    let Value::Array(ranges) = v else { return None };
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let Value::Array(parts) = r else { return None };
+        let first = u16::try_from(crate::redis_value::as_int(parts.first()?)?).ok()?;
+        let last = u16::try_from(crate::redis_value::as_int(parts.get(1)?)?).ok()?;
+        let Value::Array(master) = parts.get(2)? else { return None };
+        let host = match master.first()? {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
+            Value::SimpleString(s) => s.clone(),
+            _ => return None,
+        };
+        let port = u16::try_from(crate::redis_value::as_int(master.get(1)?)?).ok()?;
+        out.push((first, last, (host, port)));
+    }
+    Some(out)
+}
+
 /// One master of a keyspace pass ([`RedisConn::scan_targets`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanTarget {
@@ -257,5 +384,27 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[1], ScanTarget { first_slot: 0, addr: Some(("127.0.0.1".into(), 7000)) });
         assert_eq!(parse_cluster_slots(&Value::Int(1)), None);
+    }
+
+    #[test]
+    fn key_slot_is_the_clients_and_redis_slot() {
+        // Known values (CLUSTER KEYSLOT), then the client's own routing.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        for k in ["a", "recsys:hist:u1", "x{t}y", "{}", "{a", "p:{t}:trending:1h", "foo{}{bar}"] {
+            assert_eq!(
+                Route::new(key_slot(k.as_bytes()), SlotAddr::Master),
+                Route::with_key(k, SlotAddr::Master),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn slot_ranges_name_first_last_and_master() {
+        let node = |port: i64| Value::Array(vec![Value::BulkString(b"127.0.0.1".to_vec()), Value::Int(port)]);
+        let reply = Value::Array(vec![Value::Array(vec![Value::Int(0), Value::Int(5460), node(7000), node(7003)])]);
+        assert_eq!(parse_slot_ranges(&reply), Some(vec![(0, 5460, ("127.0.0.1".to_owned(), 7000))]));
+        assert_eq!(parse_slot_ranges(&Value::Nil), None);
     }
 }

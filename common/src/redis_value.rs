@@ -13,6 +13,11 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
+    /// `WAIT` ([`crate::redis_conn::RedisConn::wait_replicas`]) came back with
+    /// fewer replicas than required: the writes may exist on their master
+    /// only, so the step is not done (retried) and no progress moves past it.
+    #[error("writes acknowledged by {acked} replica(s), {wanted} required (redis.min_replicas_acked)")]
+    NotReplicated { acked: u32, wanted: u32 },
 }
 
 /// An integer reply.

@@ -140,7 +140,8 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     let catalog_redis = redis.clone();
     let store =
         Store::new(redis, settings.redis.keys(), settings.updater.history_max_items, settings.updater.recs_ttl_s)
-            .with_live_rankings(store::LiveRankings::new(&settings.popularity, settings.training.weights));
+            .with_live_rankings(store::LiveRankings::new(&settings.popularity, settings.training.weights))
+            .with_replicas_acked(settings.redis.replicas_to_wait(), settings.redis.replicas_ack_timeout());
     let handle = ModelHandle::default();
     let models = watch::Models { handle: handle.clone(), metrics: metrics.clone() };
     match watch::load_current(&settings.model.artifacts_dir).await {

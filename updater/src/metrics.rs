@@ -51,6 +51,9 @@ pub struct Metrics {
     /// Partitions re-read from the start of their log because Redis had lost
     /// their stored offset (restarted empty, flushed).
     pub state_rebuilds: IntCounter,
+    /// Replication waits (`WAIT`, `[redis] min_replicas_acked`) answered by
+    /// fewer replicas than required: the batch was retried, not committed.
+    pub replication_short: IntCounter,
 }
 
 impl Metrics {
@@ -119,6 +122,10 @@ impl Metrics {
                 "recsys_updater_state_rebuilds_total",
                 "Partitions re-read from their log start because Redis lost their stored offset",
             )?,
+            replication_short: IntCounter::new(
+                "recsys_updater_replication_short_total",
+                "Replication waits (WAIT) answered by fewer replicas than redis.min_replicas_acked; the batch was retried",
+            )?,
             registry,
         };
         common::memory::register(&m.registry)?;
@@ -140,6 +147,7 @@ impl Metrics {
         m.registry.register(Box::new(m.refold_users.clone()))?;
         m.registry.register(Box::new(m.refold_running.clone()))?;
         m.registry.register(Box::new(m.state_rebuilds.clone()))?;
+        m.registry.register(Box::new(m.replication_short.clone()))?;
         for o in ["applied", "duplicate", "rejected"] {
             m.events.with_label_values(&[o]);
         }

@@ -4,7 +4,9 @@
 //! `batch_max_wait_ms`, whichever comes first; apply each partition's slice to
 //! Redis atomically (`store::APPLY_SCRIPT`); fold in and score the touched
 //! users on the rayon pool; write their lists; dead-letter what could not be
-//! parsed; only then store and commit the Kafka offsets. Any Redis or Kafka
+//! parsed; wait until the writes reached `[redis] min_replicas_acked`
+//! replicas (`WAIT`, so a failover cannot lose what is committed); only then
+//! store and commit the Kafka offsets. Any Redis or Kafka
 //! failure retries the whole batch (with backoff) — safe, because the stored
 //! offsets make applying a batch idempotent — so nothing is skipped and no
 //! offset moves past an event whose effects are not in Redis.
@@ -217,13 +219,15 @@ impl Pipeline {
         let decoded = decode(batch, now_ms());
         let InRedis { histories, unknown_items, applied, duplicates, lost } =
             self.apply_to_redis(batch, &decoded.valid, model.as_deref()).await?;
-        let mut refreshed = 0usize;
+        let mut refreshed = Vec::new();
         if let Some(m) = &model {
             let lists = self.fold_in(m, histories).await?;
             self.write_lists(&lists).await?;
-            refreshed = lists.len();
+            refreshed = lists.into_iter().map(|(u, _)| u).collect();
         }
         self.dead_letter(&decoded.dead).await?;
+        self.wait_replicated(batch, &refreshed, &lost).await?;
+        let refreshed = refreshed.len();
 
         // Metrics, then the offsets (only now is everything in Redis).
         let done = now_ms();
@@ -337,6 +341,33 @@ impl Pipeline {
             .await
             .map_err(|source| BatchError::Store { stage: "write", source })?;
         self.metrics.stage_seconds.with_label_values(&["write"]).observe(t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The stored offsets (witnesses) and the lists written, on the required
+    /// replicas before the Kafka offsets move past them: a failover losing
+    /// them would otherwise leave a list stale until its user's next event, or
+    /// a witness missing (a needless rebuild from the log start). The
+    /// histories were waited for in the apply step, before the witnesses.
+    async fn wait_replicated(&self, batch: &[OwnedMessage], users: &[UserId], lost: &[i32]) -> Result<(), BatchError> {
+        if self.store.replicas.0 == 0 {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let keys = &self.store.keys;
+        let mut partitions: Vec<i32> = batch.iter().map(Message::partition).filter(|p| !lost.contains(p)).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let written: Vec<String> = partitions
+            .iter()
+            .map(|&p| keys.offsets(&self.events_topic, p))
+            .chain(users.iter().map(|u| keys.recs(u)))
+            .collect();
+        self.store
+            .wait_replicated(written.iter().map(String::as_str))
+            .await
+            .map_err(|source| BatchError::Store { stage: "replicate", source })?;
+        self.metrics.stage_seconds.with_label_values(&["replicate"]).observe(t.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -517,5 +548,8 @@ impl BatchStep for Pipeline {
 
     fn failed(&mut self, e: &BatchError) {
         self.metrics.retries.with_label_values(&[e.stage()]).inc();
+        if let BatchError::Store { source: StoreError::NotReplicated { .. }, .. } = e {
+            self.metrics.replication_short.inc();
+        }
     }
 }

@@ -15,6 +15,11 @@
 //!    repeated step changes nothing).
 //! 3. [`TRENDING_SCRIPT`] (every live-ranking key tagged `{t}`): the rankings
 //!    keep their own per-partition offset and add only the events above it.
+//!    Then, when `[redis] min_replicas_acked` asks for it, `WAIT` on every
+//!    master written to ([`Store::wait_replicated`]): fewer replicas than
+//!    required fails the step (`StoreError::NotReplicated`), so neither the
+//!    witness below nor the Kafka offset moves past writes a failover could
+//!    still lose, and the retried slice re-applies what the new master lacks.
 //! 4. Last, `offsets:{topic}:{partition}` moves to the slice's last offset
 //!    (never back). It is no longer the guard but the resume point and the
 //!    lost-state witness: no stored offset while the slice starts past the
@@ -88,8 +93,9 @@ pub struct Applied {
 /// Events at or below the guard's offset are skipped (already applied);
 /// the others are counted into the item's entry (`views,carts,purchases,last_ts`,
 /// the newer time kept), the guard moves to the highest applied offset, the
-/// history is capped to its `cap` most recently touched items and its TTL
-/// renewed. Reply: {[0-based indices of the applied events], HGETALL}.
+/// history is capped: past `cap` items, it is cut to its `cap - cap/16` most
+/// recently touched (in batches, so a full history is not sorted on every
+/// event), and its TTL renewed. Reply: {[0-based indices of the applied events], HGETALL}.
 pub const APPLY_SCRIPT: &str = include_str!("apply.lua");
 
 /// `trending.lua`, next to this file: the live rankings' share of a slice.
@@ -132,6 +138,10 @@ pub struct Store {
     /// The live rankings kept in the same step (none unless
     /// [`Store::with_live_rankings`]).
     pub live: LiveRankings,
+    /// Replicas that must acknowledge the writes before progress moves past
+    /// them, and how long one `WAIT` may take (0: no wait; see
+    /// [`Store::with_replicas_acked`]).
+    pub replicas: (u32, std::time::Duration),
 }
 
 /// The live popularity rankings the apply step keeps (`schemas::popularity`).
@@ -169,7 +179,31 @@ impl Store {
             history_cap,
             ttl_s,
             live: LiveRankings::default(),
+            replicas: (0, std::time::Duration::ZERO),
         }
+    }
+
+    /// From now on waits, before any progress is recorded, until `n` replicas
+    /// of each master written to hold the writes (`WAIT n timeout`); 0 = never.
+    pub fn with_replicas_acked(mut self, n: u32, timeout: std::time::Duration) -> Store {
+        self.replicas = (n, timeout);
+        self
+    }
+
+    /// Waits until the configured replicas of every master holding one of
+    /// `keys` acknowledged this connection's writes to it; fewer by the
+    /// timeout is `StoreError::NotReplicated` (the caller must not move its
+    /// progress past the writes). Nothing to do when no replicas are asked for.
+    pub async fn wait_replicated<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
+        let (wanted, timeout) = self.replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let acked = self.conn.clone().wait_replicas(keys, wanted, timeout).await?;
+        if acked < wanted {
+            return Err(StoreError::NotReplicated { acked, wanted });
+        }
+        Ok(())
     }
 
     /// Keeps `live` in the apply step from now on.
@@ -319,6 +353,14 @@ async fn apply(
             inv.arg(e.offset).arg(e.item.as_str()).arg(e.kind.index()).arg(e.ts);
         }
         let _: i64 = inv.invoke_async(conn).await?;
+    }
+
+    // Every write above on `wanted` replicas before the witness moves.
+    if store.replicas.0 > 0 {
+        let hist: Vec<String> = users.iter().map(|u| keys.hist(u)).collect();
+        let item_users: Vec<String> = items.iter().map(|i| keys.item_users(i)).collect();
+        let trending = (!live.windows.is_empty()).then(|| keys.trending_landmarks());
+        store.wait_replicated(hist.iter().chain(&item_users).chain(&trending).map(String::as_str)).await?;
     }
 
     // 4. The resume point and lost-state witness, last.
