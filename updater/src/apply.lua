@@ -33,9 +33,13 @@ for e = 0, n - 1 do
 end
 if #applied > 0 then
   redis.call('HSET', key, field, string.format('%.0f', last))
-  -- Guard fields (`@…`, never an item id) do not count towards the cap.
+  -- Guard fields (`@…`, never an item id) do not count towards the cap; the
+  -- one just written is discounted here, others are skipped by the scan.
+  -- Eviction goes down to `cap - slack`, so a full history is read, parsed
+  -- and sorted once per `slack + 1` new items rather than on every event.
+  local slack = math.floor(cap / 16)
   local len = redis.call('HLEN', key)
-  if len > cap then
+  if len - 1 > cap then
     local all = redis.call('HGETALL', key)
     local entries = {}
     for i = 1, #all, 2 do
@@ -50,7 +54,7 @@ if #applied > 0 then
         if a[2] ~= b[2] then return a[2] < b[2] end
         return a[1] < b[1]
       end)
-      for i = 1, #entries - cap do redis.call('HDEL', key, entries[i][1]) end
+      for i = 1, #entries - (cap - slack) do redis.call('HDEL', key, entries[i][1]) end
     end
   end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end

@@ -65,7 +65,9 @@ pub struct UpdaterConfig {
     pub fetch_wait_max_ms: u64,
     /// librdkafka `session.timeout.ms`: how soon a dead instance's partitions move.
     pub session_timeout_ms: u64,
-    /// Most distinct items kept in a user's history (least recently touched go first).
+    /// Most distinct items kept in a user's history: past it, the least recently
+    /// touched go, down to 15/16 of it (a batch, so a full history is not
+    /// sorted on every event).
     pub history_max_items: usize,
     /// Length of the cached `recs:{user}` list.
     pub recs_size: usize,

@@ -93,8 +93,9 @@ pub struct Applied {
 /// Events at or below the guard's offset are skipped (already applied);
 /// the others are counted into the item's entry (`views,carts,purchases,last_ts`,
 /// the newer time kept), the guard moves to the highest applied offset, the
-/// history is capped to its `cap` most recently touched items and its TTL
-/// renewed. Reply: {[0-based indices of the applied events], HGETALL}.
+/// history is capped: past `cap` items, it is cut to its `cap - cap/16` most
+/// recently touched (in batches, so a full history is not sorted on every
+/// event), and its TTL renewed. Reply: {[0-based indices of the applied events], HGETALL}.
 pub const APPLY_SCRIPT: &str = include_str!("apply.lua");
 
 /// `trending.lua`, next to this file: the live rankings' share of a slice.

@@ -76,6 +76,30 @@ async fn histories_are_capped_least_recently_touched_first() {
 }
 
 #[tokio::test]
+async fn a_full_history_is_cut_in_batches_below_the_cap() {
+    // Cap 32: past it, the history drops to 32 - 32/16 = 30 items, then fills
+    // up to the cap again before the next cut.
+    let (s, _cleanup) = store(32).await;
+    let items = |r: &updater::store::Applied| {
+        let mut v: Vec<u32> = r.histories[0].items.iter().map(|(i, _)| i.to_string().parse().unwrap()).collect();
+        v.sort_unstable();
+        v
+    };
+    let batch: Vec<ApplyEvent> =
+        (0..32).map(|i| ev(i, "a", &format!("{}", 100 + i), EventKind::View, 1000 + i)).collect();
+    let r = s.apply("t", 0, &batch).await.unwrap();
+    assert_eq!(items(&r), (100..132).collect::<Vec<_>>(), "at the cap nothing is evicted");
+    let r = s.apply("t", 0, &[ev(32, "a", "132", EventKind::View, 1032)]).await.unwrap();
+    assert_eq!(items(&r), (103..133).collect::<Vec<_>>(), "one past the cap: the 3 least recent go");
+    let batch: Vec<ApplyEvent> =
+        (33..35).map(|i| ev(i, "a", &format!("{}", 100 + i), EventKind::View, 1000 + i)).collect();
+    let r = s.apply("t", 0, &batch).await.unwrap();
+    assert_eq!(items(&r), (103..135).collect::<Vec<_>>(), "refilled to the cap without a cut");
+    let r = s.apply("t", 0, &[ev(35, "a", "135", EventKind::View, 1035)]).await.unwrap();
+    assert_eq!(items(&r), (106..136).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn a_missing_offset_past_the_log_start_is_reported_as_lost_state() {
     let (s, _cleanup) = store(100).await;
     let slice = |floor, first, last| Slice { floor, first, last };
