@@ -183,7 +183,8 @@ pub async fn run(settings: Settings, deps: Deps, shutdown: impl Future<Output = 
     };
     let step = Attribution {
         consumer: consumer.clone(),
-        store: Store::new(redis, settings.redis.keys(), t.windows()),
+        store: Store::new(redis, settings.redis.keys(), t.windows())
+            .with_replicas_acked(settings.redis.replicas_to_wait(), settings.redis.replicas_ack_timeout()),
         topics,
         metrics,
         log_starts: BTreeMap::new(),

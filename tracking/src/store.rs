@@ -199,6 +199,10 @@ pub struct Store {
     script: redis::Script,
     counters_script: redis::Script,
     offset_script: redis::Script,
+    /// Replicas of each master written to that must hold the writes before
+    /// the resume points move past them (`WAIT`), and how long to wait; 0 =
+    /// never (`[redis] min_replicas_acked`).
+    replicas: (u32, std::time::Duration),
 }
 
 impl std::fmt::Debug for Store {
@@ -247,7 +251,31 @@ impl Store {
             script: redis::Script::new(ATTRIBUTE_SCRIPT),
             counters_script: redis::Script::new(COUNTERS_SCRIPT),
             offset_script: redis::Script::new(OFFSET_MAX),
+            replicas: (0, std::time::Duration::ZERO),
         }
+    }
+
+    /// From now on waits, before a resume point moves and before the caller
+    /// commits, until `n` replicas of each master written to hold the writes
+    /// (`WAIT n timeout`); 0 = never. A master failover then cannot take back
+    /// a state or a counter the resume points (and Kafka) have passed.
+    pub fn with_replicas_acked(mut self, n: u32, timeout: std::time::Duration) -> Store {
+        self.replicas = (n, timeout);
+        self
+    }
+
+    /// `StoreError::NotReplicated` unless the configured replicas of every
+    /// master holding one of `keys` acknowledged this connection's writes.
+    async fn wait_replicated(&self, keys: &[String]) -> Result<(), StoreError> {
+        let (wanted, timeout) = self.replicas;
+        if wanted == 0 || keys.is_empty() {
+            return Ok(());
+        }
+        let acked = self.conn.clone().wait_replicas(keys.iter().map(String::as_str), wanted, timeout).await?;
+        if acked < wanted {
+            return Err(StoreError::NotReplicated { acked, wanted });
+        }
+        Ok(())
     }
 
     /// Attributes one batch (see the module documentation). `topics` names
@@ -364,6 +392,22 @@ impl Store {
             return Ok(outcome);
         }
 
+        // The states and counters must survive a failover before the resume
+        // points pass them: a promoted replica without them would hold an
+        // older guard while Kafka has moved on, and the records would be lost.
+        let mut written: Vec<String> = records
+            .iter()
+            .filter(|r| {
+                let (t, p, _) = r.coords();
+                floor.contains_key(&(t, p))
+            })
+            .map(|r| self.keys.track(r.user()))
+            .collect();
+        written.sort_unstable();
+        written.dedup();
+        written.push(self.keys.stats_offsets());
+        self.wait_replicated(&written).await?;
+
         // 3. The resume points, last.
         let moves = live.iter().map(|&(t, p)| {
             let mut inv = self.offset_script.prepare_invoke();
@@ -372,6 +416,10 @@ impl Store {
             async move { inv.invoke_async::<i64>(&mut c).await }
         });
         futures::future::try_join_all(moves).await?;
+        // And the resume points themselves before the caller commits: the
+        // lost-state witness must not go back behind Kafka's offsets.
+        let resume_keys: Vec<String> = live.iter().map(|&(t, p)| self.keys.track_offsets(topics[t], p)).collect();
+        self.wait_replicated(&resume_keys).await?;
         Ok(outcome)
     }
 
