@@ -95,7 +95,15 @@ async fn replay_train_serve_personalise_swap_and_reject_a_worse_model() {
     // metrics move by more than the shipped 10 % between two fits of nearly the
     // same data, so the gate's tolerance is wider here. The worse model below
     // falls far beyond it.
-    let cfg = write_config(dir.path(), &brokers, &tag, &[("training.gate.max_relative_drop", 0.5.into())]);
+    // A degraded answer fails the swap check below, so serving's Redis budget
+    // is set far above its 50 ms default: the test is about the swap, not
+    // about how fast a loaded 2-core runner answers (budget: redis_restart.rs).
+    let cfg = write_config(
+        dir.path(),
+        &brokers,
+        &tag,
+        &[("training.gate.max_relative_drop", 0.5.into()), ("serving.redis_timeout_ms", 1_000.into())],
+    );
     let shared = common::config::load_settings::<updater::config::Settings>(Some(&cfg), no_env()).unwrap();
     let keys = shared.redis.keys();
     let events_topic = shared.kafka.topic(schemas::topics::EVENTS);
