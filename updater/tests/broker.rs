@@ -398,7 +398,9 @@ async fn an_event_posted_to_ingest_gives_a_new_user_the_direct_fold_in() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(list.model.as_str(), "v1");
-    assert_eq!(list.items.len(), env.settings.updater.recs_size);
+    // The list carries list_margin items past recs_size, for serving to drop
+    // the ones that sell out before the user's next event.
+    assert_eq!(list.items.len(), env.settings.updater.recs_size + env.settings.updater.list_margin);
     for (got, (want_score, want_id)) in list.items.iter().zip(&scores) {
         assert!((got.score - want_score).abs() < 1e-4, "{got:?} vs {want_id} {want_score}");
         let direct = model::dense::dot(&x, m.y.row(row(got.item_id.as_str()) as usize));
