@@ -234,8 +234,10 @@ async fn write_if_older(
     if lists.is_empty() {
         return Ok(0);
     }
+    // On its own, not in the pipeline: a lone SCRIPT LOAD goes to every node
+    // of a cluster, one inside a pipeline to a single node (NOSCRIPT on the others).
+    script.load_async(conn).await?;
     let mut p = redis::pipe();
-    p.load_script(script).ignore();
     for (u, l) in lists {
         p.invoke_script(script.key(keys.recs(u)).arg(version.as_str()).arg(l.to_json()).arg(ttl_s));
     }
