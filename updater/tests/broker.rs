@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] functions
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -237,31 +239,6 @@ async fn send(p: &FutureProducer, topic: &str, key: &[u8], payload: &[u8]) {
         .unwrap();
 }
 
-/// A deterministic stream: `n` events over `users` users, items from the
-/// model (rows 0..200) and a few it does not know.
-fn stream(n: usize, users: usize, seed: u64) -> Vec<(String, String, EventKind)> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = format!("s{}", x % users as u64);
-            let item = if (x >> 20).is_multiple_of(10) {
-                format!("new{}", (x >> 24) % 3)
-            } else {
-                model::synthetic::item_id(((x >> 30) % 200) as usize)
-            };
-            let kind = match (x >> 40) % 30 {
-                0 => EventKind::Transaction,
-                1 | 2 => EventKind::AddToCart,
-                _ => EventKind::View,
-            };
-            (u, item, kind)
-        })
-        .collect()
-}
-
 /// user → item → counts per kind, aggregated from scratch.
 fn aggregate(events: &[(String, String, EventKind)]) -> BTreeMap<String, BTreeMap<String, [u32; 3]>> {
     let mut m: BTreeMap<String, BTreeMap<String, [u32; 3]>> = BTreeMap::new();
@@ -421,7 +398,7 @@ async fn killed_mid_stream_and_restarted_every_event_is_applied_once() {
     let Some(b) = broker() else { return };
     let env = Env::new(&b, 3).await;
     env.write_model("v1", 7, true);
-    let events = stream(3_000, 150, 11);
+    let events = support::stream("s", 3_000, 150, 11);
     let producing = {
         let events = events.clone();
         let env_settings = env.settings.clone();
@@ -476,7 +453,7 @@ async fn redis_losing_its_state_rebuilds_every_history_from_the_log() {
     let Some(b) = broker() else { return };
     let env = Env::new(&b, 3).await;
     env.write_model("v1", 7, true);
-    let events = stream(1_500, 120, 17);
+    let events = support::stream("s", 1_500, 120, 17);
     let running = env.start(env.settings.clone()).await;
     produce_stream(&env, &events[..1_000], f64::INFINITY).await;
     env.wait_applied(Duration::from_secs(60)).await;
@@ -500,7 +477,7 @@ async fn two_instances_share_the_partitions_and_survive_one_being_killed() {
     let Some(b) = broker() else { return };
     let env = Env::new(&b, 4).await;
     env.write_model("v1", 7, true);
-    let events = stream(4_000, 200, 23);
+    let events = support::stream("s", 4_000, 200, 23);
     let (pa, pb) = (free_port(), free_port());
     let mut a = env.spawn_process(pa);
     let mut b_ = env.spawn_process(pb);

@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] functions
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -190,32 +192,6 @@ impl Cluster {
     }
 }
 
-/// A deterministic stream: `n` events over `users` users, items of the
-/// model (rows 0..200) and a few it does not know (their user sets are
-/// written too).
-fn stream(n: usize, users: usize, seed: u64) -> Vec<(String, String, EventKind)> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = format!("f{}", x % users as u64);
-            let item = if (x >> 20).is_multiple_of(10) {
-                format!("new{}", (x >> 24) % 3)
-            } else {
-                model::synthetic::item_id(((x >> 30) % 200) as usize)
-            };
-            let kind = match (x >> 40) % 30 {
-                0 => EventKind::Transaction,
-                1 | 2 => EventKind::AddToCart,
-                _ => EventKind::View,
-            };
-            (u, item, kind)
-        })
-        .collect()
-}
-
 async fn produce(settings: Settings, events: Vec<(String, String, EventKind)>, per_second: f64) {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &settings.kafka.brokers)
@@ -365,7 +341,7 @@ async fn a_master_killed_with_unreplicated_writes_loses_and_doubles_no_event() {
     }));
 
     // ~1,000 events/s for 8 s.
-    let events = stream(8_000, 300, 23);
+    let events = support::stream("f", 8_000, 300, 23);
     let producing = tokio::spawn(produce(s.clone(), events, 1_000.0));
     let topic = s.kafka.topic(schemas::topics::EVENTS);
     let mut r = common::redis_conn::connect(&s.redis).await.unwrap();
