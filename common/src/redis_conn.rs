@@ -23,6 +23,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Cmd, RedisFuture, RedisResult, Value};
 
 use crate::config::RedisConfig;
+use crate::redis_value::StoreError;
 
 /// A connection to one Redis node or to a Redis Cluster. Cheap to clone: the
 /// clones share the multiplexed connections underneath.
@@ -238,6 +239,25 @@ impl RedisConn {
             }
         });
         Ok(try_join_all(asks).await?.into_iter().min().unwrap_or(replicas))
+    }
+
+    /// [`RedisConn::wait_replicas`] for `wanted` replicas (0: nothing to do);
+    /// fewer by the timeout is [`StoreError::NotReplicated`], and the caller
+    /// must not move its progress past the writes.
+    pub async fn require_replicas<'k>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'k str>,
+        wanted: u32,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        if wanted == 0 {
+            return Ok(());
+        }
+        let acked = self.wait_replicas(keys, wanted, timeout).await?;
+        if acked < wanted {
+            return Err(StoreError::NotReplicated { acked, wanted });
+        }
+        Ok(())
     }
 }
 

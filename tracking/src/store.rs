@@ -268,14 +268,10 @@ impl Store {
     /// master holding one of `keys` acknowledged this connection's writes.
     async fn wait_replicated(&self, keys: &[String]) -> Result<(), StoreError> {
         let (wanted, timeout) = self.replicas;
-        if wanted == 0 || keys.is_empty() {
+        if keys.is_empty() {
             return Ok(());
         }
-        let acked = self.conn.clone().wait_replicas(keys.iter().map(String::as_str), wanted, timeout).await?;
-        if acked < wanted {
-            return Err(StoreError::NotReplicated { acked, wanted });
-        }
-        Ok(())
+        self.conn.clone().require_replicas(keys.iter().map(String::as_str), wanted, timeout).await
     }
 
     /// Attributes one batch (see the module documentation). `topics` names

@@ -196,14 +196,7 @@ impl Store {
     /// progress past the writes). Nothing to do when no replicas are asked for.
     pub async fn wait_replicated<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
         let (wanted, timeout) = self.replicas;
-        if wanted == 0 {
-            return Ok(());
-        }
-        let acked = self.conn.clone().wait_replicas(keys, wanted, timeout).await?;
-        if acked < wanted {
-            return Err(StoreError::NotReplicated { acked, wanted });
-        }
-        Ok(())
+        self.conn.clone().require_replicas(keys, wanted, timeout).await
     }
 
     /// Keeps `live` in the apply step from now on.
