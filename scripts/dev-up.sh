@@ -134,7 +134,9 @@ if port_open "$KAFKA_PORT"; then
 else
     if [ ! -x "$tansu" ]; then
         log "installing tansu $TANSU_VERSION (cargo install, ~20 min on 2 cores, once)"
-        cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql >&2
+        # postgres: the other storage engine docs/performance.md compares (the
+        # broker's produce -> consume floor); sqlite stays the one started here.
+        cargo install tansu --version "$TANSU_VERSION" --locked --features "${TANSU_FEATURES:-dynostore,libsql,postgres}" >&2
     fi
     log "starting tansu (sqlite engine) on 127.0.0.1:$KAFKA_PORT"
     (

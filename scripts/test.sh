@@ -58,14 +58,16 @@ cargo test --workspace --locked "$@"
 
 # The Redis-state tests again, against the Redis Cluster: the apply steps
 # (exactly once, two owners, lost state), the live rankings, the re-fold's
-# walk over every master, the updater killed mid-stream, two updaters and a
-# Redis that lost its state, through the real broker; and tracking's
+# walk over every master, the updater killed mid-stream, two updaters, a
+# Redis that lost its state and `recsys-updater verify`, through the real
+# broker; and tracking's
 # attribution (its steps cut short, two owners, a lost partition) in the
-# library, in the updater and end to end.
+# library, in the updater and end to end; and the whole product end to end
+# (replay, train, publish, serve, a model swap under load).
 log "cargo test (Redis Cluster)"
 export RECSYS_TEST_REDIS_CLUSTER=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002
 cargo test --locked -p updater --test store --test live_rankings --test refold "$@"
-cargo test --locked -p updater --test broker "$@" -- killed_mid_stream two_instances redis_losing
+cargo test --locked -p updater --test broker "$@" -- killed_mid_stream two_instances redis_losing verify_tells
 cargo test --locked -p tracking "$@"
 cargo test --locked -p updater --test tracking "$@"
-cargo test --locked -p e2e --test tracking "$@"
+cargo test --locked -p e2e --test tracking --test end_to_end "$@"

@@ -85,6 +85,8 @@ pub struct Batch {
     pub messages: Vec<OwnedMessage>,
     /// Shutdown came while the batch was filling: process it, then stop.
     pub stopping: bool,
+    /// When the first message reached the caller: the batch's oldest wait.
+    pub opened: std::time::Instant,
 }
 
 /// Waits for one message, then gathers more until `max` or until `wait` has
@@ -123,6 +125,7 @@ where
             },
         }
     }
+    let opened = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + wait;
     let mut stopping = false;
     while messages.len() < max {
@@ -136,7 +139,7 @@ where
             },
         }
     }
-    Some(Batch { messages, stopping })
+    Some(Batch { messages, stopping, opened })
 }
 
 /// How [`consume`] paces a consumer.
@@ -159,6 +162,10 @@ pub trait BatchStep {
     type Decoded: Send;
     /// Why an attempt failed (it is retried).
     type Error: std::fmt::Display + Send;
+
+    /// The batch about to be decoded had its first message in hand at
+    /// `at` (for a step that measures its own latency).
+    fn opened(&mut self, _at: std::time::Instant) {}
 
     /// Once per batch, before the first attempt: what needs no retry.
     fn decode(&mut self, batch: &[OwnedMessage]) -> impl Future<Output = Self::Decoded> + Send;
@@ -205,6 +212,7 @@ where
         };
         stopping = next.stopping;
         let batch = next.messages;
+        step.opened(next.opened);
         let decoded = step.decode(&batch).await;
         let mut backoff = pace.backoff;
         loop {

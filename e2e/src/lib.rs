@@ -58,8 +58,11 @@ pub fn write_config(dir: &Path, brokers: &str, tag: &str, extra: &[(&str, toml::
     set("kafka.brokers", brokers.into());
     set("kafka.partitions", 2.into());
     set("kafka.topic_prefix", format!("e2e-{tag}.").into());
-    set("redis.url", redis_url().into());
-    set("redis.prefix", format!("e2e-{tag}:").into());
+    // The single node, or the cluster of RECSYS_TEST_REDIS_CLUSTER.
+    let redis = testkit::services::redis_config(&format!("e2e-{tag}:"));
+    set("redis.url", redis.url.into());
+    set("redis.cluster_nodes", redis.cluster_nodes.into_iter().map(toml::Value::from).collect::<Vec<_>>().into());
+    set("redis.prefix", redis.prefix.into());
     set("model.artifacts_dir", dir.join("models").display().to_string().into());
     set("training.factors", 16.into());
     set("training.iterations", 6.into());
@@ -250,25 +253,7 @@ pub fn view(user: &str, item: &str) -> serde_json::Value {
 /// Deletes every Redis key under `prefix` (a test's own), so test runs do not
 /// pile up keys in the shared Redis (and slow every SCAN of the others).
 pub async fn cleanup_redis(prefix: &str) {
-    let mut c =
-        common::redis_conn::connect(&common::RedisConfig { url: redis_url(), ..Default::default() }).await.unwrap();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(5_000)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await.unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    let cfg = testkit::services::redis_config(prefix);
+    let mut c = common::redis_conn::connect(&cfg).await.unwrap();
+    testkit::services::delete_keys(&mut c, prefix).await;
 }

@@ -202,8 +202,7 @@ async fn broker_stopped_and_restarted_under_ingest_load() {
     assert!(dup.is_empty(), "duplicated in the topic: {dup:?}");
 
     // The updater resumed by itself: the histories hold exactly the topic's events.
-    let mut redis =
-        common::redis_conn::connect(&common::RedisConfig { url: redis_url(), ..Default::default() }).await.unwrap();
+    let mut redis = common::redis_conn::connect(&s.redis).await.unwrap();
     let keys = s.redis.keys();
     let mut want: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for item in in_topic.keys() {

@@ -1,6 +1,7 @@
 //! The product's whole flow, in one process, against the real broker
 //! (`RECSYS_TEST_KAFKA`, default 127.0.0.1:9092; `scripts/dev-up.sh` starts
-//! tansu there) and Redis (`RECSYS_TEST_REDIS`):
+//! tansu there) and Redis (`RECSYS_TEST_REDIS`, or the Redis Cluster of
+//! `RECSYS_TEST_REDIS_CLUSTER`: `scripts/test.sh` runs it against both):
 //!
 //! 1. a RetailRocket-shaped log is replayed through `ingest::replay` into the
 //!    events topic, and the trainer trains from the topic (`--from-kafka`),

@@ -15,6 +15,8 @@
 //!   and the in-memory availability the scoring excludes by.
 //! - [`kafka`]: the consumer's context (lag metrics, rebalance logs).
 //! - [`metrics`], [`http`]: `recsys_updater_*` on `/metrics`, and `/health`.
+//! - [`verify`]: `recsys-updater verify`, the histories in Redis against the
+//!   events topic (events lost, events applied twice).
 //!
 //! Exactly-once application: each partition's offset lives in Redis next to
 //! the histories and moves in the same atomic step, so Kafka's own committed
@@ -34,6 +36,7 @@ pub mod pipeline;
 pub mod refold;
 pub mod served;
 pub mod store;
+pub mod verify;
 pub mod watch;
 
 use std::future::{Future, IntoFuture};

@@ -37,6 +37,11 @@ enum Command {
     /// [tracking]) without starting anything.
     #[command(subcommand)]
     Config(common::cli::ConfigCommand),
+    /// Check the user histories in Redis against the events topic: every
+    /// event the topic holds counted exactly once (prints the events lost and
+    /// applied twice; exits 1 when either is not 0). Run it when the updaters
+    /// have caught up, e.g. after a failover or a restore.
+    Verify,
 }
 
 /// What the updater and its tracking task would load, as one TOML document.
@@ -50,7 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (file, config) = match cli.command {
         Some(Command::Config(cmd)) => (cli.config.clone(), Some(cmd)),
-        None => (None, None),
+        Some(Command::Verify) | None => (None, None),
     };
     common::process::Main::new("recsys-updater", &ALLOC, cli.log)
         .config(file.as_deref(), config, effective)
@@ -61,6 +66,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = cli.config.as_deref();
     let mut settings: updater::Settings =
         common::config::load_settings(file, None).context("loading the configuration")?;
+    if matches!(cli.command, Some(Command::Verify)) {
+        let report = updater::verify::verify(&settings).await?;
+        print!("{}", report.render());
+        return Ok(if report.exact() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     if let Some(l) = cli.metrics_listen {
         settings.updater.metrics_listen = l;
     }

@@ -28,6 +28,10 @@ pub struct Metrics {
     /// Seconds from the event's Kafka timestamp (set when ingest produced it)
     /// to its user's list written in Redis.
     pub freshness_seconds: Histogram,
+    /// Seconds from the first message of an event's batch in the updater's
+    /// hands to its user's list written: the updater's own share of the
+    /// freshness, without the broker's (each event counted at its batch's worst).
+    pub processing_seconds: Histogram,
     /// Consumer lag per partition (high watermark − position), from librdkafka statistics.
     pub consumer_lag: IntGaugeVec,
     /// Batch attempts that failed and were retried, by stage.
@@ -90,6 +94,16 @@ impl Metrics {
                     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 ]),
             )?,
+            processing_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "recsys_updater_processing_seconds",
+                    "Event's batch opened in the updater -> its user's list written to Redis",
+                )
+                .buckets(vec![
+                    0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.012, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
+                    0.25, 0.5, 1.0, 5.0,
+                ]),
+            )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new("recsys_updater_consumer_lag", "Messages behind the high watermark per partition"),
                 &["partition"],
@@ -136,6 +150,7 @@ impl Metrics {
         m.registry.register(Box::new(m.stage_seconds.clone()))?;
         m.registry.register(Box::new(m.users_refreshed.clone()))?;
         m.registry.register(Box::new(m.freshness_seconds.clone()))?;
+        m.registry.register(Box::new(m.processing_seconds.clone()))?;
         m.registry.register(Box::new(m.consumer_lag.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.commit_errors.clone()))?;

@@ -85,6 +85,8 @@ pub struct Pipeline {
     /// First offset of each partition's log (its low watermark), the floor of
     /// the lost-state check (`store::APPLY_SCRIPT`); fetched once per partition.
     floors: BTreeMap<i32, i64>,
+    /// When the batch in hand had its first message (see `BatchStep::opened`).
+    opened: Option<Instant>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -111,40 +113,44 @@ struct Decoded {
 }
 
 /// Parses and validates every message (`received`: the wall clock of the
-/// batch, for events without a time). An event keyed by another user than its
-/// own is refused: its user's events would lose their order.
+/// batch, for events without a time).
 fn decode(batch: &[OwnedMessage], received: i64) -> Decoded {
-    let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
     let mut out = Decoded { valid: Vec::with_capacity(batch.len()), dead: Vec::new() };
     for m in batch {
         let payload = m.payload().unwrap_or_default();
-        let parsed = Event::parse_json_with(payload, received, &limits);
-        match parsed {
-            Ok(ev) if m.key().is_some_and(|k| k != ev.user_id().as_str().as_bytes()) => out.dead.push((
-                DeadLetter::new(
-                    format!(
-                        "message key {:?} is not the event's user_id {:?}: the user's events would lose their order",
-                        String::from_utf8_lossy(m.key().unwrap_or_default()),
-                        ev.user_id().as_str()
-                    ),
-                    DeadLetterSource::Updater,
-                    received,
-                    payload,
-                ),
-                "key_mismatch",
-            )),
+        match decode_one(payload, m.key(), received) {
             Ok(event) => out.valid.push(Valid {
                 partition: m.partition(),
                 offset: m.offset(),
                 kafka_ts_ms: m.timestamp().to_millis(),
                 event,
             }),
-            Err(e) => out
-                .dead
-                .push((DeadLetter::new(e.to_string(), DeadLetterSource::Updater, received, payload), "invalid_event")),
+            Err((reason, class)) => {
+                out.dead.push((DeadLetter::new(reason, DeadLetterSource::Updater, received, payload), class))
+            }
         }
     }
     out
+}
+
+/// One message of the events topic as the apply step sees it: the event, or
+/// why it is dead-lettered and its rejection class. An event keyed by another
+/// user than its own is refused: its user's events would lose their order.
+/// (`recsys-updater verify` expects exactly what this accepts.)
+pub(crate) fn decode_one(payload: &[u8], key: Option<&[u8]>, received: i64) -> Result<Event, (String, &'static str)> {
+    let limits = EventLimits { min_ts: 0, ..EventLimits::default() };
+    match Event::parse_json_with(payload, received, &limits) {
+        Ok(ev) if key.is_some_and(|k| k != ev.user_id().as_str().as_bytes()) => Err((
+            format!(
+                "message key {:?} is not the event's user_id {:?}: the user's events would lose their order",
+                String::from_utf8_lossy(key.unwrap_or_default()),
+                ev.user_id().as_str()
+            ),
+            "key_mismatch",
+        )),
+        Ok(ev) => Ok(ev),
+        Err(e) => Err((e.to_string(), "invalid_event")),
+    }
 }
 
 /// What the apply stage left in Redis.
@@ -185,6 +191,7 @@ impl Pipeline {
             params,
             new_items: NewItemState::default(),
             floors: BTreeMap::new(),
+            opened: None,
         }
     }
 
@@ -231,9 +238,13 @@ impl Pipeline {
 
         // Metrics, then the offsets (only now is everything in Redis).
         let done = now_ms();
+        let processing = self.opened.map(|t| t.elapsed().as_secs_f64());
         for v in decoded.valid.iter().filter(|v| !lost.contains(&v.partition)) {
             if let Some(ts) = v.kafka_ts_ms {
                 self.metrics.freshness_seconds.observe(((done - ts).max(0)) as f64 / 1000.0);
+            }
+            if let Some(s) = processing {
+                self.metrics.processing_seconds.observe(s);
             }
         }
         self.metrics.events.with_label_values(&["applied"]).inc_by(applied as u64);
@@ -539,6 +550,10 @@ impl BatchStep for Pipeline {
     /// Nothing: [`Pipeline::process`] decodes on every attempt.
     type Decoded = ();
     type Error = BatchError;
+
+    fn opened(&mut self, at: Instant) {
+        self.opened = Some(at);
+    }
 
     async fn decode(&mut self, _batch: &[OwnedMessage]) {}
 

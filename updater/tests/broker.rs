@@ -116,6 +116,25 @@ impl Env {
             .unwrap()
     }
 
+    /// `recsys-updater verify` as an operator runs it, on this test's topic
+    /// and Redis: whether it passed, and what it printed.
+    fn verify_process(&self) -> (bool, String) {
+        let s = &self.settings;
+        let out = Command::new(env!("CARGO_BIN_EXE_recsys-updater"))
+            .arg("--config")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/recsys.toml"))
+            .arg("verify")
+            .env("RECSYS__KAFKA__BROKERS", &s.kafka.brokers)
+            .env("RECSYS__KAFKA__TOPIC_PREFIX", &s.kafka.topic_prefix)
+            .envs(redis_env(&s.redis))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprint!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
     /// Waits until the Redis offset of every partition reached the topic's end.
     async fn wait_applied(&self, timeout: Duration) {
         assert!(self.try_wait_applied(timeout).await, "events not all applied within {timeout:?}");
@@ -515,6 +534,54 @@ async fn two_instances_share_the_partitions_and_survive_one_being_killed() {
     b_.kill();
     drop(replacement);
     assert_histories(&env, &events).await;
+    // The operator's check agrees with the from-scratch aggregation.
+    let (exact, out) = env.verify_process();
+    assert!(exact && out.ends_with("lost 0 (0 users), applied twice 0 (0 users)\n"), "{out}");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_tells_exact_histories_from_a_lost_or_a_doubled_event() {
+    let Some(b) = broker() else { return };
+    let env = Env::new(&b, 2).await;
+    env.write_model("v1", 7, true);
+    let events = support::stream("s", 1_000, 50, 29);
+    let up = env.start(env.settings.clone()).await;
+    produce_stream(&env, &events, f64::INFINITY).await;
+    env.wait_applied(Duration::from_secs(60)).await;
+    up.stop().await;
+    let (exact, out) = env.verify_process();
+    assert!(exact, "{out}");
+    assert!(out.contains("1000 messages, 1000 events the updater applies"), "{out}");
+    assert!(out.contains("50 users compared"), "{out}");
+    assert!(out.ends_with("lost 0 (0 users), applied twice 0 (0 users)\n"), "{out}");
+
+    // One user's view counted once more than the log holds it; another
+    // user's item gone with all its events.
+    let want = aggregate(&events);
+    let mut users = want.iter();
+    let (u1, items1) = users.next().unwrap();
+    let (i1, c1) = items1.iter().next().unwrap();
+    let (u2, items2) = users.next().unwrap();
+    let (i2, c2) = items2.iter().next().unwrap();
+    let keys = env.settings.redis.keys();
+    let mut r = env.redis().await;
+    let twice = HistEntry { counts: [c1[0] + 1, c1[1], c1[2]], last_ts: STREAM_T0 }.encode();
+    let _: () = redis::cmd("HSET")
+        .arg(keys.hist(&UserId::parse(u1).unwrap()))
+        .arg(i1)
+        .arg(twice)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let _: () =
+        redis::cmd("HDEL").arg(keys.hist(&UserId::parse(u2).unwrap())).arg(i2).query_async(&mut r).await.unwrap();
+    let lost: u32 = c2.iter().sum();
+    let (exact, out) = env.verify_process();
+    assert!(!exact, "{out}");
+    assert!(out.contains(&format!("user {u1} item {i1}:")), "{out}");
+    assert!(out.contains(&format!("user {u2} item {i2}:")), "{out}");
+    assert!(out.ends_with(&format!("lost {lost} (1 users), applied twice 1 (1 users)\n")), "{out}");
     env.cleanup().await;
 }
 

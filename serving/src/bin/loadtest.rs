@@ -52,6 +52,9 @@ enum Command {
     Preload {
         #[arg(long, default_value = "redis://127.0.0.1:6379")]
         redis_url: String,
+        /// A Redis Cluster's seed nodes (comma-separated) instead of `--redis-url`.
+        #[arg(long, value_delimiter = ',')]
+        cluster_nodes: Vec<String>,
         /// Redis key prefix (serving's redis.prefix).
         #[arg(long, default_value = "recsys:")]
         prefix: String,
@@ -174,12 +177,17 @@ fn main() -> ExitCode {
     };
     let r = match cli.command {
         Command::Run(a) => rt.block_on(run(a)),
-        Command::Preload { redis_url, prefix, users, user_prefix, items, model, model_dir } => {
+        Command::Preload { redis_url, cluster_nodes, prefix, users, user_prefix, items, model, model_dir } => {
             let written = match model_dir {
                 Some(root) => write_model(&root, &model),
                 None => Ok(()),
             };
-            written.and_then(|()| rt.block_on(preload(&redis_url, &prefix, users, &user_prefix, items, &model)))
+            let redis = if cluster_nodes.is_empty() {
+                common::RedisConfig { url: redis_url, prefix, ..Default::default() }
+            } else {
+                common::RedisConfig { url: String::new(), cluster_nodes, prefix, ..Default::default() }
+            };
+            written.and_then(|()| rt.block_on(preload(&redis, users, &user_prefix, items, &model)))
         }
     };
     match r {
@@ -208,16 +216,15 @@ fn write_model(root: &std::path::Path, version: &str) -> anyhow::Result<()> {
 }
 
 async fn preload(
-    url: &str,
-    prefix: &str,
+    redis: &common::RedisConfig,
     users: usize,
     user_prefix: &str,
     items: usize,
     model: &str,
 ) -> anyhow::Result<()> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let keys = schemas::RedisKeys::new(prefix);
+    let mut conn = common::redis_conn::connect(redis).await.context("connecting to Redis")?;
+    let keys = redis.keys();
+    let prefix = &redis.prefix;
     let model = schemas::ModelVersion::parse(model).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
     let now = schemas::now_ms();
     let t = Instant::now();
