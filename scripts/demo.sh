@@ -164,7 +164,7 @@ log "replaying the event log into Kafka (${DEMO_REPLAY_RATE:-4000} events/s)"
 summary=$("$bin/recsys-ingest" replay "$state/data/events.csv" --rate "${DEMO_REPLAY_RATE:-4000}" --quiet)
 echo "$summary"
 lines=$(sed -n 's/^lines \([0-9]*\),.*/\1/p' <<<"$summary")
-sent=$(sed -n 's/.*, sent \([0-9]*\),.*/\1/p' <<<"$summary")
+sent=$(sed -n 's/.*, sent \([0-9]*\) .*/\1/p' <<<"$summary")
 [ -n "$lines" ] && [ -n "$sent" ] || die "cannot read replay's summary: $summary"
 rows=$(($(wc -l <"$state/data/events.csv") - 1))
 [ "$lines" -eq "$rows" ] && [ "$sent" -eq "$rows" ] ||

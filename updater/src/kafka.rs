@@ -35,8 +35,13 @@ impl ClientContext for UpdaterContext {
 impl ConsumerContext for UpdaterContext {
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         match r {
-            Rebalance::Assign(tpl) => tracing::info!(partitions = ?partitions(tpl), "partitions assigned"),
+            Rebalance::Assign(tpl) => {
+                // Eager protocol (range assignor): an assignment is the whole set.
+                self.metrics.assigned_partitions.set(tpl.count() as i64);
+                tracing::info!(partitions = ?partitions(tpl), "partitions assigned");
+            }
             Rebalance::Revoke(tpl) => {
+                self.metrics.assigned_partitions.set(0);
                 for p in partitions(tpl) {
                     let _ = self.metrics.consumer_lag.remove_label_values(&[&p.to_string()]);
                 }

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub processing_seconds: Histogram,
     /// Consumer lag per partition (high watermark − position), from librdkafka statistics.
     pub consumer_lag: IntGaugeVec,
+    /// Partitions of the events topic this instance holds in its consumer group.
+    pub assigned_partitions: IntGauge,
     /// Batch attempts that failed and were retried, by stage.
     pub retries: IntCounterVec,
     /// Kafka offset commits that failed (the next commit covers them).
@@ -104,6 +106,10 @@ impl Metrics {
                     0.25, 0.5, 1.0, 5.0,
                 ]),
             )?,
+            assigned_partitions: IntGauge::new(
+                "recsys_updater_assigned_partitions",
+                "Partitions of the events topic this instance holds in its consumer group",
+            )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new("recsys_updater_consumer_lag", "Messages behind the high watermark per partition"),
                 &["partition"],
@@ -152,6 +158,7 @@ impl Metrics {
         m.registry.register(Box::new(m.freshness_seconds.clone()))?;
         m.registry.register(Box::new(m.processing_seconds.clone()))?;
         m.registry.register(Box::new(m.consumer_lag.clone()))?;
+        m.registry.register(Box::new(m.assigned_partitions.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.commit_errors.clone()))?;
         m.registry.register(Box::new(m.model_loads.clone()))?;
