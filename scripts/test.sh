@@ -66,7 +66,7 @@ cargo test --workspace --locked "$@"
 # (replay, train, publish, serve, a model swap under load).
 log "cargo test (Redis Cluster)"
 export RECSYS_TEST_REDIS_CLUSTER=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002
-cargo test --locked -p updater --test store --test live_rankings --test refold "$@"
+cargo test --locked -p updater --test store --test live_rankings --test refold --test upgrade "$@"
 cargo test --locked -p updater --test broker "$@" -- killed_mid_stream two_instances redis_losing verify_tells
 cargo test --locked -p tracking "$@"
 cargo test --locked -p updater --test tracking "$@"

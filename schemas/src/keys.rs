@@ -156,6 +156,12 @@ impl RedisKeys {
         format!("{}popular:cat:*", self.escaped_prefix())
     }
 
+    /// A `SCAN MATCH` pattern for keys under this prefix: the prefix with its
+    /// glob characters escaped, then `rest` as given (a glob).
+    pub fn pattern(&self, rest: &str) -> String {
+        format!("{}{rest}", self.escaped_prefix())
+    }
+
     /// The prefix with glob characters escaped, for `SCAN MATCH`.
     fn escaped_prefix(&self) -> String {
         let mut p = String::with_capacity(self.prefix.len() + 8);

@@ -15,6 +15,8 @@
 //!   and the in-memory availability the scoring excludes by.
 //! - [`kafka`]: the consumer's context (lag metrics, rebalance logs).
 //! - [`metrics`], [`http`]: `recsys_updater_*` on `/metrics`, and `/health`.
+//! - [`upgrade`]: `recsys-updater upgrade-keys`, the previous key layout's
+//!   rankings and counters moved to their current names.
 //! - [`verify`]: `recsys-updater verify`, the histories in Redis against the
 //!   events topic (events lost, events applied twice).
 //!
@@ -36,6 +38,7 @@ pub mod pipeline;
 pub mod refold;
 pub mod served;
 pub mod store;
+pub mod upgrade;
 pub mod verify;
 pub mod watch;
 

@@ -42,6 +42,16 @@ enum Command {
     /// applied twice; exits 1 when either is not 0). Run it when the updaters
     /// have caught up, e.g. after a failover or a restore.
     Verify,
+    /// Move the live rankings' and the A/B counters' keys a version before the
+    /// Redis Cluster layout wrote (`trending:1h`, `stats:als:v1`, …) to their
+    /// current names. Run it with the old version stopped, before the new one
+    /// starts; one Redis node ([redis] url). Exits 1 when a key exists under
+    /// both names (both are left).
+    UpgradeKeys {
+        /// Print what would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// What the updater and its tracking task would load, as one TOML document.
@@ -55,7 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (file, config) = match cli.command {
         Some(Command::Config(cmd)) => (cli.config.clone(), Some(cmd)),
-        Some(Command::Verify) | None => (None, None),
+        Some(Command::Verify | Command::UpgradeKeys { .. }) | None => (None, None),
     };
     common::process::Main::new("recsys-updater", &ALLOC, cli.log)
         .config(file.as_deref(), config, effective)
@@ -66,6 +76,32 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = cli.config.as_deref();
     let mut settings: updater::Settings =
         common::config::load_settings(file, None).context("loading the configuration")?;
+    if let Some(Command::UpgradeKeys { dry_run }) = cli.command {
+        let mut conn = common::redis_conn::connect(&settings.redis).await.context("connecting to Redis")?;
+        let keys = settings.redis.keys();
+        let done = updater::upgrade::upgrade_keys(&mut conn, &keys, dry_run).await?;
+        let verb = if dry_run { "would move" } else { "moved" };
+        for (old, new) in &done.moved {
+            println!("{verb} {old} -> {new}");
+        }
+        for (old, new) in &done.kept {
+            println!("kept {old}: {new} exists already (both left; keep one by hand)");
+        }
+        if done.old_index_deleted {
+            println!(
+                "{} {}stats_index (replaced by {})",
+                if dry_run { "would delete" } else { "deleted" },
+                keys.prefix(),
+                keys.stats_index()
+            );
+        }
+        if done.nothing() {
+            println!("nothing to upgrade under prefix {:?}: no key of the previous layout", keys.prefix());
+        } else {
+            println!("{} keys {verb}, {} kept", done.moved.len(), done.kept.len());
+        }
+        return Ok(if done.kept.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     if matches!(cli.command, Some(Command::Verify)) {
         let report = updater::verify::verify(&settings).await?;
         print!("{}", report.render());
