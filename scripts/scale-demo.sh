@@ -23,8 +23,8 @@
 #   scripts/scale-demo.sh
 #   SCALE_EVENTS=300000 SCALE_REPLAY_RATE=3000 scripts/scale-demo.sh
 #
-# State and logs: .scale/. The run's processes are stopped at the end; its
-# keys (prefix scale-<run>:) are deleted at the start of the next run.
+# State and logs: .scale/. The run's processes are stopped at the end and its
+# keys (prefix scale-<run>:) deleted, unless SCALE_KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -46,12 +46,20 @@ die() {
 }
 
 pids=()
+prefix=""
 cleanup() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do
         for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null || true
     done
+    # The run's keys go unless SCALE_KEEP=1 (keyspace passes of later runs and
+    # tests on the same cluster would walk them).
+    if [ -n "$prefix" ] && [ "${SCALE_KEEP:-0}" != 1 ]; then
+        for m in $(masters); do
+            redis-cli -p "$m" --scan --pattern "${prefix}*" | sed 's/^/UNLINK /' | redis-cli -p "$m" >/dev/null 2>&1 || true
+        done
+    fi
 }
 trap cleanup EXIT
 
@@ -93,20 +101,14 @@ if [ ! -s "$data/events.csv" ]; then
 fi
 rows=$(($(wc -l <"$data/events.csv") - 1))
 
-# A fresh run: its own topics, consumer groups and keys; the last run's keys go.
+# A fresh run: its own topics, consumer groups and keys.
 run=$(date +%s)
-old=$(cat "$state/prefix" 2>/dev/null || true)
-if [ -n "$old" ]; then
-    for m in $(masters); do
-        redis-cli -p "$m" --scan --pattern "${old}*" | xargs -r -n 500 redis-cli -p "$m" unlink >/dev/null
-    done
-fi
-echo "scale-$run:" >"$state/prefix"
+prefix="scale-$run:"
 rm -rf "$state/models"
 nodes=$(for i in 0 1 2; do printf 'redis://127.0.0.1:%d,' $((CLUSTER_PORT + i)); done)
 export RECSYS__REDIS__URL=""
 export RECSYS__REDIS__CLUSTER_NODES=${nodes%,}
-export RECSYS__REDIS__PREFIX="scale-$run:"
+export RECSYS__REDIS__PREFIX=$prefix
 export RECSYS__KAFKA__TOPIC_PREFIX="scale-$run."
 export RECSYS__KAFKA__PARTITIONS=$PARTITIONS
 export RECSYS__MODEL__ARTIFACTS_DIR=$state/models

@@ -30,14 +30,16 @@ use crate::redis_value::StoreError;
 #[derive(Clone)]
 pub enum RedisConn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    /// The connection, and the key prefix its replication probes are written
+    /// under (see [`RedisConn::wait_replicas`]).
+    Cluster(ClusterConnection, std::sync::Arc<str>),
 }
 
 impl std::fmt::Debug for RedisConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             RedisConn::Single(_) => "RedisConn::Single",
-            RedisConn::Cluster(_) => "RedisConn::Cluster",
+            RedisConn::Cluster(..) => "RedisConn::Cluster",
         })
     }
 }
@@ -46,7 +48,10 @@ impl std::fmt::Debug for RedisConn {
 pub async fn connect(cfg: &RedisConfig) -> RedisResult<RedisConn> {
     if cfg.is_cluster() {
         let client = cluster_client(cfg)?;
-        Ok(RedisConn::Cluster(client.get_async_connection_with_config(cluster_config(cfg)).await?))
+        Ok(RedisConn::Cluster(
+            client.get_async_connection_with_config(cluster_config(cfg)).await?,
+            cfg.prefix.as_str().into(),
+        ))
     } else {
         let client = redis::Client::open(cfg.url.as_str())?;
         Ok(RedisConn::Single(ConnectionManager::new_with_config(client, manager_config(cfg)).await?))
@@ -57,7 +62,10 @@ pub async fn connect(cfg: &RedisConfig) -> RedisResult<RedisConn> {
 pub fn connect_lazy(cfg: &RedisConfig) -> RedisResult<RedisConn> {
     if cfg.is_cluster() {
         let client = cluster_client(cfg)?;
-        Ok(RedisConn::Cluster(client.get_pending_async_connection_with_config(cluster_config(cfg))))
+        Ok(RedisConn::Cluster(
+            client.get_pending_async_connection_with_config(cluster_config(cfg)),
+            cfg.prefix.as_str().into(),
+        ))
     } else {
         let client = redis::Client::open(cfg.url.as_str())?;
         Ok(RedisConn::Single(ConnectionManager::new_lazy_with_config(client, manager_config(cfg))?))
@@ -92,14 +100,14 @@ fn cluster_config(cfg: &RedisConfig) -> ClusterConfig {
 impl RedisConn {
     /// Whether this is a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self, RedisConn::Cluster(_))
+        matches!(self, RedisConn::Cluster(..))
     }
 
     /// The masters to walk for a keyspace pass, in a stable order (a
     /// cluster's shards by their lowest slot, which a failover does not
     /// change); one entry for a single node.
     pub async fn scan_targets(&mut self) -> RedisResult<Vec<ScanTarget>> {
-        let RedisConn::Cluster(c) = self else { return Ok(vec![ScanTarget { first_slot: 0, addr: None }]) };
+        let RedisConn::Cluster(c, _) = self else { return Ok(vec![ScanTarget { first_slot: 0, addr: None }]) };
         let reply: Value = c
             .route_command(
                 redis::cmd("CLUSTER").arg("SLOTS").clone(),
@@ -127,7 +135,7 @@ impl RedisConn {
     ) -> RedisResult<(u64, Vec<String>)> {
         let cmd = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count).clone();
         match (self, &target.addr) {
-            (RedisConn::Cluster(c), Some((host, port))) => {
+            (RedisConn::Cluster(c, _), Some((host, port))) => {
                 let v = c
                     .route_command(
                         cmd,
@@ -175,9 +183,11 @@ impl RedisConn {
     /// the client's connection to that slot's master, which carried the
     /// writes; a master that died since fails the call. Once the client has
     /// moved the slot to a promoted replica, the new master answers instead,
-    /// for writes it never had: with one replica per master it has none in
-    /// sync until a replica joins it, so the answer is short and the caller
-    /// re-applies; with more replicas, ask for as many as there are. The
+    /// for writes it never had — and once a replica joined it, it says yes:
+    /// [`RedisConn::require_replicas`] therefore also fails a step whose
+    /// slots changed master since it began. Each master first gets a probe
+    /// write on the same connection, so the WAIT covers everything that
+    /// master held even when this attempt wrote nothing there. The
     /// masters are found from `CLUSTER SLOTS` at the time of the call, asked
     /// of the master of the first key's slot (a node written to anyway, never
     /// a replica that may be stalled).
@@ -192,12 +202,14 @@ impl RedisConn {
         if slots.is_empty() {
             return Ok(replicas);
         }
-        let c = match self {
+        let (c, prefix) = match self {
+            // One node: one connection carried the writes and carries the WAIT
+            // (a reconnect in between is the case the cluster's probe covers).
             RedisConn::Single(c) => {
                 let n: i64 = wait.query_async(c).await?;
                 return Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX));
             }
-            RedisConn::Cluster(c) => c,
+            RedisConn::Cluster(c, prefix) => (c, prefix.clone()),
         };
         slots.sort_unstable();
         slots.dedup();
@@ -222,43 +234,97 @@ impl RedisConn {
                 _ => asked.push(slot),
             }
         }
+        // WAIT counts the replicas holding the asking connection's last
+        // write. Retried work may write nothing to a master (its guards skip
+        // what is there), and the connection may be a new one since the
+        // writes (a reconnect, a failover): WAIT would then pass at once
+        // without saying anything about them. So each master first gets a
+        // write of its own on the same connection, in one pipeline with the
+        // WAIT: a replica at that offset holds everything the master had.
         let asks = asked.into_iter().map(|slot| {
-            let (mut c, wait) = (c.clone(), wait.clone());
+            let (mut c, wait, probe) = (c.clone(), wait.clone(), probe_key(&prefix, slot));
             async move {
+                let mut p = redis::pipe();
+                p.cmd("SET").arg(&probe).arg(std::process::id()).arg("PX").arg(60_000);
+                p.add_command(wait);
                 let v = c
-                    .route_command(
-                        wait,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                            slot,
-                            SlotAddr::Master,
-                        ))),
-                    )
+                    .route_pipeline(p, 1, 1, SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)))
                     .await?;
-                let n: i64 = redis::from_redis_value(v)?;
+                let n: i64 = redis::from_redis_value(v.into_iter().next().unwrap_or(Value::Nil))?;
                 Ok::<u32, redis::RedisError>(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
             }
         });
         Ok(try_join_all(asks).await?.into_iter().min().unwrap_or(replicas))
     }
 
+    /// Which node serves each slot now (`CLUSTER SLOTS`); empty on one node.
+    /// Taken before a step's first write, it is what
+    /// [`RedisConn::require_replicas`] checks the step's slots against.
+    pub async fn masters(&mut self) -> RedisResult<Masters> {
+        let RedisConn::Cluster(c, _) = self else { return Ok(Masters::default()) };
+        let reply: Value = c
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        parse_slot_ranges(&reply).map(Masters).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "CLUSTER SLOTS: unexpected reply"))
+        })
+    }
+
     /// [`RedisConn::wait_replicas`] for `wanted` replicas (0: nothing to do);
     /// fewer by the timeout is [`StoreError::NotReplicated`], and the caller
-    /// must not move its progress past the writes.
+    /// must not move its progress past the writes. On a cluster, a slot of
+    /// `keys` whose master is no longer the one in `since` (taken before the
+    /// step's first write) is [`StoreError::MasterChanged`]: a failover in
+    /// between may have lost the step's writes, or the state the step read to
+    /// skip them, while the new master's replicas (the old master rejoined,
+    /// say) acknowledge everything it has — so WAIT alone cannot tell.
     pub async fn require_replicas<'k>(
         &mut self,
         keys: impl IntoIterator<Item = &'k str>,
         wanted: u32,
         timeout: Duration,
+        since: &Masters,
     ) -> Result<(), StoreError> {
         if wanted == 0 {
             return Ok(());
         }
-        let acked = self.wait_replicas(keys, wanted, timeout).await?;
+        let keys: Vec<&str> = keys.into_iter().collect();
+        let acked = self.wait_replicas(keys.iter().copied(), wanted, timeout).await?;
+        if self.is_cluster() {
+            let now = self.masters().await?;
+            let mut slots: Vec<u16> = keys.iter().map(|k| key_slot(k.as_bytes())).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            for slot in slots {
+                let (before, after) = (since.master_of(slot), now.master_of(slot));
+                if before != after {
+                    let show =
+                        |m: Option<&(String, u16)>| m.map_or_else(|| "none".to_owned(), |(h, p)| format!("{h}:{p}"));
+                    return Err(StoreError::MasterChanged { slot, before: show(before), now: show(after) });
+                }
+            }
+        }
         if acked < wanted {
             return Err(StoreError::NotReplicated { acked, wanted });
         }
         Ok(())
     }
+}
+
+/// A key under `prefix` in cluster slot `slot`: `{prefix}replication_probe:{tag}`
+/// with the first decimal tag that hashes there (found once per slot).
+pub fn probe_key(prefix: &str, slot: u16) -> String {
+    static TAGS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u16, u32>>> =
+        std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(Default::default);
+    let mut known = tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tag = *known
+        .entry(slot)
+        .or_insert_with(|| (0u32..).find(|n| key_slot(format!("{{{n}}}").as_bytes()) == slot).unwrap_or_default());
+    format!("{prefix}replication_probe:{{{tag}}}")
 }
 
 /// The cluster slot of `key` (CRC16-XMODEM of the key or of its `{hash tag}`,
@@ -284,6 +350,18 @@ pub fn key_slot(key: &[u8]) -> u16 {
 
 /// A slot range of `CLUSTER SLOTS`: first slot, last slot, its master's host and port.
 type SlotRange = (u16, u16, (String, u16));
+
+/// The master of every slot range at one moment ([`RedisConn::masters`]);
+/// empty for one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Masters(Vec<SlotRange>);
+
+impl Masters {
+    /// The master (host, port) serving `slot`, if any.
+    pub fn master_of(&self, slot: u16) -> Option<&(String, u16)> {
+        self.0.iter().find(|r| r.0 <= slot && slot <= r.1).map(|r| &r.2)
+    }
+}
 
 /// `CLUSTER SLOTS` → one [`SlotRange`] per range.
 fn parse_slot_ranges(v: &Value) -> Option<Vec<SlotRange>> {
@@ -338,7 +416,7 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c, _) => c.req_packed_command(cmd),
         }
     }
 
@@ -354,18 +432,18 @@ impl ConnectionLike for RedisConn {
             // per command, all in flight at once, replies in order. A
             // transaction (MULTI/EXEC: offset past the commands) stays one
             // request and must keep to one slot.
-            RedisConn::Cluster(c) if offset == 0 && count == pipeline.len() => {
+            RedisConn::Cluster(c, _) if offset == 0 && count == pipeline.len() => {
                 let c = c.clone();
                 split_pipeline(c, pipeline)
             }
-            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c, _) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             RedisConn::Single(c) => c.get_db(),
-            RedisConn::Cluster(c) => c.get_db(),
+            RedisConn::Cluster(c, _) => c.get_db(),
         }
     }
 }

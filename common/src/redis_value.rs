@@ -18,6 +18,11 @@ pub enum StoreError {
     /// only, so the step is not done (retried) and no progress moves past it.
     #[error("writes acknowledged by {acked} replica(s), {wanted} required (redis.min_replicas_acked)")]
     NotReplicated { acked: u32, wanted: u32 },
+    /// A slot written in this step changed master while the step ran (a
+    /// failover): the writes, or what the step read to decide to skip them,
+    /// may be on the old master only, so the step is retried on the new one.
+    #[error("the master of slot {slot} changed from {before} to {now} during the step (failover); retried")]
+    MasterChanged { slot: u16, before: String, now: String },
 }
 
 /// An integer reply.

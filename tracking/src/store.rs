@@ -68,7 +68,7 @@
 //!   witness (the updater's `offsets:` keys are its own; this consumer group
 //!   has others).
 
-use common::redis_conn::RedisConn;
+use common::redis_conn::{Masters, RedisConn};
 pub use common::redis_value::StoreError;
 use common::redis_value::{as_int, as_str};
 use redis::Value;
@@ -266,12 +266,14 @@ impl Store {
 
     /// `StoreError::NotReplicated` unless the configured replicas of every
     /// master holding one of `keys` acknowledged this connection's writes.
-    async fn wait_replicated(&self, keys: &[String]) -> Result<(), StoreError> {
+    /// `since`: the masters before the step's first write (a slot whose
+    /// master changed since is `StoreError::MasterChanged`).
+    async fn wait_replicated(&self, keys: &[String], since: &Masters) -> Result<(), StoreError> {
         let (wanted, timeout) = self.replicas;
         if keys.is_empty() {
             return Ok(());
         }
-        self.conn.clone().require_replicas(keys.iter().map(String::as_str), wanted, timeout).await
+        self.conn.clone().require_replicas(keys.iter().map(String::as_str), wanted, timeout, since).await
     }
 
     /// Attributes one batch (see the module documentation). `topics` names
@@ -323,6 +325,10 @@ impl Store {
         stop: Option<StopAfter>,
     ) -> Result<Outcome, StoreError> {
         let mut conn = self.conn.clone();
+        // Who served each slot before the first write: a failover during the
+        // attempt (the counters' master dying after it decided "already
+        // counted", say) must fail it, not let the resume points move.
+        let since = if self.replicas.0 > 0 { conn.masters().await? } else { Masters::default() };
         // The batch's topic-partitions (first-seen order) and their last offsets.
         let mut tps: Vec<(usize, i32)> = Vec::new();
         let mut last: FxHashMap<(usize, i32), i64> = FxHashMap::default();
@@ -402,7 +408,7 @@ impl Store {
         written.sort_unstable();
         written.dedup();
         written.push(self.keys.stats_offsets());
-        self.wait_replicated(&written).await?;
+        self.wait_replicated(&written, &since).await?;
 
         // 3. The resume points, last.
         let moves = live.iter().map(|&(t, p)| {
@@ -415,7 +421,7 @@ impl Store {
         // And the resume points themselves before the caller commits: the
         // lost-state witness must not go back behind Kafka's offsets.
         let resume_keys: Vec<String> = live.iter().map(|&(t, p)| self.keys.track_offsets(topics[t], p)).collect();
-        self.wait_replicated(&resume_keys).await?;
+        self.wait_replicated(&resume_keys, &since).await?;
         Ok(outcome)
     }
 

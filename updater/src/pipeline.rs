@@ -221,6 +221,9 @@ impl Pipeline {
     /// Idempotent: may be called again with the same messages after a failure.
     pub async fn process(&mut self, batch: &[OwnedMessage]) -> Result<(), BatchError> {
         let started = Instant::now();
+        // Who served each slot before this attempt's first write (a failover
+        // during it fails the replication check: docs/design.md §10).
+        let since = self.store.masters().await.map_err(|source| BatchError::Store { stage: "apply", source })?;
         let model = self.model.current();
         self.sync_new_items(model.as_deref()).await;
         let decoded = decode(batch, now_ms());
@@ -233,7 +236,7 @@ impl Pipeline {
             refreshed = lists.into_iter().map(|(u, _)| u).collect();
         }
         self.dead_letter(&decoded.dead).await?;
-        self.wait_replicated(batch, &refreshed, &lost).await?;
+        self.wait_replicated(batch, &refreshed, &lost, &since).await?;
         let refreshed = refreshed.len();
 
         // Metrics, then the offsets (only now is everything in Redis).
@@ -360,7 +363,13 @@ impl Pipeline {
     /// them would otherwise leave a list stale until its user's next event, or
     /// a witness missing (a needless rebuild from the log start). The
     /// histories were waited for in the apply step, before the witnesses.
-    async fn wait_replicated(&self, batch: &[OwnedMessage], users: &[UserId], lost: &[i32]) -> Result<(), BatchError> {
+    async fn wait_replicated(
+        &self,
+        batch: &[OwnedMessage],
+        users: &[UserId],
+        lost: &[i32],
+        since: &common::redis_conn::Masters,
+    ) -> Result<(), BatchError> {
         if self.store.replicas.0 == 0 {
             return Ok(());
         }
@@ -375,7 +384,7 @@ impl Pipeline {
             .chain(users.iter().map(|u| keys.recs(u)))
             .collect();
         self.store
-            .wait_replicated(written.iter().map(String::as_str))
+            .wait_replicated(written.iter().map(String::as_str), since)
             .await
             .map_err(|source| BatchError::Store { stage: "replicate", source })?;
         self.metrics.stage_seconds.with_label_values(&["replicate"]).observe(t.elapsed().as_secs_f64());

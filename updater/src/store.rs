@@ -33,7 +33,7 @@
 //! the read of the guard inside the atomic step (MULTI/EXEC would need WATCH
 //! and a dedicated connection to get that).
 
-use common::redis_conn::RedisConn;
+use common::redis_conn::{Masters, RedisConn};
 pub use common::redis_value::StoreError;
 use common::redis_value::{as_int, as_pairs};
 use redis::Value;
@@ -194,9 +194,24 @@ impl Store {
     /// `keys` acknowledged this connection's writes to it; fewer by the
     /// timeout is `StoreError::NotReplicated` (the caller must not move its
     /// progress past the writes). Nothing to do when no replicas are asked for.
-    pub async fn wait_replicated<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
+    /// `since`: [`Store::masters`] before the first write being waited for (a
+    /// slot whose master changed since is `StoreError::MasterChanged`).
+    pub async fn wait_replicated<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+        since: &Masters,
+    ) -> Result<(), StoreError> {
         let (wanted, timeout) = self.replicas;
-        self.conn.clone().require_replicas(keys, wanted, timeout).await
+        self.conn.clone().require_replicas(keys, wanted, timeout, since).await
+    }
+
+    /// Which node serves each slot now, when replicas are waited for (else
+    /// nothing is asked): taken before a step's writes, for [`Store::wait_replicated`].
+    pub async fn masters(&self) -> Result<Masters, StoreError> {
+        if self.replicas.0 == 0 {
+            return Ok(Masters::default());
+        }
+        Ok(self.conn.clone().masters().await?)
     }
 
     /// Keeps `live` in the apply step from now on.
@@ -244,6 +259,7 @@ async fn apply(
     now_ms: i64,
 ) -> Result<Applied, StoreError> {
     let (keys, live) = (&store.keys, &store.live);
+    let since = store.masters().await?;
     let offsets_key = keys.offsets(topic, partition);
     let bad = |what: &str| StoreError::Reply(format!("apply: {what}"));
     if slice.floor >= 0 && slice.first > slice.floor {
@@ -353,7 +369,7 @@ async fn apply(
         let hist: Vec<String> = users.iter().map(|u| keys.hist(u)).collect();
         let item_users: Vec<String> = items.iter().map(|i| keys.item_users(i)).collect();
         let trending = (!live.windows.is_empty()).then(|| keys.trending_landmarks());
-        store.wait_replicated(hist.iter().chain(&item_users).chain(&trending).map(String::as_str)).await?;
+        store.wait_replicated(hist.iter().chain(&item_users).chain(&trending).map(String::as_str), &since).await?;
     }
 
     // 4. The resume point and lost-state witness, last.

@@ -13,6 +13,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] functions
 
 mod support;
+#[path = "../../tracking/tests/support/mod.rs"]
+mod tracking_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -158,6 +160,54 @@ impl Cluster {
 
     fn node(&mut self, port: u16) -> &mut Node {
         self.nodes.iter_mut().find(|n| n.port == port).unwrap()
+    }
+
+    /// The master holding `slot`, and its replica.
+    fn shard_of_slot(&self, slot: u16) -> (u16, u16) {
+        let live = self.nodes.iter().find(|n| n.child.is_some()).unwrap().port;
+        let text = cli(live, &["CLUSTER", "NODES"]);
+        let owner = text
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .find(|l| {
+                l.split(' ').skip(8).any(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+                })
+            })
+            .unwrap();
+        let port: u16 = owner.split(' ').nth(1).unwrap().split(['@', ':']).nth(1).unwrap().parse().unwrap();
+        *self.topology().iter().find(|(m, _)| *m == port).unwrap()
+    }
+
+    /// The loss window, then the failover: `replica` frozen and its link
+    /// dropped so `master`'s next writes (made by `during`) exist on the
+    /// master only; the master killed, the stale replica promoted, the old
+    /// master restarted empty as its replica and in sync.
+    async fn fail_over_losing_writes<F: std::future::Future<Output = ()>>(
+        &mut self,
+        master: u16,
+        replica: u16,
+        during: F,
+    ) {
+        self.node(replica).signal("STOP");
+        assert!(cli(master, &["CLIENT", "KILL", "TYPE", "replica"]).trim().parse::<u32>().unwrap() >= 1);
+        during.await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        self.node(master).signal("KILL");
+        self.node(master).kill();
+        self.node(replica).signal("CONT");
+        wait_until("the replica sees its master gone", Duration::from_secs(10), || {
+            cli(replica, &["INFO", "replication"]).contains("master_link_status:down")
+        });
+        assert!(cli(replica, &["CLUSTER", "FAILOVER", "TAKEOVER"]).contains("OK"));
+        wait_until("the replica is a master", Duration::from_secs(10), || {
+            cli(replica, &["ROLE"]).lines().next() == Some("master")
+        });
+        self.node(master).start();
+        wait_until("the old master is the new one's replica, in sync", Duration::from_secs(30), || {
+            cli(master, &["INFO", "replication"]).contains("master_link_status:up")
+        });
     }
 
     /// (master port, its replica's port) per shard, from a live node's `CLUSTER NODES`.
@@ -441,5 +491,64 @@ async fn a_master_killed_with_unreplicated_writes_loses_and_doubles_no_event() {
     tokio::time::timeout(Duration::from_secs(30), running).await.expect("graceful stop").unwrap().unwrap();
     assert_eq!((lost, doubled), (0, 0), "events lost / applied twice; users {users_wrong:?}");
     assert!(done, "the updater did not catch up after the failover");
+    drop(cluster);
+}
+
+/// Tracking on a cluster whose master of the counters' slot (`{s}`) dies with
+/// writes its replica never received: tracking waits for a replica before its
+/// resume points move, so the retried batches re-apply on the promoted
+/// replica what it lacks, the guards skip what it has, and the scripted
+/// scenario's counters come out exactly (tracking/tests/support).
+///
+/// Known failure, kept as its reproduction: in about two runs of three one
+/// click of the scenario is missing from `stats:{s}:als:v1` after the
+/// failover (docs/reliability.md, "Redis Cluster failover"). Run it with
+/// `cargo test -p updater --test failover -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: tracking can lose a click when the counters' master fails over (docs/reliability.md)"]
+async fn a_master_killed_under_tracking_counts_every_record_once() {
+    let Some(brokers) = broker() else { return };
+    common::telemetry::init_with_default(common::telemetry::LogFormat::Text, "warn");
+    let mut cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let t = tag();
+    let mut s = tracking_support::settings(&brokers, &t).await;
+    s.redis = common::RedisConfig {
+        url: String::new(),
+        cluster_nodes: cluster.urls(),
+        prefix: format!("tf-{t}:"),
+        ..common::RedisConfig::default()
+    };
+    assert_eq!(s.redis.replicas_to_wait(), 1);
+    let mut running = tracking_support::start(&s).await;
+    let p = tracking_support::producer(&brokers);
+    let recs = tracking_support::interleaved(&t);
+    let (first, window) = (recs.len() / 3, 2 * recs.len() / 3);
+    tracking_support::produce(&p, &s, &recs[..first]).await;
+    let mut conn = common::redis_conn::connect(&s.redis).await.unwrap();
+    tracking_support::wait_all_applied(&mut conn, &s, Duration::from_secs(60)).await;
+
+    let any = cluster.urls()[0].rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let slot: u16 = cli(any, &["CLUSTER", "KEYSLOT", &s.redis.keys().stats_index()]).trim().parse().unwrap();
+    let (master, replica) = cluster.shard_of_slot(slot);
+    eprintln!("tracking failover: master {master} of the counters' slot {slot} (killed), replica {replica} (promoted)");
+    let killed_at = Instant::now();
+    cluster
+        .fail_over_losing_writes(master, replica, async {
+            tracking_support::produce(&p, &s, &recs[first..window]).await;
+        })
+        .await;
+    tracking_support::produce(&p, &s, &recs[window..]).await;
+    tracking_support::wait_all_applied(&mut conn, &s, Duration::from_secs(90)).await;
+    eprintln!("tracking caught up {:?} after the failover began", killed_at.elapsed());
+    let m = running.metrics.registry().gather();
+    let short: f64 = m
+        .iter()
+        .filter(|f| f.name().contains("replication_short") || f.name().contains("retries"))
+        .flat_map(|f| f.get_metric().iter().map(|x| x.get_counter().get_value()))
+        .sum();
+    eprintln!("tracking: {} records, replication-short / retried attempts: {short}", recs.len());
+    tracking_support::assert_counters(&mut conn, &s.redis.keys()).await;
+    let _ = running.stop.take().unwrap().send(());
+    tokio::time::timeout(Duration::from_secs(30), running.task).await.expect("graceful stop").unwrap().unwrap();
     drop(cluster);
 }
