@@ -191,11 +191,17 @@ impl RedisConn {
     /// masters are found from `CLUSTER SLOTS` at the time of the call, asked
     /// of the master of the first key's slot (a node written to anyway, never
     /// a replica that may be stalled).
+    ///
+    /// `since` ([`RedisConn::masters`] before the writes): each slot's WAIT is
+    /// sent to the node that was its master then, by address — never to a
+    /// successor that took over meanwhile, which would vouch for its own data
+    /// instead of the writes (a dead or demoted old master fails the call).
     pub async fn wait_replicas<'k>(
         &mut self,
         keys: impl IntoIterator<Item = &'k str>,
         replicas: u32,
         timeout: Duration,
+        since: &Masters,
     ) -> RedisResult<u32> {
         let wait = redis::cmd("WAIT").arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)).clone();
         let mut slots: Vec<u16> = keys.into_iter().map(|k| key_slot(k.as_bytes())).collect();
@@ -243,13 +249,15 @@ impl RedisConn {
         // WAIT: a replica at that offset holds everything the master had.
         let asks = asked.into_iter().map(|slot| {
             let (mut c, wait, probe) = (c.clone(), wait.clone(), probe_key(&prefix, slot));
+            let route = match since.master_of(slot) {
+                Some((host, port)) => SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port },
+                None => SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
+            };
             async move {
                 let mut p = redis::pipe();
                 p.cmd("SET").arg(&probe).arg(std::process::id()).arg("PX").arg(60_000);
                 p.add_command(wait);
-                let v = c
-                    .route_pipeline(p, 1, 1, SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)))
-                    .await?;
+                let v = c.route_pipeline(p, 1, 1, route).await?;
                 let n: i64 = redis::from_redis_value(v.into_iter().next().unwrap_or(Value::Nil))?;
                 Ok::<u32, redis::RedisError>(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
             }
@@ -292,7 +300,7 @@ impl RedisConn {
             return Ok(());
         }
         let keys: Vec<&str> = keys.into_iter().collect();
-        let acked = self.wait_replicas(keys.iter().copied(), wanted, timeout).await?;
+        let acked = self.wait_replicas(keys.iter().copied(), wanted, timeout, since).await?;
         if self.is_cluster() {
             let now = self.masters().await?;
             let mut slots: Vec<u16> = keys.iter().map(|k| key_slot(k.as_bytes())).collect();
