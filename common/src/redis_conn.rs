@@ -179,18 +179,11 @@ impl RedisConn {
     /// failover now would lose them.
     ///
     /// What it promises and what not: `WAIT` counts the replicas that
-    /// received the writes (in memory, not fsynced). It is asked by slot, on
-    /// the client's connection to that slot's master, which carried the
-    /// writes; a master that died since fails the call. Once the client has
-    /// moved the slot to a promoted replica, the new master answers instead,
-    /// for writes it never had — and once a replica joined it, it says yes:
-    /// [`RedisConn::require_replicas`] therefore also fails a step whose
-    /// slots changed master since it began. Each master first gets a probe
-    /// write on the same connection, so the WAIT covers everything that
-    /// master held even when this attempt wrote nothing there. The
-    /// masters are found from `CLUSTER SLOTS` at the time of the call, asked
-    /// of the master of the first key's slot (a node written to anyway, never
-    /// a replica that may be stalled).
+    /// received the writes (in memory, not fsynced). Each master first gets
+    /// a probe write on the same connection, so the WAIT covers everything
+    /// that master held even when this attempt wrote nothing there; a master
+    /// that died since fails the call, and [`RedisConn::require_replicas`]
+    /// also fails a step whose slots changed master since it began.
     ///
     /// `since` ([`RedisConn::masters`] before the writes): each slot's WAIT is
     /// sent to the node that was its master then, by address — never to a
@@ -219,22 +212,14 @@ impl RedisConn {
         };
         slots.sort_unstable();
         slots.dedup();
-        let reply: Value = c
-            .route_command(
-                redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slots[0], SlotAddr::Master))),
-            )
-            .await?;
-        let ranges = parse_slot_ranges(&reply).ok_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "CLUSTER SLOTS: unexpected reply"))
-        })?;
-        // One touched slot per master: WAIT there stands for all of them, as
-        // the master's connection carried every write to any of its slots.
+        // One touched slot per master of `since` (where the WAIT goes): a
+        // WAIT there stands for all of them, since replication is one stream
+        // per master.
         let mut masters = std::collections::HashSet::new();
         let mut asked: Vec<u16> = Vec::new();
         for &slot in &slots {
-            match ranges.iter().find(|r| r.0 <= slot && slot <= r.1) {
-                Some(r) if !masters.insert(&r.2) => {}
+            match since.master_of(slot) {
+                Some(m) if !masters.insert(m) => {}
                 // A new master, or a slot no master serves (the cluster is
                 // being changed): asked by slot, the client routes it or fails.
                 _ => asked.push(slot),
