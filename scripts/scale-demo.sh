@@ -221,26 +221,23 @@ echo "== partitions"
 echo "before the kill: $share_before"
 echo "after:           updater B (:${UPDATER_PORTS[1]}) $(partitions_of "${UPDATER_PORTS[1]}") of $PARTITIONS partitions${replacement:+, replacement (:${UPDATER_PORTS[2]}) $(partitions_of "${UPDATER_PORTS[2]}")}"
 echo "events applied: A $applied_a (until killed), B $(applied_of "${UPDATER_PORTS[1]}")${replacement:+, replacement $(applied_of "${UPDATER_PORTS[2]}")}"
+# "name count" lines in, "<what> :name  count <unit> (share %)" lines out.
+shares() {
+    awk -v what="$1" -v unit="$2" '{name[NR] = $1; n[NR] = $2; t += $2}
+        END {for (i = 1; i <= NR; i++) printf "%s :%s  %d %s (%.1f %%)\n", what, name[i], n[i], unit, t ? 100 * n[i] / t : 0}'
+}
 echo "== requests per serving instance"
-total=0
 declare -A served
+total=0
 for p in "${SERVING_PORTS[@]}"; do
     served[$p]=$(metric_sum "http://127.0.0.1:$p/metrics" '^recsys_serving_http_requests_total[{].*route="/v1/recommendations')
     total=$((total + served[$p]))
 done
-for p in "${SERVING_PORTS[@]}"; do
-    awk -v p="$p" -v n="${served[$p]}" -v t="$total" 'BEGIN {printf "serving :%s  %d requests (%.1f %%)\n", p, n, t ? 100 * n / t : 0}'
-done
+for p in "${SERVING_PORTS[@]}"; do echo "$p ${served[$p]}"; done | shares serving requests
 echo "== keys per master (prefix $RECSYS__REDIS__PREFIX)"
-keys_total=0
-declare -A on
 for m in $(masters); do
-    on[$m]=$(redis-cli -p "$m" --scan --pattern "${RECSYS__REDIS__PREFIX}*" | wc -l)
-    keys_total=$((keys_total + on[$m]))
-done
-for m in "${!on[@]}"; do
-    awk -v m="$m" -v n="${on[$m]}" -v t="$keys_total" 'BEGIN {printf "master :%s  %d keys (%.1f %%)\n", m, n, t ? 100 * n / t : 0}'
-done
+    echo "$m $(redis-cli -p "$m" --scan --pattern "${RECSYS__REDIS__PREFIX}*" | wc -l)"
+done | shares master keys
 echo "== reads (recsys-loadtest)"
 cat "$state/load.txt"
 echo "== exactly once (recsys-updater verify)"
